@@ -1,0 +1,102 @@
+/**
+ * Close codes (RFC 6455 7.4) and the close frame payload.
+ *
+ * Pure: no I/O.
+ *
+ * @module
+ */
+
+/** 1000: the purpose for which the connection was established is fulfilled. */
+export const NORMAL_CLOSURE = 1000;
+/** 1001: an endpoint is going away (server shutdown, page navigation). */
+export const GOING_AWAY = 1001;
+/** 1002: the peer broke the protocol. */
+export const PROTOCOL_ERROR = 1002;
+/** 1003: a type of data the endpoint cannot accept. */
+export const UNSUPPORTED_DATA = 1003;
+/** 1005: reserved; reported when a close frame carried no code. */
+export const NO_STATUS_RECEIVED = 1005;
+/** 1006: reserved; reported when the connection dropped without a close frame. */
+export const ABNORMAL_CLOSURE = 1006;
+/** 1007: data inconsistent with the message type (invalid UTF-8 text). */
+export const INVALID_FRAME_PAYLOAD_DATA = 1007;
+/** 1008: a message violated the endpoint's policy. */
+export const POLICY_VIOLATION = 1008;
+/** 1009: a message too big to process. */
+export const MESSAGE_TOO_BIG = 1009;
+/** 1010: the client expected an extension the server did not negotiate. */
+export const MANDATORY_EXTENSION = 1010;
+/** 1011: the server hit an unexpected condition. */
+export const INTERNAL_ERROR = 1011;
+/** 1015: reserved; reported when the TLS handshake failed. */
+export const TLS_HANDSHAKE = 1015;
+
+/**
+ * Whether `code` may appear in a close frame on the wire.
+ *
+ * RFC 6455 7.4.1 and the IANA registry: 1000-1003 and 1007-1014 are defined,
+ * 3000-4999 belong to libraries and applications; 1004, 1005, 1006 and 1015
+ * are reserved and must never be sent.
+ */
+export function isValidCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) ||
+    (code >= 1007 && code <= 1014) ||
+    (code >= 3000 && code <= 4999);
+}
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * Encodes a close payload: the code in network byte order and the UTF-8
+ * reason. Code 1005 means "no code" and gives an empty payload.
+ * The caller validates `code` and the reason's length.
+ */
+export function encodeClosePayload(code: number, reason: string): Uint8Array {
+  if (code === NO_STATUS_RECEIVED) return new Uint8Array(0);
+  const reasonBytes = encoder.encode(reason);
+  const payload = new Uint8Array(2 + reasonBytes.length);
+  payload[0] = code >>> 8;
+  payload[1] = code & 0xff;
+  payload.set(reasonBytes, 2);
+  return payload;
+}
+
+/** A decoded close payload, or the close code to fail the connection with. */
+export type ClosePayload =
+  | { ok: true; code: number; reason: string }
+  | { ok: false; closeCode: number; message: string };
+
+/** Decodes and validates the payload of a received close frame. */
+export function decodeClosePayload(payload: Uint8Array): ClosePayload {
+  if (payload.length === 0) {
+    return { ok: true, code: NO_STATUS_RECEIVED, reason: "" };
+  }
+  // RFC 6455 5.5.1: if there is a body, the first two bytes are the code.
+  if (payload.length === 1) {
+    return {
+      ok: false,
+      closeCode: PROTOCOL_ERROR,
+      message: "Invalid close frame: payload of 1 byte",
+    };
+  }
+  const code = (payload[0] << 8) | payload[1];
+  if (!isValidCloseCode(code)) {
+    return {
+      ok: false,
+      closeCode: PROTOCOL_ERROR,
+      message: `Invalid close frame: close code ${code}`,
+    };
+  }
+  let reason: string;
+  try {
+    reason = strictDecoder.decode(payload.subarray(2));
+  } catch {
+    return {
+      ok: false,
+      closeCode: INVALID_FRAME_PAYLOAD_DATA,
+      message: "Invalid close frame: reason is not valid UTF-8",
+    };
+  }
+  return { ok: true, code, reason };
+}

@@ -1,0 +1,489 @@
+/**
+ * The frame codec (RFC 6455 5.2): header encoding, and an incremental
+ * decoder that takes byte chunks split at any point.
+ *
+ * Pure: no I/O, no timers, no promises.
+ *
+ * @module
+ */
+
+import { MESSAGE_TOO_BIG, PROTOCOL_ERROR } from "./close.ts";
+import { mask } from "./mask.ts";
+
+/** Opcode of a continuation frame. */
+export const OPCODE_CONTINUATION = 0x0;
+/** Opcode of a text frame. */
+export const OPCODE_TEXT = 0x1;
+/** Opcode of a binary frame. */
+export const OPCODE_BINARY = 0x2;
+/** Opcode of a close frame. */
+export const OPCODE_CLOSE = 0x8;
+/** Opcode of a ping frame. */
+export const OPCODE_PING = 0x9;
+/** Opcode of a pong frame. */
+export const OPCODE_PONG = 0xa;
+
+/** RFC 6455 5.5: all control frames carry 125 bytes of payload or less. */
+export const MAX_CONTROL_PAYLOAD = 125;
+
+/** A decoded frame. `payload` is already unmasked. */
+export interface Frame {
+  fin: boolean;
+  rsv1: boolean;
+  opcode: number;
+  payload: Uint8Array;
+}
+
+/**
+ * What the peer did wrong, as the close code to fail the connection with.
+ * Thrown by {@linkcode FrameDecoder} and caught by the protocol: never
+ * reaches the library's caller.
+ */
+export class FrameError extends Error {
+  /** The close code to send (1002 or 1009). */
+  readonly closeCode: number;
+  constructor(closeCode: number, message: string) {
+    super(message);
+    this.name = "FrameError";
+    this.closeCode = closeCode;
+  }
+}
+
+/** Limits and rules for {@linkcode FrameDecoder}. */
+export interface FrameDecoderOptions {
+  /**
+   * `true` on a server (RFC 6455 5.1: a client masks every frame),
+   * `false` on a client (a server masks none).
+   */
+  requireMask: boolean;
+  /** Largest payload of one data frame, in bytes. */
+  maxFrameSize: number;
+  /** Largest data message (all its fragments), in bytes. */
+  maxMessageSize: number;
+  /** Whether RSV1 may be set on the first frame of a data message. */
+  allowRsv1?: boolean;
+}
+
+const HEADER = 0;
+const LENGTH_16 = 1;
+const LENGTH_64 = 2;
+const MASKING_KEY = 3;
+const PAYLOAD = 4;
+
+const EMPTY = new Uint8Array(0);
+/** A payload that spans reads grows to its declared length in steps. */
+const MIN_PAYLOAD_CAPACITY = 64 * 1024;
+
+/**
+ * Incremental frame decoder: `feed()` a chunk, then call `next()` until it
+ * returns `false`; after each `true`, `fin`, `rsv1`, `opcode` and `payload`
+ * describe one complete frame.
+ *
+ * Limits, reserved bits, opcodes, masking, control-frame rules and the
+ * order of continuation frames are checked as soon as the header is
+ * decoded, before any payload is buffered; a violation throws
+ * {@linkcode FrameError} and the decoder must not be used again.
+ *
+ * A payload that lies whole inside the fed chunk is returned as a view of
+ * it (`payloadOwned` is `false`), unmasked in place: copy it before the
+ * chunk's memory is reused. A payload that spans chunks is gathered into a
+ * buffer of its own (`payloadOwned` is `true`), never allocated ahead of
+ * the bytes that fill it.
+ */
+export class FrameDecoder {
+  /** FIN bit of the last complete frame. */
+  fin = false;
+  /** RSV1 bit of the last complete frame. */
+  rsv1 = false;
+  /** Opcode of the frame being decoded or last completed. */
+  opcode = 0;
+  /** Payload length declared by the frame being decoded or last completed. */
+  payloadLength = 0;
+  /** Unmasked payload of the last complete frame. */
+  payload: Uint8Array = EMPTY;
+  /** Whether `payload` is a buffer of its own rather than a view of a chunk. */
+  payloadOwned = false;
+
+  #requireMask: boolean;
+  #maxFrameSize: number;
+  #maxMessageSize: number;
+  #allowRsv1: boolean;
+
+  #state = HEADER;
+  #chunk: Uint8Array = EMPTY;
+  #pos = 0;
+  // Header fields that straddle chunks are gathered here (at most 8 bytes).
+  #scratch = new Uint8Array(8);
+  #scratchLength = 0;
+  #src: Uint8Array = EMPTY;
+  #srcOffset = 0;
+
+  #masked = false;
+  #maskingKey = new Uint8Array(4);
+  #buffer: Uint8Array | null = null;
+  #filled = 0;
+
+  // Opcode of the fragmented data message in progress, 0 if none.
+  #fragmentOpcode = 0;
+  #messageSize = 0;
+
+  constructor(options: FrameDecoderOptions) {
+    this.#requireMask = options.requireMask;
+    this.#maxFrameSize = options.maxFrameSize;
+    this.#maxMessageSize = options.maxMessageSize;
+    this.#allowRsv1 = options.allowRsv1 ?? false;
+  }
+
+  /** Sets the chunk that the following `next()` calls consume. */
+  feed(chunk: Uint8Array): void {
+    this.#chunk = chunk;
+    this.#pos = 0;
+  }
+
+  /** Bytes of the fed chunk not consumed yet. */
+  get pending(): number {
+    return this.#chunk.length - this.#pos;
+  }
+
+  /**
+   * Decodes the next frame from the fed chunk.
+   *
+   * @returns `true` when a frame is complete, `false` when more bytes are
+   * needed
+   * @throws {FrameError} when the peer broke the protocol or a limit
+   */
+  next(): boolean {
+    for (;;) {
+      switch (this.#state) {
+        case HEADER: {
+          if (!this.#need(2)) return false;
+          this.#decodeHeader(this.#src[this.#srcOffset], this.#src[this.#srcOffset + 1]);
+          break;
+        }
+        case LENGTH_16: {
+          if (!this.#need(2)) return false;
+          const s = this.#src, o = this.#srcOffset;
+          this.#setPayloadLength((s[o] << 8) | s[o + 1]);
+          break;
+        }
+        case LENGTH_64: {
+          if (!this.#need(8)) return false;
+          const s = this.#src, o = this.#srcOffset;
+          // RFC 6455 5.2: the most significant bit MUST be 0.
+          if (s[o] & 0x80) {
+            throw new FrameError(
+              PROTOCOL_ERROR,
+              "Invalid frame header: 64-bit payload length has its most significant bit set",
+            );
+          }
+          const high = ((s[o] << 24) | (s[o + 1] << 16) | (s[o + 2] << 8) | s[o + 3]) >>> 0;
+          const low = ((s[o + 4] << 24) | (s[o + 5] << 16) | (s[o + 6] << 8) | s[o + 7]) >>> 0;
+          this.#setPayloadLength(high * 0x1_0000_0000 + low);
+          break;
+        }
+        case MASKING_KEY: {
+          if (!this.#need(4)) return false;
+          const s = this.#src, o = this.#srcOffset, k = this.#maskingKey;
+          k[0] = s[o];
+          k[1] = s[o + 1];
+          k[2] = s[o + 2];
+          k[3] = s[o + 3];
+          this.#state = PAYLOAD;
+          break;
+        }
+        default:
+          return this.#readPayload();
+      }
+    }
+  }
+
+  /**
+   * Where the next read may land to go straight into a payload that spans
+   * reads, or `null`. After reading `n` bytes into it, call
+   * {@linkcode FrameDecoder.advance} instead of `feed()`.
+   *
+   * @param minimum the least room worth reading into directly
+   */
+  directTarget(minimum: number): Uint8Array | null {
+    const buffer = this.#buffer;
+    if (this.#state !== PAYLOAD || buffer === null) return null;
+    const remaining = this.payloadLength - this.#filled;
+    if (remaining < minimum) return null;
+    if (buffer.length < this.payloadLength && buffer.length - this.#filled < minimum) {
+      this.#grow(Math.min(this.payloadLength, this.#filled + Math.max(minimum, this.#filled)));
+    }
+    return this.#buffer!.subarray(this.#filled);
+  }
+
+  /** Records `n` bytes read into the {@linkcode directTarget}. */
+  advance(n: number): void {
+    this.#filled += n;
+    this.feed(EMPTY);
+  }
+
+  /**
+   * Decodes every complete frame in `chunk` (after any earlier partial
+   * frame). Payload views stay valid while `chunk` is not modified.
+   *
+   * @throws {FrameError} when the peer broke the protocol or a limit
+   */
+  push(chunk: Uint8Array): Frame[] {
+    const frames: Frame[] = [];
+    this.feed(chunk);
+    while (this.next()) {
+      frames.push({
+        fin: this.fin,
+        rsv1: this.rsv1,
+        opcode: this.opcode,
+        payload: this.payload,
+      });
+    }
+    return frames;
+  }
+
+  #need(n: number): boolean {
+    const chunk = this.#chunk;
+    const available = chunk.length - this.#pos;
+    if (this.#scratchLength === 0 && available >= n) {
+      this.#src = chunk;
+      this.#srcOffset = this.#pos;
+      this.#pos += n;
+      return true;
+    }
+    const take = Math.min(n - this.#scratchLength, available);
+    for (let i = 0; i < take; i++) {
+      this.#scratch[this.#scratchLength++] = chunk[this.#pos++];
+    }
+    if (this.#scratchLength < n) return false;
+    this.#src = this.#scratch;
+    this.#srcOffset = 0;
+    this.#scratchLength = 0;
+    return true;
+  }
+
+  #decodeHeader(b0: number, b1: number): void {
+    const fin = (b0 & 0x80) !== 0;
+    const rsv1 = (b0 & 0x40) !== 0;
+    const opcode = b0 & 0x0f;
+    const masked = (b1 & 0x80) !== 0;
+    const length = b1 & 0x7f;
+
+    // RFC 6455 5.2: RSV bits MUST be 0 unless an extension defines them.
+    if (b0 & 0x30) {
+      throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: RSV2 or RSV3 is set");
+    }
+    if (opcode >= 0x8) {
+      if (opcode > OPCODE_PONG) {
+        throw new FrameError(PROTOCOL_ERROR, `Invalid frame header: unknown opcode ${opcode}`);
+      }
+      // RFC 6455 5.5: control frames MUST NOT be fragmented and MUST have a
+      // payload length of 125 bytes or less.
+      if (!fin) {
+        throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: fragmented control frame");
+      }
+      if (length > MAX_CONTROL_PAYLOAD) {
+        throw new FrameError(
+          PROTOCOL_ERROR,
+          `Invalid frame header: control frame payload must be 125 bytes or less, received ${
+            length === 126 ? "more than 125" : "more than 65535"
+          } bytes`,
+        );
+      }
+      // RFC 7692 6.1: RSV1 is never set on a control frame.
+      if (rsv1) {
+        throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: RSV1 is set on a control frame");
+      }
+    } else if (opcode === OPCODE_CONTINUATION) {
+      // RFC 6455 5.4: a continuation needs a fragmented message in progress.
+      if (this.#fragmentOpcode === 0) {
+        throw new FrameError(PROTOCOL_ERROR, "Invalid frame sequence: continuation frame with no message to continue");
+      }
+      // RFC 7692 6.1: RSV1 is set on the first frame of a message only.
+      if (rsv1) {
+        throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: RSV1 is set on a continuation frame");
+      }
+    } else if (opcode === OPCODE_TEXT || opcode === OPCODE_BINARY) {
+      if (this.#fragmentOpcode !== 0) {
+        throw new FrameError(
+          PROTOCOL_ERROR,
+          "Invalid frame sequence: new data message before the fragmented one ended",
+        );
+      }
+      if (rsv1 && !this.#allowRsv1) {
+        throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: RSV1 is set without a negotiated extension");
+      }
+    } else {
+      throw new FrameError(PROTOCOL_ERROR, `Invalid frame header: unknown opcode ${opcode}`);
+    }
+    // RFC 6455 5.1: a server MUST close the connection upon receiving an
+    // unmasked frame; a client MUST close it upon receiving a masked frame.
+    if (masked !== this.#requireMask) {
+      throw new FrameError(
+        PROTOCOL_ERROR,
+        masked ? "Invalid frame header: frame from the server is masked" : "Invalid frame header: frame from the client is not masked",
+      );
+    }
+
+    this.fin = fin;
+    this.rsv1 = rsv1;
+    this.opcode = opcode;
+    this.#masked = masked;
+    if (length === 126) this.#state = LENGTH_16;
+    else if (length === 127) this.#state = LENGTH_64;
+    else this.#setPayloadLength(length);
+  }
+
+  #setPayloadLength(length: number): void {
+    this.payloadLength = length;
+    const opcode = this.opcode;
+    if (opcode < 0x8) {
+      // Limits are checked here, before any payload byte is buffered.
+      if (length > this.#maxFrameSize) {
+        throw new FrameError(
+          MESSAGE_TOO_BIG,
+          `Frame too big: limit is ${this.#maxFrameSize} bytes, received ${length} bytes`,
+        );
+      }
+      const messageSize = (opcode === OPCODE_CONTINUATION ? this.#messageSize : 0) + length;
+      if (messageSize > this.#maxMessageSize) {
+        throw new FrameError(
+          MESSAGE_TOO_BIG,
+          `Message too big: limit is ${this.#maxMessageSize} bytes, received ${messageSize} bytes or more`,
+        );
+      }
+      if (this.fin) {
+        this.#fragmentOpcode = 0;
+        this.#messageSize = 0;
+      } else {
+        if (opcode !== OPCODE_CONTINUATION) this.#fragmentOpcode = opcode;
+        this.#messageSize = messageSize;
+      }
+    }
+    this.#state = this.#masked ? MASKING_KEY : PAYLOAD;
+  }
+
+  #readPayload(): boolean {
+    const length = this.payloadLength;
+    const chunk = this.#chunk;
+    const available = chunk.length - this.#pos;
+    let buffer = this.#buffer;
+    if (buffer === null) {
+      if (available >= length) {
+        const start = this.#pos;
+        this.#pos = start + length;
+        return this.#complete(chunk.subarray(start, start + length), false);
+      }
+      this.#filled = 0;
+      buffer = this.#grow(Math.min(length, Math.max(MIN_PAYLOAD_CAPACITY, available)));
+    }
+    const take = Math.min(length - this.#filled, available);
+    if (take > 0) {
+      if (this.#filled + take > buffer.length) {
+        buffer = this.#grow(Math.min(length, Math.max(buffer.length * 2, this.#filled + take)));
+      }
+      buffer.set(chunk.subarray(this.#pos, this.#pos + take), this.#filled);
+      this.#filled += take;
+      this.#pos += take;
+    }
+    if (this.#filled < length) return false;
+    this.#buffer = null;
+    return this.#complete(buffer, true);
+  }
+
+  #grow(capacity: number): Uint8Array {
+    let next: Uint8Array;
+    try {
+      next = new Uint8Array(capacity);
+    } catch {
+      throw new FrameError(MESSAGE_TOO_BIG, `Frame too big: cannot allocate ${capacity} bytes`);
+    }
+    if (this.#buffer !== null) next.set(this.#buffer.subarray(0, this.#filled));
+    this.#buffer = next;
+    return next;
+  }
+
+  #complete(payload: Uint8Array, owned: boolean): true {
+    if (this.#masked) mask(payload, this.#maskingKey);
+    this.payload = payload;
+    this.payloadOwned = owned;
+    this.#state = HEADER;
+    return true;
+  }
+}
+
+/** Size of a frame header for a payload of `payloadLength` bytes. */
+export function frameHeaderSize(payloadLength: number, masked: boolean): number {
+  const size = payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10;
+  return masked ? size + 4 : size;
+}
+
+/**
+ * Writes a frame header into `target` at `offset`.
+ *
+ * @returns the offset just past the header
+ */
+export function writeFrameHeader(
+  target: Uint8Array,
+  offset: number,
+  fin: boolean,
+  rsv1: boolean,
+  opcode: number,
+  payloadLength: number,
+  maskingKey?: Uint8Array,
+): number {
+  target[offset++] = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode;
+  const maskBit = maskingKey ? 0x80 : 0;
+  if (payloadLength < 126) {
+    target[offset++] = maskBit | payloadLength;
+  } else if (payloadLength < 0x10000) {
+    target[offset++] = maskBit | 126;
+    target[offset++] = payloadLength >>> 8;
+    target[offset++] = payloadLength & 0xff;
+  } else {
+    target[offset++] = maskBit | 127;
+    const high = Math.floor(payloadLength / 0x1_0000_0000);
+    const low = payloadLength >>> 0;
+    target[offset++] = high >>> 24;
+    target[offset++] = (high >>> 16) & 0xff;
+    target[offset++] = (high >>> 8) & 0xff;
+    target[offset++] = high & 0xff;
+    target[offset++] = low >>> 24;
+    target[offset++] = (low >>> 16) & 0xff;
+    target[offset++] = (low >>> 8) & 0xff;
+    target[offset++] = low & 0xff;
+  }
+  if (maskingKey) {
+    target[offset++] = maskingKey[0];
+    target[offset++] = maskingKey[1];
+    target[offset++] = maskingKey[2];
+    target[offset++] = maskingKey[3];
+  }
+  return offset;
+}
+
+/** Options of {@linkcode encodeFrame}. */
+export interface EncodeFrameOptions {
+  /** FIN bit. @default {true} */
+  fin?: boolean;
+  /** RSV1 bit (permessage-deflate). @default {false} */
+  rsv1?: boolean;
+  /** Mask with this 4-byte key (client frames); unmasked when absent. */
+  maskingKey?: Uint8Array;
+}
+
+/**
+ * Encodes one frame: header and (masked) payload. `payload` is not modified.
+ */
+export function encodeFrame(
+  opcode: number,
+  payload: Uint8Array,
+  options: EncodeFrameOptions = {},
+): Uint8Array {
+  const { fin = true, rsv1 = false, maskingKey } = options;
+  const headerSize = frameHeaderSize(payload.length, maskingKey !== undefined);
+  const frame = new Uint8Array(headerSize + payload.length);
+  writeFrameHeader(frame, 0, fin, rsv1, opcode, payload.length, maskingKey);
+  frame.set(payload, headerSize);
+  if (maskingKey) mask(frame.subarray(headerSize), maskingKey);
+  return frame;
+}

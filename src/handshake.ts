@@ -1,0 +1,270 @@
+/**
+ * The HTTP/1.1 upgrade (RFC 6455 4), both directions, hand-written.
+ *
+ * Pure apart from {@linkcode acceptKey}, which uses Web Crypto's SHA-1.
+ *
+ * @module
+ */
+
+/** RFC 6455 1.3: the GUID appended to the key before hashing. */
+export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+const latin1 = new TextDecoder("latin1");
+const encoder = new TextEncoder();
+
+/** A parsed HTTP request head. */
+export interface RequestHead {
+  method: string;
+  target: string;
+  version: string;
+  headers: Headers;
+}
+
+/** A parsed HTTP response head. */
+export interface ResponseHead {
+  version: string;
+  status: number;
+  statusText: string;
+  headers: Headers;
+}
+
+/** Why a head could not be parsed: the HTTP status to answer with. */
+export interface HeadError {
+  status: 400 | 431;
+  message: string;
+}
+
+/**
+ * Finds the end of an HTTP head (`\r\n\r\n`) in `bytes`, scanning from
+ * `from` (pass how far an earlier scan got, minus 3).
+ *
+ * @returns the index just past the blank line, or -1
+ */
+export function findHeadEnd(bytes: Uint8Array, from = 0): number {
+  for (let i = Math.max(0, from); i + 3 < bytes.length; i++) {
+    if (
+      bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 &&
+      bytes[i + 3] === 10
+    ) return i + 4;
+  }
+  return -1;
+}
+
+// RFC 9110 5.6.2: token characters.
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// RFC 9110 5.5: field values are visible characters, spaces and tabs.
+// deno-lint-ignore no-control-regex
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+function parseHeaderLines(lines: string[], headers: Headers): string | null {
+  for (const line of lines) {
+    const colon = line.indexOf(":");
+    if (colon <= 0) return `Malformed header line: ${JSON.stringify(line.slice(0, 64))}`;
+    const name = line.slice(0, colon);
+    // RFC 9112 5.1: no whitespace between the field name and the colon, and
+    // obsolete line folding is rejected.
+    if (!TOKEN.test(name)) return `Invalid header name: ${JSON.stringify(name.slice(0, 64))}`;
+    const value = line.slice(colon + 1).trim();
+    if (!FIELD_VALUE.test(value)) return `Invalid value for header ${name}`;
+    try {
+      headers.append(name, value);
+    } catch {
+      return `Invalid value for header ${name}`;
+    }
+  }
+  return null;
+}
+
+/** Parses an HTTP/1.1 request head (the bytes up to and with `\r\n\r\n`). */
+export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
+  const lines = latin1.decode(head).split("\r\n");
+  // The head ends with an empty line; anything else has no place here.
+  lines.length -= 2;
+  const requestLine = lines.shift() ?? "";
+  const parts = requestLine.split(" ");
+  if (parts.length !== 3 || !TOKEN.test(parts[0]) || parts[1] === "") {
+    return { status: 400, message: `Malformed request line: ${JSON.stringify(requestLine.slice(0, 64))}` };
+  }
+  const [method, target, version] = parts;
+  if (!/^HTTP\/\d\.\d$/.test(version)) {
+    return { status: 400, message: `Malformed request line: version ${JSON.stringify(version.slice(0, 16))}` };
+  }
+  const headers = new Headers();
+  const error = parseHeaderLines(lines, headers);
+  if (error !== null) return { status: 400, message: error };
+  return { method, target, version, headers };
+}
+
+/** Parses an HTTP/1.1 response head (the bytes up to and with `\r\n\r\n`). */
+export function parseResponseHead(head: Uint8Array): ResponseHead | string {
+  const lines = latin1.decode(head).split("\r\n");
+  lines.length -= 2;
+  const statusLine = lines.shift() ?? "";
+  const match = /^(HTTP\/\d\.\d) (\d{3})(?: (.*))?$/.exec(statusLine);
+  if (match === null) return `Malformed status line: ${JSON.stringify(statusLine.slice(0, 64))}`;
+  const headers = new Headers();
+  const error = parseHeaderLines(lines, headers);
+  if (error !== null) return error;
+  return { version: match[1], status: Number(match[2]), statusText: match[3] ?? "", headers };
+}
+
+/**
+ * Splits a comma-separated header value into its trimmed, non-empty
+ * elements (RFC 9110 5.6.1).
+ */
+export function headerList(value: string | null): string[] {
+  if (value === null) return [];
+  const items: string[] = [];
+  for (const item of value.split(",")) {
+    const trimmed = item.trim();
+    if (trimmed !== "") items.push(trimmed);
+  }
+  return items;
+}
+
+/** Whether the comma-separated header value contains `token`, ignoring case. */
+export function hasToken(value: string | null, token: string): boolean {
+  const lower = token.toLowerCase();
+  return headerList(value).some((item) => item.toLowerCase() === lower);
+}
+
+/**
+ * `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 4.2.2):
+ * base64 of the SHA-1 of the key and the GUID.
+ */
+export async function acceptKey(key: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-1", encoder.encode(key + WEBSOCKET_GUID));
+  return btoa(String.fromCharCode(...new Uint8Array(digest)));
+}
+
+/** Whether `key` is base64 of 16 bytes (RFC 6455 4.1, item 7). */
+export function isValidKey(key: string): boolean {
+  return /^[A-Za-z0-9+/]{22}==$/.test(key);
+}
+
+/** A fresh random `Sec-WebSocket-Key`. */
+export function generateKey(): string {
+  return btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+}
+
+/** What a valid upgrade request asks for. */
+export interface UpgradeRequest {
+  key: string;
+  protocols: string[];
+  extensions: string[];
+}
+
+/** Why a request is not a valid upgrade: the response to send. */
+export interface UpgradeRejection {
+  status: 400 | 405 | 426;
+  message: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * Validates a parsed request as a WebSocket upgrade (RFC 6455 4.2.1).
+ *
+ * A request without `Upgrade: websocket` is plain HTTP (426, or the
+ * server's `onRequest`); a wrong `Sec-WebSocket-Version` is 426 with
+ * `Sec-WebSocket-Version: 13`; anything else malformed is 400.
+ */
+export function validateUpgrade(request: RequestHead): UpgradeRequest | UpgradeRejection {
+  const h = request.headers;
+  if (!hasToken(h.get("upgrade"), "websocket")) {
+    return {
+      status: 426,
+      message: "Upgrade required: this endpoint serves WebSocket only",
+      headers: { "Upgrade": "websocket", "Connection": "Upgrade" },
+    };
+  }
+  const fail = (message: string): UpgradeRejection => ({ status: 400, message, headers: {} });
+  if (request.method !== "GET") return fail(`Invalid upgrade: method must be GET, received ${request.method}`);
+  if (request.version !== "HTTP/1.1") {
+    return fail(`Invalid upgrade: HTTP version must be 1.1, received ${request.version}`);
+  }
+  if (!h.has("host")) return fail("Invalid upgrade: missing Host header");
+  if (!hasToken(h.get("connection"), "upgrade")) {
+    return fail("Invalid upgrade: Connection header must contain Upgrade");
+  }
+  const version = h.get("sec-websocket-version");
+  if (version !== "13") {
+    return {
+      status: 426,
+      message: `Unsupported WebSocket version: ${version === null ? "none" : JSON.stringify(version)}`,
+      headers: { "Sec-WebSocket-Version": "13" },
+    };
+  }
+  const key = h.get("sec-websocket-key");
+  if (key === null || !isValidKey(key)) {
+    return fail("Invalid upgrade: Sec-WebSocket-Key must be base64 of 16 bytes");
+  }
+  const protocols = headerList(h.get("sec-websocket-protocol"));
+  if (!protocols.every((p) => TOKEN.test(p))) return fail("Invalid upgrade: malformed Sec-WebSocket-Protocol");
+  return { key, protocols, extensions: headerList(h.get("sec-websocket-extensions")) };
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  101: "Switching Protocols",
+  400: "Bad Request",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  426: "Upgrade Required",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+/** The reason phrase for a status code. */
+export function statusText(status: number): string {
+  return STATUS_TEXT[status] ?? "Unknown";
+}
+
+/**
+ * Serializes a response head with a small text body (or none, for 101).
+ */
+export function encodeResponse(
+  status: number,
+  headers: Record<string, string>,
+  body = "",
+): Uint8Array {
+  let head = `HTTP/1.1 ${status} ${statusText(status)}\r\n`;
+  for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+  if (status !== 101) {
+    const bodyBytes = encoder.encode(body);
+    head += `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${bodyBytes.length}\r\nConnection: close\r\n\r\n`;
+    const headBytes = encoder.encode(head);
+    const out = new Uint8Array(headBytes.length + bodyBytes.length);
+    out.set(headBytes);
+    out.set(bodyBytes, headBytes.length);
+    return out;
+  }
+  return encoder.encode(head + "\r\n");
+}
+
+/** Serializes a client's upgrade request (RFC 6455 4.1). */
+export function encodeRequest(
+  url: URL,
+  key: string,
+  protocols: readonly string[],
+  headers: Headers,
+): Uint8Array {
+  const path = (url.pathname || "/") + url.search;
+  let head = `GET ${path} HTTP/1.1\r\n`;
+  const lines = new Map<string, string>([
+    ["Host", url.host],
+    ["Upgrade", "websocket"],
+    ["Connection", "Upgrade"],
+    ["Sec-WebSocket-Key", key],
+    ["Sec-WebSocket-Version", "13"],
+  ]);
+  if (protocols.length > 0) lines.set("Sec-WebSocket-Protocol", protocols.join(", "));
+  const reserved = new Set([...lines.keys()].map((k) => k.toLowerCase()));
+  for (const [name, value] of lines) head += `${name}: ${value}\r\n`;
+  // User headers never override the ones the handshake depends on.
+  for (const [name, value] of headers) {
+    if (!reserved.has(name)) head += `${name}: ${value}\r\n`;
+  }
+  return encoder.encode(head + "\r\n");
+}

@@ -1,0 +1,58 @@
+/**
+ * Masking (RFC 6455 5.3): XOR with a 4-byte key, word-wise.
+ *
+ * Pure: no I/O.
+ *
+ * @module
+ */
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * XORs `data` in place with `maskingKey`, as if `data` started `offset` bytes
+ * into the masked payload (so a payload can be unmasked in pieces).
+ *
+ * RFC 6455 5.3: octet i of the transformed data is octet i of the original
+ * data XOR octet i MOD 4 of the masking key. Masking twice restores the data.
+ */
+export function mask(
+  data: Uint8Array,
+  maskingKey: Uint8Array,
+  offset = 0,
+): void {
+  const length = data.length;
+  let i = 0;
+  // Bytes up to the first 4-byte-aligned address of the underlying buffer.
+  const head = Math.min(length, (4 - (data.byteOffset & 3)) & 3);
+  for (; i < head; i++) data[i] ^= maskingKey[(offset + i) & 3];
+  const words = (length - i) >>> 2;
+  if (words > 0) {
+    // The key rotated so that its byte 0 lines up with data[i].
+    const k = (offset + i) & 3;
+    const b0 = maskingKey[k];
+    const b1 = maskingKey[(k + 1) & 3];
+    const b2 = maskingKey[(k + 2) & 3];
+    const b3 = maskingKey[(k + 3) & 3];
+    const word = LITTLE_ENDIAN
+      ? (b0 | (b1 << 8) | (b2 << 16) | (b3 << 24))
+      : ((b0 << 24) | (b1 << 16) | (b2 << 8) | b3);
+    const view = new Int32Array(data.buffer, data.byteOffset + i, words);
+    for (let w = 0; w < words; w++) view[w] ^= word;
+    i += words << 2;
+  }
+  for (; i < length; i++) data[i] ^= maskingKey[(offset + i) & 3];
+}
+
+/**
+ * Copies `source` into `target` at `targetOffset`, masking as it copies.
+ * Used by the encoder so the caller's payload is never modified.
+ */
+export function maskInto(
+  source: Uint8Array,
+  maskingKey: Uint8Array,
+  target: Uint8Array,
+  targetOffset: number,
+): void {
+  target.set(source, targetOffset);
+  mask(target.subarray(targetOffset, targetOffset + source.length), maskingKey);
+}

@@ -1,0 +1,308 @@
+/**
+ * The WebSocket protocol state machine (RFC 6455 5-7), sans I/O: bytes go
+ * in, messages to deliver and frames to send come out through a
+ * {@linkcode ProtocolSink}. It decides; the socket acts.
+ *
+ * @module
+ */
+
+import {
+  ABNORMAL_CLOSURE,
+  decodeClosePayload,
+  encodeClosePayload,
+  INTERNAL_ERROR,
+  INVALID_FRAME_PAYLOAD_DATA,
+} from "./close.ts";
+import {
+  FrameDecoder,
+  FrameError,
+  OPCODE_BINARY,
+  OPCODE_CLOSE,
+  OPCODE_CONTINUATION,
+  OPCODE_PING,
+  OPCODE_PONG,
+  OPCODE_TEXT,
+} from "./frame.ts";
+import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
+
+/** A text message. */
+export interface TextMessage {
+  type: "text";
+  data: string;
+}
+/** A binary message. */
+export interface BinaryMessage {
+  type: "binary";
+  data: Uint8Array;
+}
+/** A ping or pong control frame (pings are answered automatically). */
+export interface ControlMessage {
+  type: "ping" | "pong";
+  data: Uint8Array;
+}
+/**
+ * The end of the connection: the peer's close frame, the code this side
+ * failed the connection with, or 1006 when it dropped without a close frame.
+ */
+export interface CloseMessage {
+  type: "close";
+  code: number;
+  reason: string;
+}
+/** What `Socket.read()` returns: a whole message, discriminated on `type`. */
+export type Message = TextMessage | BinaryMessage | ControlMessage | CloseMessage;
+
+/** Where the protocol's decisions go. */
+export interface ProtocolSink {
+  /** A message for the application; `size` is its payload in bytes. */
+  deliver(message: Message, size: number): void;
+  /** A control frame to send now (a pong, a close). */
+  sendControl(opcode: number, payload: Uint8Array): void;
+  /** The close handshake is over, or the connection failed: close TCP. */
+  closeTransport(): void;
+}
+
+/** Limits for {@linkcode Protocol}. */
+export interface ProtocolOptions {
+  /** `true` for a client (frames it receives are unmasked). */
+  client: boolean;
+  maxMessageSize: number;
+  maxFrameSize: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Encodes a close reason cut to at most `limit` UTF-8 bytes, whole characters. */
+export function truncateReason(reason: string, limit = 123): string {
+  const encoder = new TextEncoder();
+  if (encoder.encode(reason).length <= limit) return reason;
+  let cut = reason;
+  while (encoder.encode(cut).length > limit - 3) cut = cut.slice(0, -1);
+  return cut + "...";
+}
+
+/**
+ * One connection's protocol state: frame decoding, message assembly, UTF-8
+ * validation, automatic pongs and the close handshake.
+ */
+export class Protocol {
+  #sink: ProtocolSink;
+  #decoder: FrameDecoder;
+
+  // The fragmented data message in progress.
+  #messageOpcode = 0;
+  #text: Utf8StreamDecoder | null = null;
+  #parts: Uint8Array[] = [];
+  #partsSize = 0;
+
+  /** A close frame was sent. */
+  closeSent = false;
+  /** A close frame was received, or the connection failed or dropped. */
+  closeReceived = false;
+  /** How the connection ended, once it has. */
+  closeCode = ABNORMAL_CLOSURE;
+  /** The reason that goes with {@linkcode closeCode}. */
+  closeReason = "";
+  /** Whether both close frames were exchanged. */
+  wasClean = false;
+
+  constructor(sink: ProtocolSink, options: ProtocolOptions) {
+    this.#sink = sink;
+    this.#decoder = new FrameDecoder({
+      requireMask: !options.client,
+      maxFrameSize: options.maxFrameSize,
+      maxMessageSize: options.maxMessageSize,
+    });
+  }
+
+  /** Whether the connection still accepts frames to send. */
+  get open(): boolean {
+    return !this.closeSent && !this.closeReceived;
+  }
+
+  /** Processes bytes from the peer. */
+  receive(chunk: Uint8Array): void {
+    if (this.closeReceived) return;
+    const decoder = this.#decoder;
+    decoder.feed(chunk);
+    try {
+      while (decoder.next()) {
+        this.#onFrame(decoder);
+        if (this.closeReceived) return;
+      }
+    } catch (error) {
+      this.#onError(error);
+    }
+  }
+
+  /** See {@linkcode FrameDecoder.directTarget}. */
+  directTarget(minimum: number): Uint8Array | null {
+    return this.closeReceived ? null : this.#decoder.directTarget(minimum);
+  }
+
+  /** Processes `n` bytes read into the {@linkcode directTarget}. */
+  advance(n: number): void {
+    this.#decoder.advance(n);
+    this.receive(EMPTY);
+  }
+
+  /**
+   * The transport ended (EOF, reset, timeout) before a close frame arrived:
+   * deliver a 1006 close message with `reason`.
+   */
+  receiveEnd(reason = ""): void {
+    if (this.closeReceived) return;
+    this.closeReceived = true;
+    this.closeCode = ABNORMAL_CLOSURE;
+    this.closeReason = reason;
+    this.wasClean = false;
+    this.#sink.deliver({ type: "close", code: ABNORMAL_CLOSURE, reason }, 0);
+  }
+
+  /**
+   * Starts the close handshake from this side. The caller validated `code`
+   * and `reason`. Does nothing if a close frame was already sent.
+   */
+  close(code: number, reason: string): void {
+    if (this.closeSent) return;
+    this.closeSent = true;
+    if (this.closeReceived) return;
+    this.#sink.sendControl(OPCODE_CLOSE, encodeClosePayload(code, reason));
+  }
+
+  /**
+   * Fails the connection (RFC 6455 7.1.7): send a close frame with `code`,
+   * deliver it as the close message, close TCP. The one place a peer's
+   * error becomes a close code.
+   */
+  failConnection(code: number, reason: string): void {
+    if (this.closeReceived) return;
+    this.closeReceived = true;
+    this.closeCode = code;
+    this.closeReason = reason;
+    this.wasClean = false;
+    if (!this.closeSent) {
+      this.closeSent = true;
+      this.#sink.sendControl(OPCODE_CLOSE, encodeClosePayload(code, truncateReason(reason)));
+    }
+    this.#sink.deliver({ type: "close", code, reason }, 0);
+    this.#sink.closeTransport();
+  }
+
+  #onError(error: unknown): void {
+    if (error instanceof FrameError) {
+      this.failConnection(error.closeCode, error.message);
+    } else {
+      // Nothing else should throw; if it does, the peer still gets a
+      // well-formed close rather than the process an exception.
+      this.failConnection(INTERNAL_ERROR, "Internal error");
+    }
+  }
+
+  #onFrame(decoder: FrameDecoder): void {
+    const opcode = decoder.opcode;
+    const payload = decoder.payload;
+    switch (opcode) {
+      case OPCODE_TEXT:
+      case OPCODE_BINARY:
+        if (decoder.fin) {
+          this.#deliverWhole(opcode, payload, decoder.payloadOwned);
+        } else {
+          this.#messageOpcode = opcode;
+          this.#addFragment(payload, decoder.payloadOwned);
+        }
+        return;
+      case OPCODE_CONTINUATION:
+        this.#addFragment(payload, decoder.payloadOwned);
+        if (decoder.fin) this.#endFragmented();
+        return;
+      case OPCODE_PING: {
+        const data = payload.slice();
+        // RFC 6455 5.5.2: a ping is answered with a pong carrying the same
+        // application data, unless a close frame was already sent.
+        if (!this.closeSent) this.#sink.sendControl(OPCODE_PONG, data);
+        this.#sink.deliver({ type: "ping", data }, data.length);
+        return;
+      }
+      case OPCODE_PONG:
+        this.#sink.deliver({ type: "pong", data: payload.slice() }, payload.length);
+        return;
+      case OPCODE_CLOSE:
+        this.#onClose(payload);
+        return;
+    }
+  }
+
+  #deliverWhole(opcode: number, payload: Uint8Array, owned: boolean): void {
+    if (opcode === OPCODE_TEXT) {
+      const data = decodeUtf8(payload);
+      if (data === undefined) {
+        return this.failConnection(INVALID_FRAME_PAYLOAD_DATA, "Invalid text message: not valid UTF-8");
+      }
+      this.#sink.deliver({ type: "text", data }, payload.length);
+    } else {
+      const data = owned ? payload : payload.slice();
+      this.#sink.deliver({ type: "binary", data }, data.length);
+    }
+  }
+
+  #addFragment(payload: Uint8Array, owned: boolean): void {
+    if (this.#messageOpcode === OPCODE_TEXT) {
+      this.#text ??= new Utf8StreamDecoder();
+      // RFC 6455 8.1: fail as soon as the bytes prove the text invalid.
+      if (!this.#text.push(payload)) {
+        return this.failConnection(INVALID_FRAME_PAYLOAD_DATA, "Invalid text message: not valid UTF-8");
+      }
+      this.#partsSize += payload.length;
+    } else if (payload.length > 0) {
+      this.#parts.push(owned ? payload : payload.slice());
+      this.#partsSize += payload.length;
+    }
+  }
+
+  #endFragmented(): void {
+    if (this.closeReceived) return;
+    const size = this.#partsSize;
+    if (this.#messageOpcode === OPCODE_TEXT) {
+      const data = this.#text!.end();
+      this.#text = null;
+      if (data === undefined) {
+        return this.failConnection(INVALID_FRAME_PAYLOAD_DATA, "Invalid text message: not valid UTF-8");
+      }
+      this.#sink.deliver({ type: "text", data }, size);
+    } else {
+      const parts = this.#parts;
+      let data: Uint8Array;
+      if (parts.length === 1) {
+        data = parts[0];
+      } else {
+        data = new Uint8Array(size);
+        let offset = 0;
+        for (const part of parts) {
+          data.set(part, offset);
+          offset += part.length;
+        }
+      }
+      this.#parts = [];
+      this.#sink.deliver({ type: "binary", data }, size);
+    }
+    this.#messageOpcode = 0;
+    this.#partsSize = 0;
+  }
+
+  #onClose(payload: Uint8Array): void {
+    const close = decodeClosePayload(payload);
+    if (!close.ok) return this.failConnection(close.closeCode, close.message);
+    this.closeReceived = true;
+    this.closeCode = close.code;
+    this.closeReason = close.reason;
+    this.wasClean = true;
+    if (!this.closeSent) {
+      // RFC 6455 5.5.1: reply with a close frame, typically echoing the code.
+      this.closeSent = true;
+      this.#sink.sendControl(OPCODE_CLOSE, encodeClosePayload(close.code, ""));
+    }
+    this.#sink.deliver({ type: "close", code: close.code, reason: close.reason }, 0);
+    this.#sink.closeTransport();
+  }
+}

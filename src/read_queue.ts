@@ -1,0 +1,86 @@
+/**
+ * The per-socket read queue: messages decoded ahead of `read()`, with the
+ * count of their bytes for backpressure.
+ *
+ * @module
+ */
+
+/** A FIFO of items with async reads; `null` after `end()` once drained. */
+export class ReadQueue<T> {
+  #items: (T | undefined)[] = [];
+  #head = 0;
+  #sizes: number[] = [];
+  #bytes = 0;
+  #ended = false;
+  #readers: ((value: T | null) => void)[] = [];
+  #drainWaiter: (() => void) | null = null;
+  #lowWaterMark = 0;
+
+  /** Bytes of the queued items not read yet. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Adds an item of `size` bytes, handing it to a waiting reader if any. */
+  push(item: T, size: number): void {
+    if (this.#ended) return;
+    const reader = this.#readers.shift();
+    if (reader !== undefined) {
+      reader(item);
+      return;
+    }
+    this.#items.push(item);
+    this.#sizes.push(size);
+    this.#bytes += size;
+  }
+
+  /** No more items will come: readers get `null` after the queued ones. */
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    for (const reader of this.#readers.splice(0)) reader(null);
+    this.#wakeDrain();
+  }
+
+  /** The next item, waiting for one if needed; `null` once ended and empty. */
+  read(): Promise<T | null> {
+    if (this.#head < this.#items.length) return Promise.resolve(this.#take());
+    if (this.#ended) return Promise.resolve(null);
+    return new Promise((resolve) => this.#readers.push(resolve));
+  }
+
+  /**
+   * Resolves once the queued bytes fall to `lowWaterMark` or less, or the
+   * queue ends.
+   */
+  drained(lowWaterMark: number): Promise<void> {
+    if (this.#bytes <= lowWaterMark || this.#ended) return Promise.resolve();
+    this.#lowWaterMark = lowWaterMark;
+    return new Promise((resolve) => this.#drainWaiter = resolve);
+  }
+
+  #take(): T {
+    const index = this.#head;
+    const item = this.#items[index] as T;
+    this.#items[index] = undefined;
+    this.#bytes -= this.#sizes[index];
+    this.#head = index + 1;
+    if (this.#head === this.#items.length) {
+      this.#items.length = 0;
+      this.#sizes.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items.splice(0, this.#head);
+      this.#sizes.splice(0, this.#head);
+      this.#head = 0;
+    }
+    if (this.#drainWaiter !== null && this.#bytes <= this.#lowWaterMark) this.#wakeDrain();
+    return item;
+  }
+
+  #wakeDrain(): void {
+    const waiter = this.#drainWaiter;
+    this.#drainWaiter = null;
+    waiter?.();
+  }
+}

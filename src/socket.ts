@@ -1,0 +1,501 @@
+/**
+ * `Socket`: one WebSocket connection over a `Deno.Conn`, with its read
+ * loop, read queue, write queue, keepalive and close handshake.
+ *
+ * @module
+ */
+
+import { isValidCloseCode, NORMAL_CLOSURE } from "./close.ts";
+import { WebSocketError } from "./errors.ts";
+import {
+  MAX_CONTROL_PAYLOAD,
+  OPCODE_BINARY,
+  OPCODE_CLOSE,
+  OPCODE_CONTINUATION,
+  OPCODE_PING,
+  OPCODE_PONG,
+  OPCODE_TEXT,
+} from "./frame.ts";
+import { type Message, Protocol, type ProtocolSink } from "./protocol.ts";
+import { ReadQueue } from "./read_queue.ts";
+import { WriteQueue } from "./write_queue.ts";
+
+/** The frame types `Socket.write` sends. */
+export type MessageType = "text" | "binary" | "ping" | "pong" | "close";
+
+/** Limits and timers shared by `listen` and `connect`. */
+export interface SocketOptions {
+  /**
+   * Largest data message accepted, in bytes, all fragments together. A
+   * larger one fails the connection with 1009 as soon as a frame header
+   * announces it.
+   * @default {16777216}
+   */
+  maxMessageSize?: number;
+  /**
+   * Largest payload of a single data frame, in bytes.
+   * @default {maxMessageSize}
+   */
+  maxFrameSize?: number;
+  /**
+   * Data messages longer than this are sent as several frames.
+   * @default {65536}
+   */
+  fragmentSize?: number;
+  /**
+   * How long to wait for the peer's close frame (and for our own close
+   * frame to be written) before the TCP connection is cut, in ms.
+   * @default {5000}
+   */
+  closeTimeout?: number;
+  /**
+   * When this many bytes of received messages wait unread, the socket stops
+   * reading from TCP until the application catches up (backpressure).
+   * @default {1048576}
+   */
+  maxQueuedBytes?: number;
+  /**
+   * Send a ping this often, in ms; 0 turns keepalive off.
+   * @default {0}
+   */
+  pingInterval?: number;
+  /**
+   * With keepalive on, a peer that sends no pong this long after a ping is
+   * dropped: the socket ends with a 1006 close message.
+   * @default {pingInterval}
+   */
+  pongTimeout?: number;
+}
+
+/** The limits with their defaults applied. */
+export interface SocketLimits {
+  maxMessageSize: number;
+  maxFrameSize: number;
+  fragmentSize: number;
+  closeTimeout: number;
+  maxQueuedBytes: number;
+  pingInterval: number;
+  pongTimeout: number;
+}
+
+/** Applies the defaults to {@linkcode SocketOptions}, checking each value. */
+export function socketLimits(options: SocketOptions): SocketLimits {
+  const positive = (name: keyof SocketOptions, value: number | undefined, fallback: number, zero = false) => {
+    if (value === undefined) return fallback;
+    if (typeof value !== "number" || Number.isNaN(value) || value < 0 || (value === 0 && !zero)) {
+      throw new TypeError(`Invalid option ${name}: expected a ${zero ? "non-negative" : "positive"} number, received ${value}`);
+    }
+    return value;
+  };
+  const maxMessageSize = positive("maxMessageSize", options.maxMessageSize, 16 * 1024 * 1024);
+  const pingInterval = positive("pingInterval", options.pingInterval, 0, true);
+  return {
+    maxMessageSize,
+    maxFrameSize: positive("maxFrameSize", options.maxFrameSize, maxMessageSize),
+    fragmentSize: positive("fragmentSize", options.fragmentSize, 64 * 1024),
+    closeTimeout: positive("closeTimeout", options.closeTimeout, 5000),
+    maxQueuedBytes: positive("maxQueuedBytes", options.maxQueuedBytes, 1024 * 1024, true),
+    pingInterval,
+    pongTimeout: positive("pongTimeout", options.pongTimeout, pingInterval || 1),
+  };
+}
+
+/** The upgrade request as the server saw it (the seed's `sock.stream`). */
+export interface UpgradeRequestInfo {
+  method: string;
+  /** The full URL: scheme, `Host` and request target. */
+  url: string;
+  headers: Headers;
+}
+
+/** The handshake response a client received. */
+export interface UpgradeResponseInfo {
+  status: number;
+  headers: Headers;
+}
+
+/** How a connection ended. */
+export interface CloseInfo {
+  /** The close code: the peer's, the one this side failed with, or 1006. */
+  code: number;
+  reason: string;
+  /** Whether close frames went both ways before TCP closed. */
+  wasClean: boolean;
+}
+
+/** What `listen` and `connect` hand to a new {@linkcode Socket}. */
+export interface SocketInit {
+  conn: Deno.Conn;
+  client: boolean;
+  /** Bytes read past the HTTP head: the start of the first frame. */
+  head: Uint8Array;
+  protocol: string;
+  extensions: string;
+  request: UpgradeRequestInfo;
+  response: UpgradeResponseInfo | null;
+  limits: SocketLimits;
+}
+
+const encoder = new TextEncoder();
+const EMPTY = new Uint8Array(0);
+const READ_SIZE_MIN = 8 * 1024;
+const READ_SIZE_MAX = 256 * 1024;
+/** A payload spanning reads with this much left is read into directly. */
+const DIRECT_READ_MIN = 16 * 1024;
+/** Per-message bookkeeping counted against `maxQueuedBytes`. */
+const MESSAGE_OVERHEAD = 64;
+
+const OPCODES: Record<string, number> = {
+  text: OPCODE_TEXT,
+  binary: OPCODE_BINARY,
+  ping: OPCODE_PING,
+  pong: OPCODE_PONG,
+};
+
+function noop(): void {}
+
+function closedError(message: string, closeCode?: number): Promise<never> {
+  const promise = Promise.reject(new WebSocketError("SOCKET_CLOSED", message, { closeCode }));
+  // Network-caused: must not kill the process if the caller did not await.
+  promise.catch(noop);
+  return promise;
+}
+
+/**
+ * One WebSocket connection: read whole messages, write frames, close.
+ *
+ * `Socket`s are made by `listen` (handed to the handler) and `connect`.
+ *
+ * @example Echo every message back
+ * ```ts
+ * import { connect, listen } from "@silly/websocket";
+ * import assert from "node:assert/strict";
+ *
+ * const server = listen({
+ *   addr: "127.0.0.1:0",
+ *   async handler(sock) {
+ *     for await (const msg of sock) {
+ *       if (msg.type === "text" || msg.type === "binary") await sock.write(msg.data, msg.type);
+ *     }
+ *   },
+ * });
+ * const sock = await connect(`ws://127.0.0.1:${server.addr.port}`);
+ * await sock.write("hello", "text");
+ * assert.deepEqual(await sock.read(), { type: "text", data: "hello" });
+ * await sock.close();
+ * await server.close();
+ * ```
+ */
+export class Socket implements AsyncIterable<Message> {
+  /** The underlying connection (Deno has no `fd`; this replaces the seed's `sock.fd`). */
+  readonly conn: Deno.Conn;
+  /** The subprotocol the handshake chose, `""` when none. */
+  readonly protocol: string;
+  /** The extensions the handshake negotiated, `""` when none. */
+  readonly extensions: string;
+  /** The upgrade request (the seed's `sock.stream`). */
+  readonly request: UpgradeRequestInfo;
+  /** Client side: the handshake response; `null` on the server side. */
+  readonly response: UpgradeResponseInfo | null;
+  /** Settles, never rejects, when the connection is over. */
+  readonly closed: Promise<CloseInfo>;
+
+  #protocol: Protocol;
+  #queue = new ReadQueue<Message>();
+  #writes: WriteQueue;
+  #limits: SocketLimits;
+
+  #resolveClosed!: (info: CloseInfo) => void;
+  #connClosed = false;
+  #transportDone: Promise<void>;
+  #resolveTransportDone!: () => void;
+  #shuttingDown = false;
+  #finished = false;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #pingTimer: ReturnType<typeof setInterval> | undefined;
+  #pongTimer: ReturnType<typeof setTimeout> | undefined;
+  #dropReason = "";
+
+  /**
+   * Made by `listen` and `connect`; not meant to be called directly.
+   *
+   * @param init the connection and what its handshake negotiated
+   */
+  constructor(init: SocketInit) {
+    this.conn = init.conn;
+    this.protocol = init.protocol;
+    this.extensions = init.extensions;
+    this.request = init.request;
+    this.response = init.response;
+    this.#limits = init.limits;
+    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    this.#transportDone = new Promise((resolve) => this.#resolveTransportDone = resolve);
+
+    const sink: ProtocolSink = {
+      deliver: (message, size) => {
+        if (message.type === "pong") this.#onPong();
+        this.#queue.push(message, size + MESSAGE_OVERHEAD);
+        if (message.type === "close") this.#queue.end();
+      },
+      sendControl: (opcode, payload) => {
+        this.#writes.push(true, false, opcode, payload);
+        if (opcode === OPCODE_CLOSE) this.#armCloseTimer();
+      },
+      closeTransport: () => this.#shutdown(),
+    };
+    this.#protocol = new Protocol(sink, {
+      client: init.client,
+      maxMessageSize: init.limits.maxMessageSize,
+      maxFrameSize: init.limits.maxFrameSize,
+    });
+    this.#writes = new WriteQueue(init.conn, init.client, () => this.#closeConn());
+    if (init.limits.pingInterval > 0) {
+      this.#pingTimer = setInterval(() => this.#keepalive(), init.limits.pingInterval);
+    }
+    this.#readLoop(init.head);
+  }
+
+  /** The peer's address. */
+  get remoteAddr(): Deno.NetAddr {
+    return this.conn.remoteAddr as Deno.NetAddr;
+  }
+
+  /** This side's address. */
+  get localAddr(): Deno.NetAddr {
+    return this.conn.localAddr as Deno.NetAddr;
+  }
+
+  /** Bytes accepted by `write` and not yet handed to the OS. */
+  get bufferedAmount(): number {
+    return this.#writes.bufferedAmount;
+  }
+
+  /**
+   * `"open"`, `"closing"` once a close frame went either way, `"closed"`
+   * once `closed` has settled.
+   */
+  get readyState(): "open" | "closing" | "closed" {
+    if (this.#finished) return "closed";
+    return this.#protocol.open ? "open" : "closing";
+  }
+
+  /**
+   * The next whole message. Fragmented messages arrive whole; pings, pongs
+   * and the close message arrive in order between them. After the close
+   * message (the peer's close frame, or code 1006 when the connection
+   * dropped), returns `null`. Never rejects.
+   *
+   * @returns the next message, or `null` once the close message was read
+   */
+  read(): Promise<Message | null> {
+    return this.#queue.read();
+  }
+
+  /** Yields what {@linkcode read} returns until it returns `null`. */
+  [Symbol.asyncIterator](): AsyncIterator<Message> {
+    const queue = this.#queue;
+    return {
+      next: () =>
+        queue.read().then((value): IteratorResult<Message> =>
+          value === null ? { done: true, value: undefined } : { done: false, value }
+        ),
+    };
+  }
+
+  /**
+   * Sends a message or control frame. Frames of concurrent writes never
+   * interleave; data longer than `fragmentSize` goes as several frames.
+   * Writes made in one turn of the event loop go out in one system call.
+   *
+   * Do not modify a `Uint8Array` passed here until the promise resolves.
+   *
+   * @param data the payload; strings are sent as UTF-8, `null` as empty
+   * @param type the frame type; `"close"` is the same as {@linkcode close}
+   * @returns resolves when the bytes were handed to the OS
+   * @throws {RangeError} (as a rejection) a ping, pong or close payload over 125 bytes
+   * @throws {TypeError} (as a rejection) an unknown `type` or `data` of the wrong kind
+   * @throws {WebSocketError} (as a rejection, code `SOCKET_CLOSED`) the close handshake began or the connection was lost
+   */
+  write(data?: string | Uint8Array | null, type: MessageType = "binary"): Promise<void> {
+    if (type === "close") return this.#writeClose(data);
+    const opcode = OPCODES[type];
+    if (opcode === undefined) {
+      return Promise.reject(
+        new TypeError(`Cannot write: type must be text, binary, ping, pong or close, received ${String(type)}`),
+      );
+    }
+    let payload: Uint8Array;
+    if (data === null || data === undefined) payload = EMPTY;
+    else if (typeof data === "string") payload = encoder.encode(data);
+    else if (data instanceof Uint8Array) payload = data;
+    else {
+      return Promise.reject(new TypeError(`Cannot write: data must be a string or Uint8Array, received ${typeof data}`));
+    }
+    if (opcode >= OPCODE_PING && payload.length > MAX_CONTROL_PAYLOAD) {
+      return Promise.reject(
+        new RangeError(`Cannot send ${type} frame: payload must be 125 bytes or less, received ${payload.length} bytes`),
+      );
+    }
+    if (!this.#protocol.open) return this.#writeAfterClose();
+    const fragmentSize = this.#limits.fragmentSize;
+    if (payload.length <= fragmentSize || opcode >= OPCODE_PING) {
+      return this.#writes.push(true, false, opcode, payload);
+    }
+    let promise: Promise<void> | undefined;
+    for (let offset = 0; offset < payload.length; offset += fragmentSize) {
+      const end = Math.min(offset + fragmentSize, payload.length);
+      promise = this.#writes.push(
+        end === payload.length,
+        false,
+        offset === 0 ? opcode : OPCODE_CONTINUATION,
+        payload.subarray(offset, end),
+      );
+    }
+    return promise!;
+  }
+
+  /**
+   * Starts the close handshake: sends a close frame, waits (at most
+   * `closeTimeout`) for the peer's, then closes TCP. Idempotent.
+   *
+   * @param code the close code: 1000, another registered code, or 3000-4999
+   * @param reason at most 123 bytes of UTF-8
+   * @returns resolves when the connection is over
+   * @throws {RangeError} (as a rejection) an invalid code or a reason over 123 bytes
+   */
+  close(code: number = NORMAL_CLOSURE, reason = ""): Promise<void> {
+    if (!Number.isInteger(code) || !isValidCloseCode(code)) {
+      return Promise.reject(
+        new RangeError(`Cannot close: code must be 1000-1003, 1007-1014 or 3000-4999, received ${code}`),
+      );
+    }
+    if (typeof reason !== "string" || encoder.encode(reason).length > 123) {
+      return Promise.reject(new RangeError("Cannot close: reason must be a string of 123 bytes or less"));
+    }
+    this.#protocol.close(code, reason);
+    return this.closed.then(noop);
+  }
+
+  #writeClose(data: string | Uint8Array | null | undefined): Promise<void> {
+    if (data instanceof Uint8Array && data.length > 0) {
+      if (data.length > MAX_CONTROL_PAYLOAD) {
+        return Promise.reject(
+          new RangeError(`Cannot send close frame: payload must be 125 bytes or less, received ${data.length} bytes`),
+        );
+      }
+      if (data.length === 1) {
+        return Promise.reject(new RangeError("Cannot send close frame: payload of 1 byte has no close code"));
+      }
+      const code = (data[0] << 8) | data[1];
+      return this.close(code, new TextDecoder().decode(data.subarray(2)));
+    }
+    return this.close(NORMAL_CLOSURE, typeof data === "string" ? data : "");
+  }
+
+  #writeAfterClose(): Promise<never> {
+    const p = this.#protocol;
+    return closedError(
+      p.closeReceived ? "Cannot write: the connection is closed" : "Cannot write: the close handshake has begun",
+      p.closeReceived ? p.closeCode : undefined,
+    );
+  }
+
+  async #readLoop(head: Uint8Array): Promise<void> {
+    const protocol = this.#protocol;
+    const queue = this.#queue;
+    const limit = this.#limits.maxQueuedBytes;
+    const conn = this.conn;
+    let buffer = new Uint8Array(READ_SIZE_MIN);
+    try {
+      if (head.length > 0) protocol.receive(head);
+      while (!protocol.closeReceived && !this.#connClosed) {
+        if (queue.bytes > limit) {
+          // Backpressure: stop reading until the application catches up.
+          await Promise.race([queue.drained(limit >>> 1), this.#transportDone]);
+          continue;
+        }
+        const direct = protocol.directTarget(DIRECT_READ_MIN);
+        const n = await conn.read(direct ?? buffer);
+        if (n === null) break;
+        if (direct !== null) {
+          protocol.advance(n);
+        } else {
+          protocol.receive(buffer.subarray(0, n));
+          if (n === buffer.length && buffer.length < READ_SIZE_MAX) {
+            buffer = new Uint8Array(buffer.length * 2);
+          }
+        }
+      }
+    } catch {
+      // A reset, or our own close() of the conn: both end the connection.
+    }
+    if (protocol.closeReceived) {
+      // Our close frame (reply or failure) is being flushed; wait for it.
+      await this.#transportDone;
+    } else {
+      this.#closeConn();
+    }
+    this.#finish();
+  }
+
+  #finish(): void {
+    this.#finished = true;
+    clearTimeout(this.#closeTimer);
+    clearInterval(this.#pingTimer);
+    clearTimeout(this.#pongTimer);
+    const protocol = this.#protocol;
+    protocol.receiveEnd(this.#dropReason);
+    this.#queue.end();
+    this.#writes.fail(
+      new WebSocketError("SOCKET_CLOSED", "Cannot write: the connection is closed", {
+        closeCode: protocol.closeCode,
+      }),
+    );
+    this.#resolveClosed({
+      code: protocol.closeCode,
+      reason: protocol.closeReason,
+      wasClean: protocol.wasClean,
+    });
+  }
+
+  /** Flush what is queued (our close frame), then close TCP. */
+  #shutdown(): void {
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
+    this.#armCloseTimer();
+    this.#writes.idle().then(() => this.#closeConn());
+  }
+
+  #closeConn(): void {
+    if (this.#connClosed) return;
+    this.#connClosed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed by the runtime.
+    }
+    this.#resolveTransportDone();
+  }
+
+  #armCloseTimer(): void {
+    if (this.#closeTimer !== undefined || this.#connClosed) return;
+    this.#closeTimer = setTimeout(() => {
+      this.#dropReason = "Close timeout: no close frame from the peer";
+      this.#closeConn();
+    }, this.#limits.closeTimeout);
+  }
+
+  #keepalive(): void {
+    if (this.#pongTimer !== undefined || !this.#protocol.open) return;
+    this.#writes.push(true, false, OPCODE_PING, EMPTY);
+    this.#pongTimer = setTimeout(() => {
+      this.#dropReason = `Keepalive timeout: no pong within ${this.#limits.pongTimeout} ms`;
+      this.#closeConn();
+    }, this.#limits.pongTimeout);
+  }
+
+  #onPong(): void {
+    clearTimeout(this.#pongTimer);
+    this.#pongTimer = undefined;
+  }
+}

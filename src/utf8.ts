@@ -1,0 +1,62 @@
+/**
+ * UTF-8 validation for text messages and close reasons.
+ *
+ * Pure: no I/O. Built on `TextDecoder` with `fatal: true`, which rejects
+ * a sequence at the first byte that proves it invalid, also in streaming
+ * mode, so a text message split across fragments fails at the fragment that
+ * breaks it (RFC 6455 8.1), not at the end of the message.
+ *
+ * @module
+ */
+
+// ignoreBOM: a leading U+FEFF is message content, not a byte order mark.
+const OPTIONS = { fatal: true, ignoreBOM: true } as const;
+const STREAM = { stream: true } as const;
+const wholeDecoder = new TextDecoder("utf-8", OPTIONS);
+
+/**
+ * Decodes a complete UTF-8 text, or returns `undefined` if it is invalid.
+ */
+export function decodeUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return wholeDecoder.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `bytes` is valid UTF-8. */
+export function isValidUtf8(bytes: Uint8Array): boolean {
+  return decodeUtf8(bytes) !== undefined;
+}
+
+/**
+ * Decodes a text message that arrives in pieces, failing at the first
+ * piece that proves it invalid.
+ */
+export class Utf8StreamDecoder {
+  #decoder = new TextDecoder("utf-8", OPTIONS);
+  #text = "";
+
+  /** Adds a piece; returns false if the text is now known to be invalid. */
+  push(bytes: Uint8Array): boolean {
+    try {
+      this.#text += this.#decoder.decode(bytes, STREAM);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Ends the text; returns it, or `undefined` if it stops inside a
+   * multi-byte sequence.
+   */
+  end(): string | undefined {
+    try {
+      return this.#text + this.#decoder.decode();
+    } catch {
+      return undefined;
+    }
+  }
+}

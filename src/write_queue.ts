@@ -1,0 +1,209 @@
+/**
+ * The per-socket write queue: frames written in one turn of the event loop
+ * are gathered into one buffer and handed to the OS in one `write`.
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers";
+import { frameHeaderSize, writeFrameHeader } from "./frame.ts";
+import { mask } from "./mask.ts";
+
+/** The part of a `Deno.Conn` the queue writes to. */
+export interface Writer {
+  write(p: Uint8Array): Promise<number>;
+}
+
+/** Payloads at least this big are written from the caller's buffer, uncopied. */
+const COPY_LIMIT = 16 * 1024;
+const INITIAL_CAPACITY = 4 * 1024;
+/** A buffer bigger than this is not kept for reuse once written. */
+const KEEP_LIMIT = 256 * 1024;
+
+function noop(): void {}
+
+/** Frames waiting for the OS, and the promise their writers wait on. */
+class Batch {
+  parts: Uint8Array[] = [];
+  bytes = 0;
+  promise: Promise<void>;
+  resolve!: () => void;
+  reject!: (error: unknown) => void;
+  constructor() {
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    // A write nobody awaits must not become an unhandled rejection that
+    // kills the process when the peer goes away; awaiting callers still
+    // see the error.
+    this.promise.catch(noop);
+  }
+}
+
+/**
+ * Encodes frames into a shared buffer and flushes it once per event-loop
+ * turn. Every `write` of a turn returns the same promise, resolved when the
+ * bytes were handed to the OS.
+ */
+export class WriteQueue {
+  #writer: Writer;
+  #maskFrames: boolean;
+  #onError: (error: unknown) => void;
+
+  #buffer: Uint8Array | null = null;
+  #spare: Uint8Array | null = null;
+  #length = 0;
+  // Bytes of #buffer already moved into the batch's parts.
+  #sealed = 0;
+  #batch: Batch | null = null;
+  #scheduled = false;
+  #flushing = false;
+  #failure: unknown = null;
+  #idle: (() => void)[] = [];
+  #maskingKey = new Uint8Array(4);
+
+  /** Bytes accepted and not yet handed to the OS. */
+  bufferedAmount = 0;
+
+  /**
+   * @param writer where bytes go
+   * @param maskFrames mask every frame with a fresh key (client side)
+   * @param onError called once when a write fails
+   */
+  constructor(writer: Writer, maskFrames: boolean, onError: (error: unknown) => void) {
+    this.#writer = writer;
+    this.#maskFrames = maskFrames;
+    this.#onError = onError;
+  }
+
+  /** Set once a write failed or the queue was closed; later writes reject with it. */
+  get failure(): unknown {
+    return this.#failure;
+  }
+
+  /**
+   * Queues one frame. Returns the promise of its batch.
+   */
+  push(fin: boolean, rsv1: boolean, opcode: number, payload: Uint8Array): Promise<void> {
+    if (this.#failure !== null) return rejected(this.#failure);
+    const length = payload.length;
+    const masked = this.#maskFrames;
+    const headerSize = frameHeaderSize(length, masked);
+    let key: Uint8Array | undefined;
+    if (masked) {
+      // RFC 6455 5.3: a fresh, unpredictable key for every frame.
+      key = crypto.getRandomValues(this.#maskingKey);
+    }
+    const batch = this.#batch ??= new Batch();
+    if (length < COPY_LIMIT || masked) {
+      const buffer = this.#reserve(headerSize + length);
+      let offset = writeFrameHeader(buffer, this.#length, fin, rsv1, opcode, length, key);
+      buffer.set(payload, offset);
+      if (key) mask(buffer.subarray(offset, offset + length), key);
+      offset += length;
+      this.#length = offset;
+    } else {
+      const buffer = this.#reserve(headerSize);
+      this.#length = writeFrameHeader(buffer, this.#length, fin, rsv1, opcode, length, key);
+      this.#seal(batch);
+      batch.parts.push(payload);
+    }
+    batch.bytes += headerSize + length;
+    this.bufferedAmount += headerSize + length;
+    if (!this.#scheduled && !this.#flushing) {
+      this.#scheduled = true;
+      setImmediate(this.#flush);
+    }
+    return batch.promise;
+  }
+
+  /** Resolves when everything queued so far was written (or failed). */
+  idle(): Promise<void> {
+    if (this.#batch === null && !this.#flushing) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  /** Fails the queue: pending and later writes reject with `error`. */
+  fail(error: unknown): void {
+    if (this.#failure !== null) return;
+    this.#failure = error;
+    const batch = this.#batch;
+    this.#batch = null;
+    if (batch !== null) batch.reject(error);
+    this.#buffer = this.#spare = null;
+    this.#length = this.#sealed = 0;
+    this.bufferedAmount = 0;
+    this.#wakeIdle();
+  }
+
+  #reserve(size: number): Uint8Array {
+    let buffer = this.#buffer;
+    if (buffer === null) {
+      buffer = this.#spare !== null && this.#spare.length >= size
+        ? this.#spare
+        : new Uint8Array(Math.max(INITIAL_CAPACITY, size));
+      this.#spare = null;
+      this.#buffer = buffer;
+      this.#length = this.#sealed = 0;
+    } else if (this.#length + size > buffer.length) {
+      // Keep what is written so far; continue in a bigger buffer.
+      this.#seal(this.#batch!);
+      buffer = new Uint8Array(Math.max(buffer.length * 2, size));
+      this.#buffer = buffer;
+      this.#length = this.#sealed = 0;
+    }
+    return buffer;
+  }
+
+  #seal(batch: Batch): void {
+    if (this.#buffer !== null && this.#length > this.#sealed) {
+      batch.parts.push(this.#buffer.subarray(this.#sealed, this.#length));
+      this.#sealed = this.#length;
+    }
+  }
+
+  #flush = async (): Promise<void> => {
+    this.#scheduled = false;
+    this.#flushing = true;
+    while (this.#batch !== null && this.#failure === null) {
+      const batch = this.#batch;
+      this.#seal(batch);
+      const written = this.#buffer;
+      this.#batch = null;
+      this.#buffer = null;
+      this.#length = this.#sealed = 0;
+      try {
+        for (const part of batch.parts) await this.#writeAll(part);
+      } catch (error) {
+        batch.reject(error);
+        this.fail(error);
+        this.#onError(error);
+        break;
+      }
+      this.bufferedAmount -= batch.bytes;
+      if (written !== null && written.length <= KEEP_LIMIT) this.#spare = written;
+      batch.resolve();
+    }
+    this.#flushing = false;
+    this.#wakeIdle();
+  };
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) {
+      offset += await this.#writer.write(offset === 0 ? bytes : bytes.subarray(offset));
+    }
+  }
+
+  #wakeIdle(): void {
+    if (this.#batch !== null && this.#failure === null) return;
+    for (const resolve of this.#idle.splice(0)) resolve();
+  }
+}
+
+function rejected(error: unknown): Promise<void> {
+  const promise = Promise.reject(error);
+  promise.catch(noop);
+  return promise;
+}
