@@ -37,5 +37,11 @@ export {
   type UpgradeRequestInfo,
   type UpgradeResponseInfo,
 } from "./src/socket.ts";
-export type { BinaryMessage, CloseMessage, ControlMessage, Message, TextMessage } from "./src/protocol.ts";
+export type {
+  BinaryMessage,
+  CloseMessage,
+  ControlMessage,
+  Message,
+  TextMessage,
+} from "./src/protocol.ts";
 export { WebSocketError, type WebSocketErrorCode } from "./src/errors.ts";

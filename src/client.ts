@@ -13,7 +13,7 @@ import {
   parseResponseHead,
 } from "./handshake.ts";
 import { readHead } from "./http_head.ts";
-import { Socket, type SocketOptions, socketLimits } from "./socket.ts";
+import { Socket, socketLimits, type SocketOptions } from "./socket.ts";
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions extends SocketOptions {
@@ -63,7 +63,10 @@ export interface ConnectOptions extends SocketOptions {
  * await server.close();
  * ```
  */
-export async function connect(url: string | URL, options: ConnectOptions = {}): Promise<Socket> {
+export async function connect(
+  url: string | URL,
+  options: ConnectOptions = {},
+): Promise<Socket> {
   let target: URL;
   try {
     target = new URL(url);
@@ -71,15 +74,28 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     throw new WebSocketError("INVALID_URL", `Invalid URL: ${String(url)}`);
   }
   if (target.protocol !== "ws:" && target.protocol !== "wss:") {
-    throw new WebSocketError("INVALID_URL", `Invalid URL: scheme must be ws: or wss:, received ${target.protocol}`);
+    throw new WebSocketError(
+      "INVALID_URL",
+      `Invalid URL: scheme must be ws: or wss:, received ${target.protocol}`,
+    );
   }
   if (target.hash !== "") {
-    throw new WebSocketError("INVALID_URL", `Invalid URL: a WebSocket URL has no fragment, received ${target.hash}`);
+    throw new WebSocketError(
+      "INVALID_URL",
+      `Invalid URL: a WebSocket URL has no fragment, received ${target.hash}`,
+    );
   }
   const limits = socketLimits(options);
   const protocols = options.protocols ?? [];
-  if (!Array.isArray(protocols) || !protocols.every((p) => typeof p === "string" && /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(p))) {
-    throw new TypeError("Invalid option protocols: expected an array of tokens");
+  if (
+    !Array.isArray(protocols) ||
+    !protocols.every((p) =>
+      typeof p === "string" && /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(p)
+    )
+  ) {
+    throw new TypeError(
+      "Invalid option protocols: expected an array of tokens",
+    );
   }
   if (new Set(protocols).size !== protocols.length) {
     throw new TypeError("Invalid option protocols: duplicates are not allowed");
@@ -90,7 +106,12 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   const port = target.port === "" ? (secure ? 443 : 80) : Number(target.port);
   const timeout = options.handshakeTimeout ?? 10_000;
   const signal = options.signal;
-  if (signal?.aborted) throw new WebSocketError("ABORTED", "Connect aborted: the signal was already aborted");
+  if (signal?.aborted) {
+    throw new WebSocketError(
+      "ABORTED",
+      "Connect aborted: the signal was already aborted",
+    );
+  }
 
   // Whatever interrupts the handshake (timeout, abort) aborts the connect
   // or closes the conn so the pending operation fails, and says why.
@@ -103,20 +124,39 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     if (conn !== null) closeQuietly(conn);
   };
   const timer = setTimeout(
-    () => interrupt(new WebSocketError("HANDSHAKE_TIMEOUT", `Handshake timeout: no upgrade within ${timeout} ms`)),
+    () =>
+      interrupt(
+        new WebSocketError(
+          "HANDSHAKE_TIMEOUT",
+          `Handshake timeout: no upgrade within ${timeout} ms`,
+        ),
+      ),
     timeout,
   );
-  const onAbort = () => interrupt(new WebSocketError("ABORTED", "Connect aborted", { cause: signal?.reason }));
+  const onAbort = () =>
+    interrupt(
+      new WebSocketError("ABORTED", "Connect aborted", {
+        cause: signal?.reason,
+      }),
+    );
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
     let tcp: Deno.TcpConn;
     try {
-      conn = tcp = await Deno.connect({ hostname, port, signal: controller.signal });
+      conn = tcp = await Deno.connect({
+        hostname,
+        port,
+        signal: controller.signal,
+      });
       // Frames are coalesced per event-loop turn already; Nagle only adds delay.
       tcp.setNoDelay(true);
     } catch (error) {
       throw interrupted ??
-        new WebSocketError("CONNECTION_FAILED", `Connection failed: ${errorMessage(error)}`, { cause: error });
+        new WebSocketError(
+          "CONNECTION_FAILED",
+          `Connection failed: ${errorMessage(error)}`,
+          { cause: error },
+        );
     }
     if (secure) {
       try {
@@ -126,16 +166,31 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       } catch (error) {
         closeQuietly(conn);
         throw interrupted ??
-          new WebSocketError("TLS_FAILED", `TLS handshake failed: ${errorMessage(error)}`, { cause: error });
+          new WebSocketError(
+            "TLS_FAILED",
+            `TLS handshake failed: ${errorMessage(error)}`,
+            { cause: error },
+          );
       }
     }
     try {
-      return await handshake(conn, target, headers, protocols, limits, options.maxHandshakeSize ?? 16 * 1024);
+      return await handshake(
+        conn,
+        target,
+        headers,
+        protocols,
+        limits,
+        options.maxHandshakeSize ?? 16 * 1024,
+      );
     } catch (error) {
       closeQuietly(conn);
       if (interrupted !== null) throw interrupted;
       if (error instanceof WebSocketError) throw error;
-      throw new WebSocketError("BAD_HANDSHAKE", `Handshake failed: ${errorMessage(error)}`, { cause: error });
+      throw new WebSocketError(
+        "BAD_HANDSHAKE",
+        `Handshake failed: ${errorMessage(error)}`,
+        { cause: error },
+      );
     }
   } finally {
     clearTimeout(timer);
@@ -153,35 +208,62 @@ async function handshake(
 ): Promise<Socket> {
   const key = generateKey();
   const request = encodeRequest(url, key, protocols, headers);
-  for (let offset = 0; offset < request.length;) offset += await conn.write(request.subarray(offset));
+  for (let offset = 0; offset < request.length;) {
+    offset += await conn.write(request.subarray(offset));
+  }
   const read = await readHead(conn, maxSize);
   const bad = (message: string) => new WebSocketError("BAD_HANDSHAKE", message);
-  if (read === "eof") throw bad("Handshake failed: the server closed the connection before responding");
-  if (read === "too_large") throw bad(`Handshake failed: response head over ${maxSize} bytes`);
+  if (read === "eof") {
+    throw bad(
+      "Handshake failed: the server closed the connection before responding",
+    );
+  }
+  if (read === "too_large") {
+    throw bad(`Handshake failed: response head over ${maxSize} bytes`);
+  }
   const response = parseResponseHead(read.head);
   if (typeof response === "string") throw bad(`Handshake failed: ${response}`);
   if (response.status !== 101) {
-    throw bad(`Handshake failed: expected 101, received ${response.version} ${response.status} ${response.statusText}`.trimEnd());
+    throw bad(
+      `Handshake failed: expected 101, received ${response.version} ${response.status} ${response.statusText}`
+        .trimEnd(),
+    );
   }
   const h = response.headers;
   if (!hasToken(h.get("upgrade"), "websocket")) {
-    throw bad(`Handshake failed: Upgrade header must be websocket, received ${h.get("upgrade") ?? "none"}`);
+    throw bad(
+      `Handshake failed: Upgrade header must be websocket, received ${
+        h.get("upgrade") ?? "none"
+      }`,
+    );
   }
   if (!hasToken(h.get("connection"), "upgrade")) {
-    throw bad(`Handshake failed: Connection header must contain Upgrade, received ${h.get("connection") ?? "none"}`);
+    throw bad(
+      `Handshake failed: Connection header must contain Upgrade, received ${
+        h.get("connection") ?? "none"
+      }`,
+    );
   }
   const accept = h.get("sec-websocket-accept");
   const expected = await acceptKey(key);
   if (accept !== expected) {
-    throw bad(`Handshake failed: Sec-WebSocket-Accept must be ${expected}, received ${accept ?? "none"}`);
+    throw bad(
+      `Handshake failed: Sec-WebSocket-Accept must be ${expected}, received ${
+        accept ?? "none"
+      }`,
+    );
   }
   const protocol = h.get("sec-websocket-protocol") ?? "";
   if (protocol !== "" && !protocols.includes(protocol)) {
-    throw bad(`Handshake failed: the server chose subprotocol ${protocol}, which was not offered`);
+    throw bad(
+      `Handshake failed: the server chose subprotocol ${protocol}, which was not offered`,
+    );
   }
   const extensions = h.get("sec-websocket-extensions");
   if (extensions !== null && extensions.trim() !== "") {
-    throw bad(`Handshake failed: the server chose extensions ${extensions}, which were not offered`);
+    throw bad(
+      `Handshake failed: the server chose extensions ${extensions}, which were not offered`,
+    );
   }
   const requestHeaders = new Headers(headers);
   return new Socket({

@@ -45,7 +45,10 @@ export function isValidCloseCode(code: number): boolean {
 }
 
 const encoder = new TextEncoder();
-const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const strictDecoder = new TextDecoder("utf-8", {
+  fatal: true,
+  ignoreBOM: true,
+});
 
 /**
  * Encodes a close payload: the code in network byte order and the UTF-8

@@ -49,6 +49,8 @@ export class WebSocketError extends Error {
   readonly closeCode: number | undefined;
 
   /**
+   * Makes an error; the library does, callers rarely need to.
+   *
    * @param code the stable identifier
    * @param message what failed, then a colon and what was seen
    * @param options `closeCode` and the underlying `cause`
@@ -58,7 +60,10 @@ export class WebSocketError extends Error {
     message: string,
     options: { closeCode?: number; cause?: unknown } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      message,
+      options.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = "WebSocketError";
     this.code = code;
     this.closeCode = options.closeCode;

@@ -157,7 +157,10 @@ export class FrameDecoder {
       switch (this.#state) {
         case HEADER: {
           if (!this.#need(2)) return false;
-          this.#decodeHeader(this.#src[this.#srcOffset], this.#src[this.#srcOffset + 1]);
+          this.#decodeHeader(
+            this.#src[this.#srcOffset],
+            this.#src[this.#srcOffset + 1],
+          );
           break;
         }
         case LENGTH_16: {
@@ -176,8 +179,11 @@ export class FrameDecoder {
               "Invalid frame header: 64-bit payload length has its most significant bit set",
             );
           }
-          const high = ((s[o] << 24) | (s[o + 1] << 16) | (s[o + 2] << 8) | s[o + 3]) >>> 0;
-          const low = ((s[o + 4] << 24) | (s[o + 5] << 16) | (s[o + 6] << 8) | s[o + 7]) >>> 0;
+          const high =
+            ((s[o] << 24) | (s[o + 1] << 16) | (s[o + 2] << 8) | s[o + 3]) >>>
+            0;
+          const low = ((s[o + 4] << 24) | (s[o + 5] << 16) | (s[o + 6] << 8) |
+            s[o + 7]) >>> 0;
           this.#setPayloadLength(high * 0x1_0000_0000 + low);
           break;
         }
@@ -209,8 +215,16 @@ export class FrameDecoder {
     if (this.#state !== PAYLOAD || buffer === null) return null;
     const remaining = this.payloadLength - this.#filled;
     if (remaining < minimum) return null;
-    if (buffer.length < this.payloadLength && buffer.length - this.#filled < minimum) {
-      this.#grow(Math.min(this.payloadLength, this.#filled + Math.max(minimum, this.#filled)));
+    if (
+      buffer.length < this.payloadLength &&
+      buffer.length - this.#filled < minimum
+    ) {
+      this.#grow(
+        Math.min(
+          this.payloadLength,
+          this.#filled + Math.max(minimum, this.#filled),
+        ),
+      );
     }
     return this.#buffer!.subarray(this.#filled);
   }
@@ -270,16 +284,25 @@ export class FrameDecoder {
 
     // RFC 6455 5.2: RSV bits MUST be 0 unless an extension defines them.
     if (b0 & 0x30) {
-      throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: RSV2 or RSV3 is set");
+      throw new FrameError(
+        PROTOCOL_ERROR,
+        "Invalid frame header: RSV2 or RSV3 is set",
+      );
     }
     if (opcode >= 0x8) {
       if (opcode > OPCODE_PONG) {
-        throw new FrameError(PROTOCOL_ERROR, `Invalid frame header: unknown opcode ${opcode}`);
+        throw new FrameError(
+          PROTOCOL_ERROR,
+          `Invalid frame header: unknown opcode ${opcode}`,
+        );
       }
       // RFC 6455 5.5: control frames MUST NOT be fragmented and MUST have a
       // payload length of 125 bytes or less.
       if (!fin) {
-        throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: fragmented control frame");
+        throw new FrameError(
+          PROTOCOL_ERROR,
+          "Invalid frame header: fragmented control frame",
+        );
       }
       if (length > MAX_CONTROL_PAYLOAD) {
         throw new FrameError(
@@ -291,16 +314,25 @@ export class FrameDecoder {
       }
       // RFC 7692 6.1: RSV1 is never set on a control frame.
       if (rsv1) {
-        throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: RSV1 is set on a control frame");
+        throw new FrameError(
+          PROTOCOL_ERROR,
+          "Invalid frame header: RSV1 is set on a control frame",
+        );
       }
     } else if (opcode === OPCODE_CONTINUATION) {
       // RFC 6455 5.4: a continuation needs a fragmented message in progress.
       if (this.#fragmentOpcode === 0) {
-        throw new FrameError(PROTOCOL_ERROR, "Invalid frame sequence: continuation frame with no message to continue");
+        throw new FrameError(
+          PROTOCOL_ERROR,
+          "Invalid frame sequence: continuation frame with no message to continue",
+        );
       }
       // RFC 7692 6.1: RSV1 is set on the first frame of a message only.
       if (rsv1) {
-        throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: RSV1 is set on a continuation frame");
+        throw new FrameError(
+          PROTOCOL_ERROR,
+          "Invalid frame header: RSV1 is set on a continuation frame",
+        );
       }
     } else if (opcode === OPCODE_TEXT || opcode === OPCODE_BINARY) {
       if (this.#fragmentOpcode !== 0) {
@@ -310,17 +342,25 @@ export class FrameDecoder {
         );
       }
       if (rsv1 && !this.#allowRsv1) {
-        throw new FrameError(PROTOCOL_ERROR, "Invalid frame header: RSV1 is set without a negotiated extension");
+        throw new FrameError(
+          PROTOCOL_ERROR,
+          "Invalid frame header: RSV1 is set without a negotiated extension",
+        );
       }
     } else {
-      throw new FrameError(PROTOCOL_ERROR, `Invalid frame header: unknown opcode ${opcode}`);
+      throw new FrameError(
+        PROTOCOL_ERROR,
+        `Invalid frame header: unknown opcode ${opcode}`,
+      );
     }
     // RFC 6455 5.1: a server MUST close the connection upon receiving an
     // unmasked frame; a client MUST close it upon receiving a masked frame.
     if (masked !== this.#requireMask) {
       throw new FrameError(
         PROTOCOL_ERROR,
-        masked ? "Invalid frame header: frame from the server is masked" : "Invalid frame header: frame from the client is not masked",
+        masked
+          ? "Invalid frame header: frame from the server is masked"
+          : "Invalid frame header: frame from the client is not masked",
       );
     }
 
@@ -344,7 +384,8 @@ export class FrameDecoder {
           `Frame too big: limit is ${this.#maxFrameSize} bytes, received ${length} bytes`,
         );
       }
-      const messageSize = (opcode === OPCODE_CONTINUATION ? this.#messageSize : 0) + length;
+      const messageSize =
+        (opcode === OPCODE_CONTINUATION ? this.#messageSize : 0) + length;
       if (messageSize > this.#maxMessageSize) {
         throw new FrameError(
           MESSAGE_TOO_BIG,
@@ -374,12 +415,16 @@ export class FrameDecoder {
         return this.#complete(chunk.subarray(start, start + length), false);
       }
       this.#filled = 0;
-      buffer = this.#grow(Math.min(length, Math.max(MIN_PAYLOAD_CAPACITY, available)));
+      buffer = this.#grow(
+        Math.min(length, Math.max(MIN_PAYLOAD_CAPACITY, available)),
+      );
     }
     const take = Math.min(length - this.#filled, available);
     if (take > 0) {
       if (this.#filled + take > buffer.length) {
-        buffer = this.#grow(Math.min(length, Math.max(buffer.length * 2, this.#filled + take)));
+        buffer = this.#grow(
+          Math.min(length, Math.max(buffer.length * 2, this.#filled + take)),
+        );
       }
       buffer.set(chunk.subarray(this.#pos, this.#pos + take), this.#filled);
       this.#filled += take;
@@ -395,7 +440,10 @@ export class FrameDecoder {
     try {
       next = new Uint8Array(capacity);
     } catch {
-      throw new FrameError(MESSAGE_TOO_BIG, `Frame too big: cannot allocate ${capacity} bytes`);
+      throw new FrameError(
+        MESSAGE_TOO_BIG,
+        `Frame too big: cannot allocate ${capacity} bytes`,
+      );
     }
     if (this.#buffer !== null) next.set(this.#buffer.subarray(0, this.#filled));
     this.#buffer = next;
@@ -412,7 +460,10 @@ export class FrameDecoder {
 }
 
 /** Size of a frame header for a payload of `payloadLength` bytes. */
-export function frameHeaderSize(payloadLength: number, masked: boolean): number {
+export function frameHeaderSize(
+  payloadLength: number,
+  masked: boolean,
+): number {
   const size = payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10;
   return masked ? size + 4 : size;
 }

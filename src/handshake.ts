@@ -59,11 +59,15 @@ const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 function parseHeaderLines(lines: string[], headers: Headers): string | null {
   for (const line of lines) {
     const colon = line.indexOf(":");
-    if (colon <= 0) return `Malformed header line: ${JSON.stringify(line.slice(0, 64))}`;
+    if (colon <= 0) {
+      return `Malformed header line: ${JSON.stringify(line.slice(0, 64))}`;
+    }
     const name = line.slice(0, colon);
     // RFC 9112 5.1: no whitespace between the field name and the colon, and
     // obsolete line folding is rejected.
-    if (!TOKEN.test(name)) return `Invalid header name: ${JSON.stringify(name.slice(0, 64))}`;
+    if (!TOKEN.test(name)) {
+      return `Invalid header name: ${JSON.stringify(name.slice(0, 64))}`;
+    }
     const value = line.slice(colon + 1).trim();
     if (!FIELD_VALUE.test(value)) return `Invalid value for header ${name}`;
     try {
@@ -83,11 +87,21 @@ export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
   const requestLine = lines.shift() ?? "";
   const parts = requestLine.split(" ");
   if (parts.length !== 3 || !TOKEN.test(parts[0]) || parts[1] === "") {
-    return { status: 400, message: `Malformed request line: ${JSON.stringify(requestLine.slice(0, 64))}` };
+    return {
+      status: 400,
+      message: `Malformed request line: ${
+        JSON.stringify(requestLine.slice(0, 64))
+      }`,
+    };
   }
   const [method, target, version] = parts;
   if (!/^HTTP\/\d\.\d$/.test(version)) {
-    return { status: 400, message: `Malformed request line: version ${JSON.stringify(version.slice(0, 16))}` };
+    return {
+      status: 400,
+      message: `Malformed request line: version ${
+        JSON.stringify(version.slice(0, 16))
+      }`,
+    };
   }
   const headers = new Headers();
   const error = parseHeaderLines(lines, headers);
@@ -101,11 +115,18 @@ export function parseResponseHead(head: Uint8Array): ResponseHead | string {
   lines.length -= 2;
   const statusLine = lines.shift() ?? "";
   const match = /^(HTTP\/\d\.\d) (\d{3})(?: (.*))?$/.exec(statusLine);
-  if (match === null) return `Malformed status line: ${JSON.stringify(statusLine.slice(0, 64))}`;
+  if (match === null) {
+    return `Malformed status line: ${JSON.stringify(statusLine.slice(0, 64))}`;
+  }
   const headers = new Headers();
   const error = parseHeaderLines(lines, headers);
   if (error !== null) return error;
-  return { version: match[1], status: Number(match[2]), statusText: match[3] ?? "", headers };
+  return {
+    version: match[1],
+    status: Number(match[2]),
+    statusText: match[3] ?? "",
+    headers,
+  };
 }
 
 /**
@@ -133,7 +154,10 @@ export function hasToken(value: string | null, token: string): boolean {
  * base64 of the SHA-1 of the key and the GUID.
  */
 export async function acceptKey(key: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-1", encoder.encode(key + WEBSOCKET_GUID));
+  const digest = await crypto.subtle.digest(
+    "SHA-1",
+    encoder.encode(key + WEBSOCKET_GUID),
+  );
   return btoa(String.fromCharCode(...new Uint8Array(digest)));
 }
 
@@ -144,7 +168,9 @@ export function isValidKey(key: string): boolean {
 
 /** A fresh random `Sec-WebSocket-Key`. */
 export function generateKey(): string {
-  return btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+  return btoa(
+    String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))),
+  );
 }
 
 /** What a valid upgrade request asks for. */
@@ -168,7 +194,9 @@ export interface UpgradeRejection {
  * server's `onRequest`); a wrong `Sec-WebSocket-Version` is 426 with
  * `Sec-WebSocket-Version: 13`; anything else malformed is 400.
  */
-export function validateUpgrade(request: RequestHead): UpgradeRequest | UpgradeRejection {
+export function validateUpgrade(
+  request: RequestHead,
+): UpgradeRequest | UpgradeRejection {
   const h = request.headers;
   if (!hasToken(h.get("upgrade"), "websocket")) {
     return {
@@ -177,10 +205,20 @@ export function validateUpgrade(request: RequestHead): UpgradeRequest | UpgradeR
       headers: { "Upgrade": "websocket", "Connection": "Upgrade" },
     };
   }
-  const fail = (message: string): UpgradeRejection => ({ status: 400, message, headers: {} });
-  if (request.method !== "GET") return fail(`Invalid upgrade: method must be GET, received ${request.method}`);
+  const fail = (message: string): UpgradeRejection => ({
+    status: 400,
+    message,
+    headers: {},
+  });
+  if (request.method !== "GET") {
+    return fail(
+      `Invalid upgrade: method must be GET, received ${request.method}`,
+    );
+  }
   if (request.version !== "HTTP/1.1") {
-    return fail(`Invalid upgrade: HTTP version must be 1.1, received ${request.version}`);
+    return fail(
+      `Invalid upgrade: HTTP version must be 1.1, received ${request.version}`,
+    );
   }
   if (!h.has("host")) return fail("Invalid upgrade: missing Host header");
   if (!hasToken(h.get("connection"), "upgrade")) {
@@ -190,17 +228,27 @@ export function validateUpgrade(request: RequestHead): UpgradeRequest | UpgradeR
   if (version !== "13") {
     return {
       status: 426,
-      message: `Unsupported WebSocket version: ${version === null ? "none" : JSON.stringify(version)}`,
+      message: `Unsupported WebSocket version: ${
+        version === null ? "none" : JSON.stringify(version)
+      }`,
       headers: { "Sec-WebSocket-Version": "13" },
     };
   }
   const key = h.get("sec-websocket-key");
   if (key === null || !isValidKey(key)) {
-    return fail("Invalid upgrade: Sec-WebSocket-Key must be base64 of 16 bytes");
+    return fail(
+      "Invalid upgrade: Sec-WebSocket-Key must be base64 of 16 bytes",
+    );
   }
   const protocols = headerList(h.get("sec-websocket-protocol"));
-  if (!protocols.every((p) => TOKEN.test(p))) return fail("Invalid upgrade: malformed Sec-WebSocket-Protocol");
-  return { key, protocols, extensions: headerList(h.get("sec-websocket-extensions")) };
+  if (!protocols.every((p) => TOKEN.test(p))) {
+    return fail("Invalid upgrade: malformed Sec-WebSocket-Protocol");
+  }
+  return {
+    key,
+    protocols,
+    extensions: headerList(h.get("sec-websocket-extensions")),
+  };
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -230,10 +278,21 @@ export function encodeResponse(
   body = "",
 ): Uint8Array {
   let head = `HTTP/1.1 ${status} ${statusText(status)}\r\n`;
-  for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+  // Every response but the 101 ends the connection.
+  const connection = headers["Connection"];
+  if (status !== 101) {
+    headers = {
+      ...headers,
+      "Connection": connection ? `${connection}, close` : "close",
+    };
+  }
+  for (const [name, value] of Object.entries(headers)) {
+    head += `${name}: ${value}\r\n`;
+  }
   if (status !== 101) {
     const bodyBytes = encoder.encode(body);
-    head += `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${bodyBytes.length}\r\nConnection: close\r\n\r\n`;
+    head +=
+      `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${bodyBytes.length}\r\n\r\n`;
     const headBytes = encoder.encode(head);
     const out = new Uint8Array(headBytes.length + bodyBytes.length);
     out.set(headBytes);
@@ -259,7 +318,9 @@ export function encodeRequest(
     ["Sec-WebSocket-Key", key],
     ["Sec-WebSocket-Version", "13"],
   ]);
-  if (protocols.length > 0) lines.set("Sec-WebSocket-Protocol", protocols.join(", "));
+  if (protocols.length > 0) {
+    lines.set("Sec-WebSocket-Protocol", protocols.join(", "));
+  }
   const reserved = new Set([...lines.keys()].map((k) => k.toLowerCase()));
   for (const [name, value] of lines) head += `${name}: ${value}\r\n`;
   // User headers never override the ones the handshake depends on.

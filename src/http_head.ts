@@ -27,7 +27,9 @@ export async function readHead(
   let scanned = 0;
   for (;;) {
     if (length === buffer.length) {
-      const bigger = new Uint8Array(Math.min(buffer.length * 2, maxSize + 4096));
+      const bigger = new Uint8Array(
+        Math.min(buffer.length * 2, maxSize + 4096),
+      );
       bigger.set(buffer);
       buffer = bigger;
     }

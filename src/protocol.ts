@@ -27,17 +27,23 @@ import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
 
 /** A text message. */
 export interface TextMessage {
+  /** Discriminant. */
   type: "text";
+  /** The text, validated UTF-8. */
   data: string;
 }
 /** A binary message. */
 export interface BinaryMessage {
+  /** Discriminant. */
   type: "binary";
+  /** The bytes; the message owns them. */
   data: Uint8Array;
 }
 /** A ping or pong control frame (pings are answered automatically). */
 export interface ControlMessage {
+  /** Discriminant. */
   type: "ping" | "pong";
+  /** The application data, 125 bytes or less. */
   data: Uint8Array;
 }
 /**
@@ -45,12 +51,19 @@ export interface ControlMessage {
  * failed the connection with, or 1006 when it dropped without a close frame.
  */
 export interface CloseMessage {
+  /** Discriminant. */
   type: "close";
+  /** The close code: 1005 when the close frame carried none, 1006 when there was no close frame. */
   code: number;
+  /** The close reason, `""` when none. */
   reason: string;
 }
 /** What `Socket.read()` returns: a whole message, discriminated on `type`. */
-export type Message = TextMessage | BinaryMessage | ControlMessage | CloseMessage;
+export type Message =
+  | TextMessage
+  | BinaryMessage
+  | ControlMessage
+  | CloseMessage;
 
 /** Where the protocol's decisions go. */
 export interface ProtocolSink {
@@ -183,7 +196,10 @@ export class Protocol {
     this.wasClean = false;
     if (!this.closeSent) {
       this.closeSent = true;
-      this.#sink.sendControl(OPCODE_CLOSE, encodeClosePayload(code, truncateReason(reason)));
+      this.#sink.sendControl(
+        OPCODE_CLOSE,
+        encodeClosePayload(code, truncateReason(reason)),
+      );
     }
     this.#sink.deliver({ type: "close", code, reason }, 0);
     this.#sink.closeTransport();
@@ -225,7 +241,10 @@ export class Protocol {
         return;
       }
       case OPCODE_PONG:
-        this.#sink.deliver({ type: "pong", data: payload.slice() }, payload.length);
+        this.#sink.deliver(
+          { type: "pong", data: payload.slice() },
+          payload.length,
+        );
         return;
       case OPCODE_CLOSE:
         this.#onClose(payload);
@@ -237,7 +256,10 @@ export class Protocol {
     if (opcode === OPCODE_TEXT) {
       const data = decodeUtf8(payload);
       if (data === undefined) {
-        return this.failConnection(INVALID_FRAME_PAYLOAD_DATA, "Invalid text message: not valid UTF-8");
+        return this.failConnection(
+          INVALID_FRAME_PAYLOAD_DATA,
+          "Invalid text message: not valid UTF-8",
+        );
       }
       this.#sink.deliver({ type: "text", data }, payload.length);
     } else {
@@ -251,7 +273,10 @@ export class Protocol {
       this.#text ??= new Utf8StreamDecoder();
       // RFC 6455 8.1: fail as soon as the bytes prove the text invalid.
       if (!this.#text.push(payload)) {
-        return this.failConnection(INVALID_FRAME_PAYLOAD_DATA, "Invalid text message: not valid UTF-8");
+        return this.failConnection(
+          INVALID_FRAME_PAYLOAD_DATA,
+          "Invalid text message: not valid UTF-8",
+        );
       }
       this.#partsSize += payload.length;
     } else if (payload.length > 0) {
@@ -267,7 +292,10 @@ export class Protocol {
       const data = this.#text!.end();
       this.#text = null;
       if (data === undefined) {
-        return this.failConnection(INVALID_FRAME_PAYLOAD_DATA, "Invalid text message: not valid UTF-8");
+        return this.failConnection(
+          INVALID_FRAME_PAYLOAD_DATA,
+          "Invalid text message: not valid UTF-8",
+        );
       }
       this.#sink.deliver({ type: "text", data }, size);
     } else {
@@ -302,7 +330,11 @@ export class Protocol {
       this.closeSent = true;
       this.#sink.sendControl(OPCODE_CLOSE, encodeClosePayload(close.code, ""));
     }
-    this.#sink.deliver({ type: "close", code: close.code, reason: close.reason }, 0);
+    this.#sink.deliver({
+      type: "close",
+      code: close.code,
+      reason: close.reason,
+    }, 0);
     this.#sink.closeTransport();
   }
 }

@@ -74,7 +74,9 @@ export class ReadQueue<T> {
       this.#sizes.splice(0, this.#head);
       this.#head = 0;
     }
-    if (this.#drainWaiter !== null && this.#bytes <= this.#lowWaterMark) this.#wakeDrain();
+    if (this.#drainWaiter !== null && this.#bytes <= this.#lowWaterMark) {
+      this.#wakeDrain();
+    }
     return item;
   }
 

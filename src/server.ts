@@ -13,7 +13,7 @@ import {
   validateUpgrade,
 } from "./handshake.ts";
 import { readHead } from "./http_head.ts";
-import { Socket, type SocketOptions, socketLimits } from "./socket.ts";
+import { Socket, socketLimits, type SocketOptions } from "./socket.ts";
 
 /** Options of {@linkcode listen}. */
 export interface ListenOptions extends SocketOptions {
@@ -122,7 +122,9 @@ export class Server {
     }
     await this.#acceptLoop;
     for (const conn of this.#handshaking) closeQuietly(conn);
-    for (const sock of this.#sockets) sock.close(GOING_AWAY, "Server shutting down").catch(() => {});
+    for (const sock of this.#sockets) {
+      sock.close(GOING_AWAY, "Server shutting down").catch(() => {});
+    }
     while (this.#tasks.size > 0) await Promise.all(this.#tasks);
   }
 
@@ -132,7 +134,9 @@ export class Server {
       try {
         conn = await this.#listener.accept();
       } catch (error) {
-        if (this.#closing !== null || error instanceof Deno.errors.BadResource) return;
+        if (
+          this.#closing !== null || error instanceof Deno.errors.BadResource
+        ) return;
         // A failed accept (e.g. a TLS client that hung up, EMFILE) must not
         // stop the server.
         await new Promise((resolve) => setTimeout(resolve, 10));
@@ -148,38 +152,56 @@ export class Server {
     const sock = await this.#handshake(conn);
     if (sock === null) return;
     this.#sockets.add(sock);
+    // The server is done with a connection when its socket is closed, not
+    // when its handler returns: a handler stuck elsewhere cannot hold up
+    // close().
+    const handled = this.#closing !== null
+      ? sock.close(GOING_AWAY, "Server shutting down")
+      : this.#runHandler(sock);
+    handled.catch((error) => this.#report(error));
+    await sock.closed;
+    this.#sockets.delete(sock);
+  }
+
+  async #runHandler(sock: Socket): Promise<void> {
     try {
-      if (this.#closing !== null) {
-        await sock.close(GOING_AWAY, "Server shutting down");
-        return;
-      }
-      try {
-        await this.#options.handler(sock);
-        await sock.close(NORMAL_CLOSURE);
-      } catch (error) {
-        this.#report(error);
-        await sock.close(INTERNAL_ERROR, "Internal error").catch(() => {});
-      }
-      await sock.closed;
-    } finally {
-      this.#sockets.delete(sock);
+      await this.#options.handler(sock);
+    } catch (error) {
+      this.#report(error);
+      await sock.close(INTERNAL_ERROR, "Internal error");
+      return;
     }
+    await sock.close(NORMAL_CLOSURE);
   }
 
   async #handshake(conn: Deno.Conn): Promise<Socket | null> {
     this.#handshaking.add(conn);
-    const timer = setTimeout(() => closeQuietly(conn), this.#options.handshakeTimeout ?? 10_000);
+    // Frames are coalesced per event-loop turn already; Nagle only adds delay.
+    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+    const timer = setTimeout(
+      () => closeQuietly(conn),
+      this.#options.handshakeTimeout ?? 10_000,
+    );
     try {
       const maxSize = this.#options.maxHandshakeSize ?? 16 * 1024;
       const read = await readHead(conn, maxSize);
       if (read === "eof") return fail(conn);
       if (read === "too_large") {
-        return fail(conn, 431, {}, `Request header fields too large: limit is ${maxSize} bytes`);
+        return fail(
+          conn,
+          431,
+          {},
+          `Request header fields too large: limit is ${maxSize} bytes`,
+        );
       }
       const request = parseRequestHead(read.head);
-      if ("status" in request) return fail(conn, request.status, {}, request.message);
+      if ("status" in request) {
+        return fail(conn, request.status, {}, request.message);
+      }
       const upgrade = validateUpgrade(request);
-      if ("status" in upgrade) return fail(conn, upgrade.status, upgrade.headers, upgrade.message);
+      if ("status" in upgrade) {
+        return fail(conn, upgrade.status, upgrade.headers, upgrade.message);
+      }
 
       const protocol = this.#selectProtocol(upgrade.protocols);
       const headers: Record<string, string> = {
@@ -214,7 +236,8 @@ export class Server {
   }
 
   #requestInfo(request: RequestHead) {
-    const host = request.headers.get("host") ?? `${this.addr.hostname}:${this.addr.port}`;
+    const host = request.headers.get("host") ??
+      `${this.addr.hostname}:${this.addr.port}`;
     let url: string;
     try {
       url = new URL(request.target, `${this.#scheme}://${host}`).href;
@@ -252,7 +275,9 @@ async function fail(
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+  while (offset < bytes.length) {
+    offset += await conn.write(bytes.subarray(offset));
+  }
 }
 
 function closeQuietly(conn: Deno.Conn): void {
@@ -265,12 +290,18 @@ function closeQuietly(conn: Deno.Conn): void {
 
 function parseAddr(addr: unknown): { hostname: string; port: number } {
   if (typeof addr !== "string") {
-    throw new TypeError(`Invalid option addr: expected a string like "127.0.0.1:8080", received ${typeof addr}`);
+    throw new TypeError(
+      `Invalid option addr: expected a string like "127.0.0.1:8080", received ${typeof addr}`,
+    );
   }
   const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr);
   const port = match ? Number(match[3]) : NaN;
   if (match === null || port > 65535) {
-    throw new TypeError(`Invalid option addr: expected "host:port", ":port" or "[ipv6]:port", received ${JSON.stringify(addr)}`);
+    throw new TypeError(
+      `Invalid option addr: expected "host:port", ":port" or "[ipv6]:port", received ${
+        JSON.stringify(addr)
+      }`,
+    );
   }
   const hostname = match[1] ?? (match[2] === "" ? "0.0.0.0" : match[2]);
   return { hostname, port };
@@ -309,25 +340,39 @@ function parseAddr(addr: unknown): { hostname: string; port: number } {
  */
 export function listen(options: ListenOptions): Server {
   if (typeof options !== "object" || options === null) {
-    throw new TypeError("Invalid options: expected an object with addr and handler");
+    throw new TypeError(
+      "Invalid options: expected an object with addr and handler",
+    );
   }
   const { hostname, port } = parseAddr(options.addr);
   if (typeof options.handler !== "function") {
-    throw new TypeError(`Invalid option handler: expected a function, received ${typeof options.handler}`);
+    throw new TypeError(
+      `Invalid option handler: expected a function, received ${typeof options
+        .handler}`,
+    );
   }
-  if (options.backlog !== undefined && !(Number.isInteger(options.backlog) && options.backlog > 0)) {
-    throw new TypeError(`Invalid option backlog: expected a positive integer, received ${options.backlog}`);
+  if (
+    options.backlog !== undefined &&
+    !(Number.isInteger(options.backlog) && options.backlog > 0)
+  ) {
+    throw new TypeError(
+      `Invalid option backlog: expected a positive integer, received ${options.backlog}`,
+    );
   }
   if (options.onError !== undefined && typeof options.onError !== "function") {
     throw new TypeError("Invalid option onError: expected a function");
   }
   if (options.protocols !== undefined && !Array.isArray(options.protocols)) {
-    throw new TypeError("Invalid option protocols: expected an array of strings");
+    throw new TypeError(
+      "Invalid option protocols: expected an array of strings",
+    );
   }
   for (const name of ["handshakeTimeout", "maxHandshakeSize"] as const) {
     const value = options[name];
     if (value !== undefined && !(typeof value === "number" && value > 0)) {
-      throw new TypeError(`Invalid option ${name}: expected a positive number, received ${value}`);
+      throw new TypeError(
+        `Invalid option ${name}: expected a positive number, received ${value}`,
+      );
     }
   }
   socketLimits(options);
@@ -335,16 +380,28 @@ export function listen(options: ListenOptions): Server {
   if (options.tls) {
     const certs = options.certs;
     if (!Array.isArray(certs) || certs.length === 0) {
-      throw new TypeError("Invalid option certs: required when tls is true, as [{ cert, key }] in PEM");
+      throw new TypeError(
+        "Invalid option certs: required when tls is true, as [{ cert, key }] in PEM",
+      );
     }
     if (certs.length > 1) {
-      throw new TypeError(`Invalid option certs: Deno.listenTls serves one certificate, received ${certs.length}`);
+      throw new TypeError(
+        `Invalid option certs: Deno.listenTls serves one certificate, received ${certs.length}`,
+      );
     }
     const { cert, key } = certs[0];
     if (typeof cert !== "string" || typeof key !== "string") {
-      throw new TypeError("Invalid option certs: cert and key must be PEM strings");
+      throw new TypeError(
+        "Invalid option certs: cert and key must be PEM strings",
+      );
     }
-    listener = Deno.listenTls({ hostname, port, cert, key, tcpBacklog: options.backlog });
+    listener = Deno.listenTls({
+      hostname,
+      port,
+      cert,
+      key,
+      tcpBacklog: options.backlog,
+    });
   } else {
     listener = Deno.listen({ hostname, port, tcpBacklog: options.backlog });
   }

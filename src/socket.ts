@@ -80,37 +80,70 @@ export interface SocketLimits {
 
 /** Applies the defaults to {@linkcode SocketOptions}, checking each value. */
 export function socketLimits(options: SocketOptions): SocketLimits {
-  const positive = (name: keyof SocketOptions, value: number | undefined, fallback: number, zero = false) => {
+  const positive = (
+    name: keyof SocketOptions,
+    value: number | undefined,
+    fallback: number,
+    zero = false,
+  ) => {
     if (value === undefined) return fallback;
-    if (typeof value !== "number" || Number.isNaN(value) || value < 0 || (value === 0 && !zero)) {
-      throw new TypeError(`Invalid option ${name}: expected a ${zero ? "non-negative" : "positive"} number, received ${value}`);
+    if (
+      typeof value !== "number" || Number.isNaN(value) || value < 0 ||
+      (value === 0 && !zero)
+    ) {
+      throw new TypeError(
+        `Invalid option ${name}: expected a ${
+          zero ? "non-negative" : "positive"
+        } number, received ${value}`,
+      );
     }
     return value;
   };
-  const maxMessageSize = positive("maxMessageSize", options.maxMessageSize, 16 * 1024 * 1024);
+  const maxMessageSize = positive(
+    "maxMessageSize",
+    options.maxMessageSize,
+    16 * 1024 * 1024,
+  );
   const pingInterval = positive("pingInterval", options.pingInterval, 0, true);
   return {
     maxMessageSize,
-    maxFrameSize: positive("maxFrameSize", options.maxFrameSize, maxMessageSize),
+    maxFrameSize: positive(
+      "maxFrameSize",
+      options.maxFrameSize,
+      maxMessageSize,
+    ),
     fragmentSize: positive("fragmentSize", options.fragmentSize, 64 * 1024),
     closeTimeout: positive("closeTimeout", options.closeTimeout, 5000),
-    maxQueuedBytes: positive("maxQueuedBytes", options.maxQueuedBytes, 1024 * 1024, true),
+    maxQueuedBytes: positive(
+      "maxQueuedBytes",
+      options.maxQueuedBytes,
+      1024 * 1024,
+      true,
+    ),
     pingInterval,
-    pongTimeout: positive("pongTimeout", options.pongTimeout, pingInterval || 1),
+    pongTimeout: positive(
+      "pongTimeout",
+      options.pongTimeout,
+      pingInterval || 1,
+    ),
   };
 }
 
 /** The upgrade request as the server saw it (the seed's `sock.stream`). */
 export interface UpgradeRequestInfo {
+  /** The request method (always `GET` for a valid upgrade). */
   method: string;
   /** The full URL: scheme, `Host` and request target. */
   url: string;
+  /** The request headers. */
   headers: Headers;
 }
 
 /** The handshake response a client received. */
 export interface UpgradeResponseInfo {
+  /** The status code (101). */
   status: number;
+  /** The response headers. */
   headers: Headers;
 }
 
@@ -118,6 +151,7 @@ export interface UpgradeResponseInfo {
 export interface CloseInfo {
   /** The close code: the peer's, the one this side failed with, or 1006. */
   code: number;
+  /** The reason that goes with `code`, `""` when none. */
   reason: string;
   /** Whether close frames went both ways before TCP closed. */
   wasClean: boolean;
@@ -155,7 +189,9 @@ const OPCODES: Record<string, number> = {
 function noop(): void {}
 
 function closedError(message: string, closeCode?: number): Promise<never> {
-  const promise = Promise.reject(new WebSocketError("SOCKET_CLOSED", message, { closeCode }));
+  const promise = Promise.reject(
+    new WebSocketError("SOCKET_CLOSED", message, { closeCode }),
+  );
   // Network-caused: must not kill the process if the caller did not await.
   promise.catch(noop);
   return promise;
@@ -229,7 +265,9 @@ export class Socket implements AsyncIterable<Message> {
     this.response = init.response;
     this.#limits = init.limits;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
-    this.#transportDone = new Promise((resolve) => this.#resolveTransportDone = resolve);
+    this.#transportDone = new Promise((resolve) =>
+      this.#resolveTransportDone = resolve
+    );
 
     const sink: ProtocolSink = {
       deliver: (message, size) => {
@@ -248,9 +286,16 @@ export class Socket implements AsyncIterable<Message> {
       maxMessageSize: init.limits.maxMessageSize,
       maxFrameSize: init.limits.maxFrameSize,
     });
-    this.#writes = new WriteQueue(init.conn, init.client, () => this.#closeConn());
+    this.#writes = new WriteQueue(
+      init.conn,
+      init.client,
+      () => this.#closeConn(),
+    );
     if (init.limits.pingInterval > 0) {
-      this.#pingTimer = setInterval(() => this.#keepalive(), init.limits.pingInterval);
+      this.#pingTimer = setInterval(
+        () => this.#keepalive(),
+        init.limits.pingInterval,
+      );
     }
     this.#readLoop(init.head);
   }
@@ -297,7 +342,9 @@ export class Socket implements AsyncIterable<Message> {
     return {
       next: () =>
         queue.read().then((value): IteratorResult<Message> =>
-          value === null ? { done: true, value: undefined } : { done: false, value }
+          value === null
+            ? { done: true, value: undefined }
+            : { done: false, value }
         ),
     };
   }
@@ -316,12 +363,19 @@ export class Socket implements AsyncIterable<Message> {
    * @throws {TypeError} (as a rejection) an unknown `type` or `data` of the wrong kind
    * @throws {WebSocketError} (as a rejection, code `SOCKET_CLOSED`) the close handshake began or the connection was lost
    */
-  write(data?: string | Uint8Array | null, type: MessageType = "binary"): Promise<void> {
+  write(
+    data?: string | Uint8Array | null,
+    type: MessageType = "binary",
+  ): Promise<void> {
     if (type === "close") return this.#writeClose(data);
     const opcode = OPCODES[type];
     if (opcode === undefined) {
       return Promise.reject(
-        new TypeError(`Cannot write: type must be text, binary, ping, pong or close, received ${String(type)}`),
+        new TypeError(
+          `Cannot write: type must be text, binary, ping, pong or close, received ${
+            String(type)
+          }`,
+        ),
       );
     }
     let payload: Uint8Array;
@@ -329,11 +383,17 @@ export class Socket implements AsyncIterable<Message> {
     else if (typeof data === "string") payload = encoder.encode(data);
     else if (data instanceof Uint8Array) payload = data;
     else {
-      return Promise.reject(new TypeError(`Cannot write: data must be a string or Uint8Array, received ${typeof data}`));
+      return Promise.reject(
+        new TypeError(
+          `Cannot write: data must be a string or Uint8Array, received ${typeof data}`,
+        ),
+      );
     }
     if (opcode >= OPCODE_PING && payload.length > MAX_CONTROL_PAYLOAD) {
       return Promise.reject(
-        new RangeError(`Cannot send ${type} frame: payload must be 125 bytes or less, received ${payload.length} bytes`),
+        new RangeError(
+          `Cannot send ${type} frame: payload must be 125 bytes or less, received ${payload.length} bytes`,
+        ),
       );
     }
     if (!this.#protocol.open) return this.#writeAfterClose();
@@ -366,11 +426,17 @@ export class Socket implements AsyncIterable<Message> {
   close(code: number = NORMAL_CLOSURE, reason = ""): Promise<void> {
     if (!Number.isInteger(code) || !isValidCloseCode(code)) {
       return Promise.reject(
-        new RangeError(`Cannot close: code must be 1000-1003, 1007-1014 or 3000-4999, received ${code}`),
+        new RangeError(
+          `Cannot close: code must be 1000-1003, 1007-1014 or 3000-4999, received ${code}`,
+        ),
       );
     }
     if (typeof reason !== "string" || encoder.encode(reason).length > 123) {
-      return Promise.reject(new RangeError("Cannot close: reason must be a string of 123 bytes or less"));
+      return Promise.reject(
+        new RangeError(
+          "Cannot close: reason must be a string of 123 bytes or less",
+        ),
+      );
     }
     this.#protocol.close(code, reason);
     return this.closed.then(noop);
@@ -380,11 +446,17 @@ export class Socket implements AsyncIterable<Message> {
     if (data instanceof Uint8Array && data.length > 0) {
       if (data.length > MAX_CONTROL_PAYLOAD) {
         return Promise.reject(
-          new RangeError(`Cannot send close frame: payload must be 125 bytes or less, received ${data.length} bytes`),
+          new RangeError(
+            `Cannot send close frame: payload must be 125 bytes or less, received ${data.length} bytes`,
+          ),
         );
       }
       if (data.length === 1) {
-        return Promise.reject(new RangeError("Cannot send close frame: payload of 1 byte has no close code"));
+        return Promise.reject(
+          new RangeError(
+            "Cannot send close frame: payload of 1 byte has no close code",
+          ),
+        );
       }
       const code = (data[0] << 8) | data[1];
       return this.close(code, new TextDecoder().decode(data.subarray(2)));
@@ -395,7 +467,9 @@ export class Socket implements AsyncIterable<Message> {
   #writeAfterClose(): Promise<never> {
     const p = this.#protocol;
     return closedError(
-      p.closeReceived ? "Cannot write: the connection is closed" : "Cannot write: the close handshake has begun",
+      p.closeReceived
+        ? "Cannot write: the connection is closed"
+        : "Cannot write: the close handshake has begun",
       p.closeReceived ? p.closeCode : undefined,
     );
   }
@@ -447,9 +521,13 @@ export class Socket implements AsyncIterable<Message> {
     protocol.receiveEnd(this.#dropReason);
     this.#queue.end();
     this.#writes.fail(
-      new WebSocketError("SOCKET_CLOSED", "Cannot write: the connection is closed", {
-        closeCode: protocol.closeCode,
-      }),
+      new WebSocketError(
+        "SOCKET_CLOSED",
+        "Cannot write: the connection is closed",
+        {
+          closeCode: protocol.closeCode,
+        },
+      ),
     );
     this.#resolveClosed({
       code: protocol.closeCode,
@@ -489,7 +567,8 @@ export class Socket implements AsyncIterable<Message> {
     if (this.#pongTimer !== undefined || !this.#protocol.open) return;
     this.#writes.push(true, false, OPCODE_PING, EMPTY);
     this.#pongTimer = setTimeout(() => {
-      this.#dropReason = `Keepalive timeout: no pong within ${this.#limits.pongTimeout} ms`;
+      this.#dropReason =
+        `Keepalive timeout: no pong within ${this.#limits.pongTimeout} ms`;
       this.#closeConn();
     }, this.#limits.pongTimeout);
   }

@@ -71,7 +71,11 @@ export class WriteQueue {
    * @param maskFrames mask every frame with a fresh key (client side)
    * @param onError called once when a write fails
    */
-  constructor(writer: Writer, maskFrames: boolean, onError: (error: unknown) => void) {
+  constructor(
+    writer: Writer,
+    maskFrames: boolean,
+    onError: (error: unknown) => void,
+  ) {
     this.#writer = writer;
     this.#maskFrames = maskFrames;
     this.#onError = onError;
@@ -85,7 +89,12 @@ export class WriteQueue {
   /**
    * Queues one frame. Returns the promise of its batch.
    */
-  push(fin: boolean, rsv1: boolean, opcode: number, payload: Uint8Array): Promise<void> {
+  push(
+    fin: boolean,
+    rsv1: boolean,
+    opcode: number,
+    payload: Uint8Array,
+  ): Promise<void> {
     if (this.#failure !== null) return rejected(this.#failure);
     const length = payload.length;
     const masked = this.#maskFrames;
@@ -98,14 +107,30 @@ export class WriteQueue {
     const batch = this.#batch ??= new Batch();
     if (length < COPY_LIMIT || masked) {
       const buffer = this.#reserve(headerSize + length);
-      let offset = writeFrameHeader(buffer, this.#length, fin, rsv1, opcode, length, key);
+      let offset = writeFrameHeader(
+        buffer,
+        this.#length,
+        fin,
+        rsv1,
+        opcode,
+        length,
+        key,
+      );
       buffer.set(payload, offset);
       if (key) mask(buffer.subarray(offset, offset + length), key);
       offset += length;
       this.#length = offset;
     } else {
       const buffer = this.#reserve(headerSize);
-      this.#length = writeFrameHeader(buffer, this.#length, fin, rsv1, opcode, length, key);
+      this.#length = writeFrameHeader(
+        buffer,
+        this.#length,
+        fin,
+        rsv1,
+        opcode,
+        length,
+        key,
+      );
       this.#seal(batch);
       batch.parts.push(payload);
     }
@@ -182,7 +207,9 @@ export class WriteQueue {
         break;
       }
       this.bufferedAmount -= batch.bytes;
-      if (written !== null && written.length <= KEEP_LIMIT) this.#spare = written;
+      if (written !== null && written.length <= KEEP_LIMIT) {
+        this.#spare = written;
+      }
       batch.resolve();
     }
     this.#flushing = false;
@@ -192,7 +219,9 @@ export class WriteQueue {
   async #writeAll(bytes: Uint8Array): Promise<void> {
     let offset = 0;
     while (offset < bytes.length) {
-      offset += await this.#writer.write(offset === 0 ? bytes : bytes.subarray(offset));
+      offset += await this.#writer.write(
+        offset === 0 ? bytes : bytes.subarray(offset),
+      );
     }
   }
 

@@ -1,0 +1,112 @@
+/**
+ * Keepalive and backpressure, over real loopback sockets.
+ */
+
+import assert from "node:assert/strict";
+import { connect, type Message } from "../mod.ts";
+import { clientFrame, RawClient, serve, urlOf } from "./_helpers.ts";
+
+function deadline<T>(promise: Promise<T>, ms = 5000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// -- Keepalive --
+
+Deno.test("a server with pingInterval drops a peer that never answers pings with 1006", async () => {
+  const ended = Promise.withResolvers<Message | null>();
+  await using server = serve(async (sock) => {
+    let last: Message | null = null;
+    for await (const msg of sock) last = msg;
+    ended.resolve(last);
+  }, { pingInterval: 50, pongTimeout: 100 });
+  await using raw = await RawClient.upgrade(server.addr.port);
+  // The raw client reads the pings but never answers them.
+  const ping = await deadline(raw.readFrame());
+  assert.equal(ping?.opcode, 0x9);
+  const last = await deadline(ended.promise);
+  assert.equal(last?.type, "close");
+  assert.equal((last as { code: number }).code, 1006);
+  assert.match((last as { reason: string }).reason, /Keepalive timeout/);
+  assert.ok(await deadline(raw.closedByPeer()));
+});
+
+Deno.test("a server with pingInterval keeps a peer that answers pings", async () => {
+  let pings = 0;
+  await using server = serve(async (sock) => {
+    for await (const msg of sock) {
+      if (msg.type === "text") await sock.write(msg.data, "text");
+    }
+  }, { pingInterval: 30, pongTimeout: 200 });
+  const sock = await connect(urlOf(server));
+  const reader = (async () => {
+    for await (const msg of sock) {
+      if (msg.type === "ping") pings++;
+      if (msg.type === "text") return msg.data;
+    }
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  await sock.write("still here", "text");
+  assert.equal(await deadline(reader), "still here");
+  assert.ok(pings >= 3, `expected several pings, saw ${pings}`);
+  assert.equal(sock.readyState, "open");
+  await sock.close();
+});
+
+// -- Backpressure --
+
+Deno.test("a socket stops reading from TCP while maxQueuedBytes of messages wait unread", async () => {
+  const release = Promise.withResolvers<void>();
+  const received = Promise.withResolvers<number>();
+  await using server = serve(async (sock) => {
+    await release.promise;
+    let count = 0;
+    for await (const msg of sock) {
+      if (msg.type === "binary") count++;
+      if (count === 64) break;
+    }
+    received.resolve(count);
+  }, { maxQueuedBytes: 64 * 1024 });
+  const sock = await connect(urlOf(server));
+  const payload = new Uint8Array(1024 * 1024);
+  let last: Promise<void> | undefined;
+  for (let i = 0; i < 64; i++) last = sock.write(payload);
+  // 64 MiB cannot fit in loopback socket buffers: if the server kept
+  // reading into its queue, our writes would all have been handed to the OS.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.ok(
+    sock.bufferedAmount > 16 * 1024 * 1024,
+    `bufferedAmount ${sock.bufferedAmount}`,
+  );
+  release.resolve();
+  assert.equal(await deadline(received.promise, 20_000), 64);
+  await deadline(last!, 20_000);
+  assert.equal(sock.bufferedAmount, 0);
+  await sock.close();
+});
+
+Deno.test("messages sent in the same packet as the upgrade arrive as the first message", async () => {
+  const first = Promise.withResolvers<Message | null>();
+  await using server = serve(async (sock) => {
+    first.resolve(await sock.read());
+  });
+  await using raw = await RawClient.connect(server.addr.port);
+  const request = new TextEncoder().encode(
+    `GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
+  const frame = clientFrame(0x1, "early");
+  const packet = new Uint8Array(request.length + frame.length);
+  packet.set(request);
+  packet.set(frame, request.length);
+  await raw.send(packet);
+  assert.match(await deadline(raw.readHead()), /^HTTP\/1.1 101 /);
+  assert.deepEqual(await deadline(first.promise), {
+    type: "text",
+    data: "early",
+  });
+  assert.equal((await deadline(raw.readClose()))?.code, 1000);
+});
