@@ -53,7 +53,6 @@ export function findHeadEnd(bytes: Uint8Array, from = 0): number {
 // RFC 9110 5.6.2: token characters.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // RFC 9110 5.5: field values are visible characters, spaces and tabs.
-// deno-lint-ignore no-control-regex
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 function parseHeaderLines(lines: string[], headers: Headers): string | null {

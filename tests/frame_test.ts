@@ -154,15 +154,25 @@ const HEADERS: { length: number; header: number[] }[] = [
 ];
 
 Deno.test("writeFrameHeader() writes the exact unmasked header bytes for each length class", () => {
-  for (const { length, header } of [
-    ...HEADERS,
-    { length: GIB_4_PLUS_5, header: [0x82, 0x7f, 0, 0, 0, 1, 0, 0, 0, 5] },
-  ]) {
+  for (
+    const { length, header } of [
+      ...HEADERS,
+      { length: GIB_4_PLUS_5, header: [0x82, 0x7f, 0, 0, 0, 1, 0, 0, 0, 5] },
+    ]
+  ) {
     const target = new Uint8Array(16).fill(0xee);
     const end = writeFrameHeader(target, 0, true, false, OPCODE_BINARY, length);
     assert.equal(end, header.length, `end offset for ${length}`);
-    assert.deepEqual([...target.subarray(0, end)], header, `bytes for ${length}`);
-    assert.equal(target[end], 0xee, `nothing written past the header for ${length}`);
+    assert.deepEqual(
+      [...target.subarray(0, end)],
+      header,
+      `bytes for ${length}`,
+    );
+    assert.equal(
+      target[end],
+      0xee,
+      `nothing written past the header for ${length}`,
+    );
     assert.equal(frameHeaderSize(length, false), header.length);
   }
 });
@@ -170,12 +180,24 @@ Deno.test("writeFrameHeader() writes the exact unmasked header bytes for each le
 Deno.test("writeFrameHeader() sets the mask bit and appends the masking key", () => {
   for (const { length, header } of HEADERS) {
     const target = new Uint8Array(20);
-    const end = writeFrameHeader(target, 3, true, false, OPCODE_BINARY, length, KEY);
+    const end = writeFrameHeader(
+      target,
+      3,
+      true,
+      false,
+      OPCODE_BINARY,
+      length,
+      KEY,
+    );
     const expected = [...header];
     expected[1] |= 0x80;
     expected.push(...KEY);
     assert.equal(end, 3 + expected.length);
-    assert.deepEqual([...target.subarray(3, end)], expected, `bytes for ${length}`);
+    assert.deepEqual(
+      [...target.subarray(3, end)],
+      expected,
+      `bytes for ${length}`,
+    );
     assert.equal(frameHeaderSize(length, true), expected.length);
   }
 });
@@ -255,7 +277,9 @@ Deno.test("encodeFrame() and FrameDecoder round-trip every length class, masked 
         const payload = pattern(length, opcode);
         const expected = [{ fin, rsv1: false, opcode, payload }];
         assertSameFrames(
-          decodeChunks(clientDecoder(), [encodeFrame(opcode, payload, { fin })]),
+          decodeChunks(clientDecoder(), [
+            encodeFrame(opcode, payload, { fin }),
+          ]),
           expected,
           `unmasked ${length}`,
         );
@@ -379,28 +403,76 @@ Deno.test("FrameDecoder accepts a new message after a fragmented one ended", () 
 
 Deno.test("FrameDecoder accepts a control frame of exactly 125 bytes", () => {
   const payload = pattern(125);
-  const frames = decodeChunks(clientDecoder(), [encodeFrame(OPCODE_PING, payload)]);
-  assertSameFrames(frames, [{ fin: true, rsv1: false, opcode: OPCODE_PING, payload }], "ping");
+  const frames = decodeChunks(clientDecoder(), [
+    encodeFrame(OPCODE_PING, payload),
+  ]);
+  assertSameFrames(frames, [{
+    fin: true,
+    rsv1: false,
+    opcode: OPCODE_PING,
+    payload,
+  }], "ping");
 });
 
 // -- Chunking: every byte split --
 
 /** Several frames of every kind, concatenated, and their decoded form. */
-function frameSequence(masked: boolean): { bytes: Uint8Array; frames: Decoded[] } {
+function frameSequence(
+  masked: boolean,
+): { bytes: Uint8Array; frames: Decoded[] } {
   const text = new TextEncoder();
   const frames: Decoded[] = [
-    { fin: true, rsv1: false, opcode: OPCODE_TEXT, payload: text.encode("héllo wörld") },
+    {
+      fin: true,
+      rsv1: false,
+      opcode: OPCODE_TEXT,
+      payload: text.encode("héllo wörld"),
+    },
     { fin: true, rsv1: false, opcode: OPCODE_BINARY, payload: pattern(200, 1) },
     { fin: true, rsv1: false, opcode: OPCODE_PING, payload: pattern(4, 2) },
-    { fin: false, rsv1: false, opcode: OPCODE_TEXT, payload: text.encode("frag") },
+    {
+      fin: false,
+      rsv1: false,
+      opcode: OPCODE_TEXT,
+      payload: text.encode("frag"),
+    },
     { fin: true, rsv1: false, opcode: OPCODE_PONG, payload: new Uint8Array(0) },
-    { fin: false, rsv1: false, opcode: OPCODE_CONTINUATION, payload: new Uint8Array(0) },
-    { fin: true, rsv1: false, opcode: OPCODE_CONTINUATION, payload: text.encode("ment") },
-    { fin: true, rsv1: false, opcode: OPCODE_BINARY, payload: pattern(70000, 3) },
-    { fin: true, rsv1: false, opcode: OPCODE_BINARY, payload: new Uint8Array(0) },
-    { fin: true, rsv1: false, opcode: OPCODE_CLOSE, payload: new Uint8Array([0x03, 0xe8, 0x6f, 0x6b]) },
+    {
+      fin: false,
+      rsv1: false,
+      opcode: OPCODE_CONTINUATION,
+      payload: new Uint8Array(0),
+    },
+    {
+      fin: true,
+      rsv1: false,
+      opcode: OPCODE_CONTINUATION,
+      payload: text.encode("ment"),
+    },
+    {
+      fin: true,
+      rsv1: false,
+      opcode: OPCODE_BINARY,
+      payload: pattern(70000, 3),
+    },
+    {
+      fin: true,
+      rsv1: false,
+      opcode: OPCODE_BINARY,
+      payload: new Uint8Array(0),
+    },
+    {
+      fin: true,
+      rsv1: false,
+      opcode: OPCODE_CLOSE,
+      payload: new Uint8Array([0x03, 0xe8, 0x6f, 0x6b]),
+    },
   ];
-  const keys = [KEY, new Uint8Array([0, 0, 0, 0]), new Uint8Array([0xff, 1, 0x80, 0x7f])];
+  const keys = [
+    KEY,
+    new Uint8Array([0, 0, 0, 0]),
+    new Uint8Array([0xff, 1, 0x80, 0x7f]),
+  ];
   const bytes = concat(
     ...frames.map((f, i) =>
       encodeFrame(f.opcode, f.payload, {
@@ -418,7 +490,11 @@ for (const masked of [false, true]) {
 
   Deno.test(`FrameDecoder decodes a ${side} frame sequence whole`, () => {
     const { bytes, frames } = frameSequence(masked);
-    assertSameFrames(decodeChunks(newDecoder(), [bytes.slice()]), frames, "whole");
+    assertSameFrames(
+      decodeChunks(newDecoder(), [bytes.slice()]),
+      frames,
+      "whole",
+    );
   });
 
   Deno.test(`FrameDecoder decodes a ${side} frame sequence split at every byte position`, () => {
@@ -462,16 +538,26 @@ for (const masked of [false, true]) {
     const { bytes, frames } = frameSequence(masked);
     for (let size = 2; size <= 20; size++) {
       const chunks: Uint8Array[] = [];
-      for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.slice(i, i + size));
-      assertSameFrames(decodeChunks(newDecoder(), chunks), frames, `size ${size}`);
+      for (let i = 0; i < bytes.length; i += size) {
+        chunks.push(bytes.slice(i, i + size));
+      }
+      assertSameFrames(
+        decodeChunks(newDecoder(), chunks),
+        frames,
+        `size ${size}`,
+      );
     }
   });
 
   Deno.test(`FrameDecoder fills a large ${side} payload through directTarget() and advance()`, () => {
     const payload = pattern(1 << 20, 9);
     const bytes = concat(
-      encodeFrame(OPCODE_BINARY, payload, { maskingKey: masked ? KEY : undefined }),
-      encodeFrame(OPCODE_TEXT, pattern(5), { maskingKey: masked ? KEY : undefined }),
+      encodeFrame(OPCODE_BINARY, payload, {
+        maskingKey: masked ? KEY : undefined,
+      }),
+      encodeFrame(OPCODE_TEXT, pattern(5), {
+        maskingKey: masked ? KEY : undefined,
+      }),
     );
     const decoder = newDecoder();
     // The header and a few payload bytes arrive as an ordinary chunk.
@@ -483,11 +569,22 @@ for (const masked of [false, true]) {
     let done = false;
     while (!done) {
       const target = decoder.directTarget(1);
-      assert.ok(target !== null, "a payload in progress offers a direct target");
-      const remaining = payload.length - (pos - frameHeaderSize(payload.length, masked));
-      assert.ok(target.length <= remaining, "the target never runs past the payload");
+      assert.ok(
+        target !== null,
+        "a payload in progress offers a direct target",
+      );
+      const remaining = payload.length -
+        (pos - frameHeaderSize(payload.length, masked));
+      assert.ok(
+        target.length <= remaining,
+        "the target never runs past the payload",
+      );
       // A read of any size up to the target's length, as from a socket.
-      const n = Math.min(target.length, sizes[reads++ % sizes.length], remaining);
+      const n = Math.min(
+        target.length,
+        sizes[reads++ % sizes.length],
+        remaining,
+      );
       target.set(bytes.subarray(pos, pos + n));
       pos += n;
       decoder.advance(n);
@@ -553,7 +650,11 @@ Deno.test("FrameDecoder rejects a control frame with a 16-bit or 64-bit length w
 
 Deno.test("FrameDecoder rejects RSV1 on a control frame with 1002, even when RSV1 is allowed", () => {
   for (const opcode of [OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG]) {
-    assertFrameError(clientDecoder({ allowRsv1: true }), [0xc0 | opcode, 0x00], 1002);
+    assertFrameError(
+      clientDecoder({ allowRsv1: true }),
+      [0xc0 | opcode, 0x00],
+      1002,
+    );
   }
 });
 
@@ -591,7 +692,11 @@ Deno.test("FrameDecoder rejects a masked frame when masking is forbidden with 10
 });
 
 Deno.test("FrameDecoder rejects a 64-bit length with its most significant bit set with 1002", () => {
-  assertFrameError(clientDecoder(), [0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0], 1002);
+  assertFrameError(
+    clientDecoder(),
+    [0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0],
+    1002,
+  );
   assertFrameError(
     clientDecoder(),
     [0x82, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
@@ -635,6 +740,23 @@ Deno.test("FrameDecoder rejects a fragmented message over maxMessageSize with 10
   assert.equal(first.length, 3);
   // 60 + 60 + 31 = 151 > 150: the header alone must fail.
   assertFrameError(decoder, [0x80, 31], 1009);
+});
+
+Deno.test("FrameDecoder rejects a masked fragment over maxMessageSize with 1009 before its masking key", () => {
+  const decoder = serverDecoder({ maxFrameSize: 300, maxMessageSize: 300 });
+  decodeChunks(decoder, [
+    encodeFrame(OPCODE_BINARY, pattern(200), { fin: false, maskingKey: KEY }),
+  ]);
+  // Continuation declaring 200 bytes (16-bit length): 400 > 300.
+  assertFrameError(decoder, [0x80, 0xfe, 0x00, 0xc8], 1009);
+});
+
+Deno.test("FrameDecoder rejects a single-frame message over maxMessageSize with 1009", () => {
+  assertFrameError(
+    clientDecoder({ maxMessageSize: 100 }),
+    [0x82, 0x65],
+    1009,
+  );
 });
 
 Deno.test("FrameDecoder counts message size afresh for each message", () => {
@@ -702,9 +824,15 @@ Deno.test("FrameDecoder turns random bytes into frames or a FrameError with 1002
   const random = mulberry32(0x5eed);
   const started = performance.now();
   let frames = 0;
-  for (let round = 0; round < 3000 && performance.now() - started < 400; round++) {
+  for (
+    let round = 0;
+    round < 3000 && performance.now() - started < 400;
+    round++
+  ) {
     const bytes = new Uint8Array(1 + Math.floor(random() * 64));
-    for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(random() * 256);
+    for (let i = 0; i < bytes.length; i++) {
+      bytes[i] = Math.floor(random() * 256);
+    }
     // Bias the first byte towards valid headers so frames come out too.
     if (random() < 0.5) bytes[0] &= 0x8f;
     const requireMask = random() < 0.5;
@@ -722,15 +850,27 @@ Deno.test("FrameDecoder turns random bytes into frames or a FrameError with 1002
 Deno.test("FrameDecoder turns mutated valid frame streams into frames or a FrameError with 1002 or 1009", () => {
   const random = mulberry32(20240611);
   const started = performance.now();
-  const opcodes = [OPCODE_TEXT, OPCODE_BINARY, OPCODE_PING, OPCODE_PONG, OPCODE_CLOSE];
+  const opcodes = [
+    OPCODE_TEXT,
+    OPCODE_BINARY,
+    OPCODE_PING,
+    OPCODE_PONG,
+    OPCODE_CLOSE,
+  ];
   let frames = 0, shortfalls = 0;
-  for (let round = 0; round < 2000 && performance.now() - started < 400; round++) {
+  for (
+    let round = 0;
+    round < 2000 && performance.now() - started < 400;
+    round++
+  ) {
     const masked = random() < 0.5;
     const parts: Uint8Array[] = [];
     const count = 1 + Math.floor(random() * 6);
     for (let i = 0; i < count; i++) {
       const opcode = opcodes[Math.floor(random() * opcodes.length)];
-      const length = opcode >= 8 ? Math.floor(random() * 126) : Math.floor(random() * 300);
+      const length = opcode >= 8
+        ? Math.floor(random() * 126)
+        : Math.floor(random() * 300);
       parts.push(
         encodeFrame(opcode, pattern(length, i), {
           fin: opcode >= 8 || random() < 0.8,
@@ -741,7 +881,8 @@ Deno.test("FrameDecoder turns mutated valid frame streams into frames or a Frame
     const bytes = concat(...parts);
     const flips = Math.floor(random() * 3);
     for (let i = 0; i < flips; i++) {
-      bytes[Math.floor(random() * bytes.length)] ^= 1 << Math.floor(random() * 8);
+      bytes[Math.floor(random() * bytes.length)] ^= 1 <<
+        Math.floor(random() * 8);
     }
     const decoder = new FrameDecoder({
       requireMask: masked,

@@ -8,7 +8,9 @@ const KEY = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
 /** RFC 6455 5.3, byte by byte: octet i is XORed with key octet (offset + i) mod 4. */
 function naiveMask(data: Uint8Array, key: Uint8Array, offset = 0): Uint8Array {
   const out = new Uint8Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = data[i] ^ key[(offset + i) % 4];
+  for (let i = 0; i < data.length; i++) {
+    out[i] = data[i] ^ key[(offset + i) % 4];
+  }
   return out;
 }
 
@@ -40,19 +42,26 @@ Deno.test("mask() applied twice restores the data", () => {
     const original = pattern(length);
     const data = original.slice();
     mask(data, KEY);
-    if (length > 0) assert.ok(!bytesEqual(data, original), `length ${length} changed`);
+    if (length > 0) {
+      assert.ok(!bytesEqual(data, original), `length ${length} changed`);
+    }
     mask(data, KEY);
     assert.ok(bytesEqual(data, original), `length ${length} restored`);
   }
 });
 
 Deno.test("mask() matches a byte-wise reference for lengths 0-70 at every byte offset 0-7 and key offset 0-3", () => {
-  const keys = [KEY, new Uint8Array([0, 0, 0, 0]), new Uint8Array([0xff, 0x80, 0x01, 0x7f])];
+  const keys = [
+    KEY,
+    new Uint8Array([0, 0, 0, 0]),
+    new Uint8Array([0xff, 0x80, 0x01, 0x7f]),
+  ];
   for (const key of keys) {
     for (let length = 0; length <= 70; length++) {
       for (let byteOffset = 0; byteOffset <= 7; byteOffset++) {
         for (let offset = 0; offset <= 3; offset++) {
-          const label = `length ${length}, byteOffset ${byteOffset}, offset ${offset}`;
+          const label =
+            `length ${length}, byteOffset ${byteOffset}, offset ${offset}`;
           const buffer = pattern(length + 16, length);
           const before = buffer.slice();
           const data = buffer.subarray(byteOffset, byteOffset + length);
@@ -62,7 +71,10 @@ Deno.test("mask() matches a byte-wise reference for lengths 0-70 at every byte o
           assert.ok(bytesEqual(data, expected), label);
           // Nothing outside the view is touched.
           assert.ok(
-            bytesEqual(buffer.subarray(0, byteOffset), before.subarray(0, byteOffset)),
+            bytesEqual(
+              buffer.subarray(0, byteOffset),
+              before.subarray(0, byteOffset),
+            ),
             `${label}: bytes before the view`,
           );
           assert.ok(
@@ -99,7 +111,10 @@ Deno.test("mask() matches the byte-wise reference on 1 MiB, aligned and unaligne
       const data = buffer.subarray(byteOffset, byteOffset + size);
       const expected = naiveMask(data, KEY, offset);
       mask(data, KEY, offset);
-      assert.ok(bytesEqual(data, expected), `byteOffset ${byteOffset}, offset ${offset}`);
+      assert.ok(
+        bytesEqual(data, expected),
+        `byteOffset ${byteOffset}, offset ${offset}`,
+      );
     }
   }
 });
@@ -122,7 +137,10 @@ Deno.test("maskInto() copies the masked bytes into the target and leaves the sou
       maskInto(source, KEY, target, targetOffset);
       assert.ok(bytesEqual(source, sourceCopy), `${label}: source untouched`);
       assert.ok(
-        bytesEqual(target.subarray(targetOffset, targetOffset + length), naiveMask(source, KEY)),
+        bytesEqual(
+          target.subarray(targetOffset, targetOffset + length),
+          naiveMask(source, KEY),
+        ),
         `${label}: masked bytes`,
       );
       assert.ok(
