@@ -87,8 +87,9 @@ const MIN_PAYLOAD_CAPACITY = 64 * 1024;
  * A payload that lies whole inside the fed chunk is returned as a view of
  * it (`payloadOwned` is `false`), unmasked in place: copy it before the
  * chunk's memory is reused. A payload that spans chunks is gathered into a
- * buffer of its own (`payloadOwned` is `true`), never allocated ahead of
- * the bytes that fill it.
+ * buffer of its own (`payloadOwned` is `true`); a big one grows with the
+ * bytes that arrive (to at most twice what came, or 64 KiB), so a declared
+ * length alone never allocates.
  */
 export class FrameDecoder {
   /** FIN bit of the last complete frame. */
@@ -414,9 +415,14 @@ export class FrameDecoder {
         this.#pos = start + length;
         return this.#complete(chunk.subarray(start, start + length), false);
       }
+      // Nothing is allocated until payload bytes arrive; then small
+      // payloads get their exact size, big ones grow with what came.
+      if (available === 0) return false;
       this.#filled = 0;
       buffer = this.#grow(
-        Math.min(length, Math.max(MIN_PAYLOAD_CAPACITY, available)),
+        length <= 2 * MIN_PAYLOAD_CAPACITY
+          ? length
+          : Math.max(MIN_PAYLOAD_CAPACITY, available),
       );
     }
     const take = Math.min(length - this.#filled, available);

@@ -320,7 +320,12 @@ export function encodeRequest(
   if (protocols.length > 0) {
     lines.set("Sec-WebSocket-Protocol", protocols.join(", "));
   }
-  const reserved = new Set([...lines.keys()].map((k) => k.toLowerCase()));
+  // Negotiation headers belong to the options, not to `headers`.
+  const reserved = new Set(
+    [...lines.keys(), "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"].map(
+      (k) => k.toLowerCase(),
+    ),
+  );
   for (const [name, value] of lines) head += `${name}: ${value}\r\n`;
   // User headers never override the ones the handshake depends on.
   for (const [name, value] of headers) {

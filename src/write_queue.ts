@@ -22,6 +22,22 @@ const KEEP_LIMIT = 256 * 1024;
 
 function noop(): void {}
 
+// Masking keys come from a pool of CSPRNG bytes refilled 4 KiB at a time,
+// not from one getRandomValues call per frame.
+const keyPool = new Uint8Array(4096);
+let keyPoolOffset = keyPool.length;
+
+/** A fresh masking key (a view into the pool, valid until the next call). */
+function nextMaskingKey(): Uint8Array {
+  if (keyPoolOffset === keyPool.length) {
+    crypto.getRandomValues(keyPool);
+    keyPoolOffset = 0;
+  }
+  const key = keyPool.subarray(keyPoolOffset, keyPoolOffset + 4);
+  keyPoolOffset += 4;
+  return key;
+}
+
 /** Frames waiting for the OS, and the promise their writers wait on. */
 class Batch {
   parts: Uint8Array[] = [];
@@ -61,7 +77,6 @@ export class WriteQueue {
   #flushing = false;
   #failure: unknown = null;
   #idle: (() => void)[] = [];
-  #maskingKey = new Uint8Array(4);
 
   /** Bytes accepted and not yet handed to the OS. */
   bufferedAmount = 0;
@@ -99,11 +114,8 @@ export class WriteQueue {
     const length = payload.length;
     const masked = this.#maskFrames;
     const headerSize = frameHeaderSize(length, masked);
-    let key: Uint8Array | undefined;
-    if (masked) {
-      // RFC 6455 5.3: a fresh, unpredictable key for every frame.
-      key = crypto.getRandomValues(this.#maskingKey);
-    }
+    // RFC 6455 5.3: a fresh, unpredictable key for every frame.
+    const key = masked ? nextMaskingKey() : undefined;
     const batch = this.#batch ??= new Batch();
     if (length < COPY_LIMIT || masked) {
       const buffer = this.#reserve(headerSize + length);
