@@ -246,6 +246,8 @@ export class Socket implements AsyncIterable<Message> {
   #transportDone: Promise<void>;
   #resolveTransportDone!: () => void;
   #shuttingDown = false;
+  // Resolves once a close frame was sent (or the transport closed).
+  #closing = Promise.withResolvers<void>();
   #finished = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
@@ -461,7 +463,16 @@ export class Socket implements AsyncIterable<Message> {
       const code = (data[0] << 8) | data[1];
       return this.close(code, new TextDecoder().decode(data.subarray(2)));
     }
-    return this.close(NORMAL_CLOSURE, typeof data === "string" ? data : "");
+    const reason = typeof data === "string" ? data : "";
+    const size = 2 + encoder.encode(reason).length;
+    if (size > MAX_CONTROL_PAYLOAD) {
+      return Promise.reject(
+        new RangeError(
+          `Cannot send close frame: payload must be 125 bytes or less, received ${size} bytes`,
+        ),
+      );
+    }
+    return this.close(NORMAL_CLOSURE, reason);
   }
 
   #writeAfterClose(): Promise<never> {
@@ -483,9 +494,14 @@ export class Socket implements AsyncIterable<Message> {
     try {
       if (head.length > 0) protocol.receive(head);
       while (!protocol.closeReceived && !this.#connClosed) {
-        if (queue.bytes > limit) {
-          // Backpressure: stop reading until the application catches up.
-          await Promise.race([queue.drained(limit >>> 1), this.#transportDone]);
+        if (queue.bytes > limit && protocol.open) {
+          // Backpressure: stop reading until the application catches up,
+          // or until a close frame is sent: then the peer's reply must be
+          // read (what comes before it is bounded by closeTimeout).
+          await Promise.race([
+            queue.drained(limit >>> 1),
+            this.#closing.promise,
+          ]);
           continue;
         }
         const direct = protocol.directTarget(DIRECT_READ_MIN);
@@ -552,10 +568,12 @@ export class Socket implements AsyncIterable<Message> {
     } catch {
       // Already closed by the runtime.
     }
+    this.#closing.resolve();
     this.#resolveTransportDone();
   }
 
   #armCloseTimer(): void {
+    this.#closing.resolve();
     if (this.#closeTimer !== undefined || this.#connClosed) return;
     this.#closeTimer = setTimeout(() => {
       this.#dropReason = "Close timeout: no close frame from the peer";
