@@ -71,8 +71,14 @@ export interface ProtocolSink {
   deliver(message: Message, size: number): void;
   /** A control frame to send now (a pong, a close). */
   sendControl(opcode: number, payload: Uint8Array): void;
-  /** The close handshake is over, or the connection failed: close TCP. */
-  closeTransport(): void;
+  /**
+   * The close handshake is over (`failed` false): close TCP once our close
+   * frame is out. Or the connection failed (`failed` true): send our close
+   * frame, then discard input until the peer closes TCP or a timeout, so
+   * the peer's unread bytes do not turn our close into a reset
+   * (RFC 6455 7.1.1: "discarding any trailing bytes").
+   */
+  closeTransport(failed: boolean): void;
 }
 
 /** Limits for {@linkcode Protocol}. */
@@ -202,7 +208,7 @@ export class Protocol {
       );
     }
     this.#sink.deliver({ type: "close", code, reason }, 0);
-    this.#sink.closeTransport();
+    this.#sink.closeTransport(true);
   }
 
   #onError(error: unknown): void {
@@ -335,6 +341,6 @@ export class Protocol {
       code: close.code,
       reason: close.reason,
     }, 0);
-    this.#sink.closeTransport();
+    this.#sink.closeTransport(false);
   }
 }

@@ -168,6 +168,34 @@ export interface SocketInit {
   request: UpgradeRequestInfo;
   response: UpgradeResponseInfo | null;
   limits: SocketLimits;
+  /** Server side: where `subscribe` and `unsubscribe` go. */
+  topics?: TopicRegistry;
+  /** Server side: what the upgrade hook attached. */
+  data?: unknown;
+}
+
+/**
+ * The server's side of topics: which sockets hear which topic. A socket
+ * calls `remove` when its connection is over.
+ */
+export interface TopicRegistry {
+  subscribe(sock: Socket, topic: string): void;
+  unsubscribe(sock: Socket, topic: string): void;
+  remove(sock: Socket): void;
+}
+
+let enqueue: (sock: Socket, frame: Uint8Array) => Promise<void> | null;
+
+/**
+ * Queues an already encoded (unmasked, server-side) frame on `sock`, as
+ * `publish` does to write the same bytes to every subscriber. Returns
+ * `null`, queuing nothing, when the socket no longer accepts data.
+ */
+export function enqueueEncoded(
+  sock: Socket,
+  frame: Uint8Array,
+): Promise<void> | null {
+  return enqueue(sock, frame);
 }
 
 const encoder = new TextEncoder();
@@ -223,6 +251,11 @@ function closedError(message: string, closeCode?: number): Promise<never> {
  * ```
  */
 export class Socket implements AsyncIterable<Message> {
+  static {
+    enqueue = (sock, frame) =>
+      sock.#protocol.open ? sock.#writes.pushEncoded(frame) : null;
+  }
+
   /** The underlying connection (Deno has no `fd`; this replaces the seed's `sock.fd`). */
   readonly conn: Deno.Conn;
   /** The subprotocol the handshake chose, `""` when none. */
@@ -235,17 +268,25 @@ export class Socket implements AsyncIterable<Message> {
   readonly response: UpgradeResponseInfo | null;
   /** Settles, never rejects, when the connection is over. */
   readonly closed: Promise<CloseInfo>;
+  /**
+   * Per-connection application data: on the server side, the `data` the
+   * `upgrade` hook returned (a logged-in user, a room); `undefined`
+   * otherwise. Yours to change.
+   */
+  data: unknown;
 
   #protocol: Protocol;
   #queue = new ReadQueue<Message>();
   #writes: WriteQueue;
   #limits: SocketLimits;
+  #topics: TopicRegistry | undefined;
 
   #resolveClosed!: (info: CloseInfo) => void;
   #connClosed = false;
   #transportDone: Promise<void>;
   #resolveTransportDone!: () => void;
   #shuttingDown = false;
+  #lingering = false;
   // Resolves once a close frame was sent (or the transport closed).
   #closing = Promise.withResolvers<void>();
   #finished = false;
@@ -266,6 +307,8 @@ export class Socket implements AsyncIterable<Message> {
     this.request = init.request;
     this.response = init.response;
     this.#limits = init.limits;
+    this.#topics = init.topics;
+    this.data = init.data;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
     this.#transportDone = new Promise((resolve) =>
       this.#resolveTransportDone = resolve
@@ -281,7 +324,7 @@ export class Socket implements AsyncIterable<Message> {
         this.#writes.push(true, false, opcode, payload);
         if (opcode === OPCODE_CLOSE) this.#armCloseTimer();
       },
-      closeTransport: () => this.#shutdown(),
+      closeTransport: (failed) => this.#shutdown(failed),
     };
     this.#protocol = new Protocol(sink, {
       client: init.client,
@@ -324,6 +367,37 @@ export class Socket implements AsyncIterable<Message> {
   get readyState(): "open" | "closing" | "closed" {
     if (this.#finished) return "closed";
     return this.#protocol.open ? "open" : "closing";
+  }
+
+  /**
+   * Server side: hear what `server.publish(topic, ...)` sends. Subscriptions
+   * end with the connection.
+   *
+   * @param topic any string
+   * @throws {TypeError} on a client socket, which has no server to publish
+   */
+  subscribe(topic: string): void {
+    if (this.#topics === undefined) {
+      throw new TypeError(
+        "Cannot subscribe: only sockets accepted by a server have topics",
+      );
+    }
+    if (!this.#finished) this.#topics.subscribe(this, String(topic));
+  }
+
+  /**
+   * Server side: stop hearing `topic`.
+   *
+   * @param topic a topic given to {@linkcode subscribe}
+   * @throws {TypeError} on a client socket
+   */
+  unsubscribe(topic: string): void {
+    if (this.#topics === undefined) {
+      throw new TypeError(
+        "Cannot unsubscribe: only sockets accepted by a server have topics",
+      );
+    }
+    this.#topics.unsubscribe(this, String(topic));
   }
 
   /**
@@ -519,7 +593,24 @@ export class Socket implements AsyncIterable<Message> {
     } catch {
       // A reset, or our own close() of the conn: both end the connection.
     }
-    if (protocol.closeReceived) {
+    if (this.#lingering) {
+      // We failed the connection: our close frame goes out followed by a
+      // FIN, and what the peer still sends is discarded until it closes
+      // too, bounded by the close timer armed with our close frame. Closing
+      // with unread input would answer the peer with a reset instead.
+      this.#writes.idle().then(() => {
+        if (!this.#connClosed) conn.closeWrite().catch(noop);
+      });
+      try {
+        while (!this.#connClosed && await conn.read(buffer) !== null) {
+          // Discard.
+        }
+      } catch {
+        // Closed by the close timer, or reset.
+      }
+      await this.#writes.idle();
+      this.#closeConn();
+    } else if (protocol.closeReceived) {
       // Our close frame (reply or failure) is being flushed; wait for it.
       await this.#transportDone;
     } else {
@@ -530,6 +621,7 @@ export class Socket implements AsyncIterable<Message> {
 
   #finish(): void {
     this.#finished = true;
+    this.#topics?.remove(this);
     clearTimeout(this.#closeTimer);
     clearInterval(this.#pingTimer);
     clearTimeout(this.#pongTimer);
@@ -553,11 +645,12 @@ export class Socket implements AsyncIterable<Message> {
   }
 
   /** Flush what is queued (our close frame), then close TCP. */
-  #shutdown(): void {
+  #shutdown(failed: boolean): void {
     if (this.#shuttingDown) return;
     this.#shuttingDown = true;
     this.#armCloseTimer();
-    this.#writes.idle().then(() => this.#closeConn());
+    if (failed) this.#lingering = true;
+    else this.#writes.idle().then(() => this.#closeConn());
   }
 
   #closeConn(): void {

@@ -148,11 +148,36 @@ export class WriteQueue {
     }
     batch.bytes += headerSize + length;
     this.bufferedAmount += headerSize + length;
+    this.#schedule();
+    return batch.promise;
+  }
+
+  /**
+   * Queues bytes that are already one or more whole frames (encoded once,
+   * written to many sockets). The bytes are not copied: do not modify them.
+   */
+  pushEncoded(frame: Uint8Array): Promise<void> {
+    if (this.#failure !== null) return rejected(this.#failure);
+    const batch = this.#batch ??= new Batch();
+    if (frame.length < COPY_LIMIT) {
+      const buffer = this.#reserve(frame.length);
+      buffer.set(frame, this.#length);
+      this.#length += frame.length;
+    } else {
+      this.#seal(batch);
+      batch.parts.push(frame);
+    }
+    batch.bytes += frame.length;
+    this.bufferedAmount += frame.length;
+    this.#schedule();
+    return batch.promise;
+  }
+
+  #schedule(): void {
     if (!this.#scheduled && !this.#flushing) {
       this.#scheduled = true;
       setImmediate(this.#flush);
     }
-    return batch.promise;
   }
 
   /** Resolves when everything queued so far was written (or failed). */

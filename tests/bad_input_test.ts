@@ -110,7 +110,10 @@ async function assertServerFails(
   await client.send(bytes);
   const close = await within(client.readClose(), "the server's close frame");
   assert.equal(close?.code, code, `close frame ${JSON.stringify(close)}`);
-  assert.ok(await within(client.closedByPeer(), "the server to close TCP"));
+  // After failing, the server sends its close frame then a FIN, and drains
+  // until the peer closes (RFC 6455 7.1.1), as every real client does.
+  assert.ok(await within(client.closedByPeer(), "the server's FIN"));
+  client.close();
   const { messages, closed, after } = await within(
     handler.promise,
     "the handler",
@@ -422,7 +425,10 @@ async function assertClientFails(
   const close = await within(peer.readClose(), "the client's close frame");
   assert.equal(close?.code, code);
   assert.equal(close?.frame.masked, true);
-  await within(peer.readToEnd(), "the client to close TCP");
+  // The client's close frame is followed by its FIN; it drains until the
+  // server closes, as RFC 6455 7.1.1 has the server close first.
+  await within(peer.readToEnd(), "the client's FIN");
+  peer.close();
   const messages = await within(readAll(sock));
   assert.equal(messages.at(-1)?.type, "close");
   assert.equal((messages.at(-1) as { code: number }).code, code);
