@@ -55,6 +55,15 @@ export interface SocketOptions {
    */
   maxQueuedBytes?: number;
   /**
+   * Bytes accepted by `write` and not yet taken by the OS beyond which the
+   * peer counts as not reading: the next write that would go past it drops
+   * the connection (close message 1006, the write rejects with
+   * `SOCKET_CLOSED`). A single write to an empty buffer may be bigger.
+   * Awaiting each `write` keeps the buffer small and never hits this.
+   * @default {16777216}
+   */
+  maxBufferedAmount?: number;
+  /**
    * Send a ping this often, in ms; 0 turns keepalive off.
    * @default {0}
    */
@@ -74,6 +83,7 @@ export interface SocketLimits {
   fragmentSize: number;
   closeTimeout: number;
   maxQueuedBytes: number;
+  maxBufferedAmount: number;
   pingInterval: number;
   pongTimeout: number;
 }
@@ -119,6 +129,11 @@ export function socketLimits(options: SocketOptions): SocketLimits {
       options.maxQueuedBytes,
       1024 * 1024,
       true,
+    ),
+    maxBufferedAmount: positive(
+      "maxBufferedAmount",
+      options.maxBufferedAmount,
+      16 * 1024 * 1024,
     ),
     pingInterval,
     pongTimeout: positive(
@@ -472,7 +487,15 @@ export class Socket implements AsyncIterable<Message> {
         ),
       );
     }
-    if (!this.#protocol.open) return this.#writeAfterClose();
+    if (!this.#protocol.open || this.#connClosed) {
+      return this.#writeAfterClose();
+    }
+    const buffered = this.#writes.bufferedAmount;
+    if (
+      buffered > 0 && buffered + payload.length > this.#limits.maxBufferedAmount
+    ) {
+      return this.#overflow(buffered + payload.length);
+    }
     const fragmentSize = this.#limits.fragmentSize;
     if (payload.length <= fragmentSize || opcode >= OPCODE_PING) {
       return this.#writes.push(true, false, opcode, payload);
@@ -547,6 +570,17 @@ export class Socket implements AsyncIterable<Message> {
       );
     }
     return this.close(NORMAL_CLOSURE, reason);
+  }
+
+  /** The peer stopped reading: drop it rather than buffer without bound. */
+  #overflow(size: number): Promise<never> {
+    this.#dropReason =
+      `Send buffer over maxBufferedAmount (${this.#limits.maxBufferedAmount} bytes): the peer is not reading`;
+    this.#closeConn();
+    return closedError(
+      `Cannot write: ${size} bytes would be buffered, over maxBufferedAmount (${this.#limits.maxBufferedAmount} bytes)`,
+      1006,
+    );
   }
 
   #writeAfterClose(): Promise<never> {

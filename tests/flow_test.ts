@@ -70,7 +70,10 @@ Deno.test("a socket stops reading from TCP while maxQueuedBytes of messages wait
     }
     received.resolve(count);
   }, { maxQueuedBytes: 64 * 1024 });
-  const sock = await connect(urlOf(server));
+  // Room for all 64 MiB on our side: this test is about the server's bound.
+  const sock = await connect(urlOf(server), {
+    maxBufferedAmount: 128 * 1024 * 1024,
+  });
   const payload = new Uint8Array(1024 * 1024);
   let last: Promise<void> | undefined;
   for (let i = 0; i < 64; i++) last = sock.write(payload);
@@ -109,4 +112,33 @@ Deno.test("messages sent in the same packet as the upgrade arrive as the first m
     data: "early",
   });
   assert.equal((await deadline(raw.readClose()))?.code, 1000);
+});
+
+Deno.test("a peer that never reads is dropped once maxBufferedAmount is exceeded", async () => {
+  const outcome = Promise.withResolvers<
+    { error: unknown; last: Message | null }
+  >();
+  await using server = serve(async (sock) => {
+    const chunk = new Uint8Array(64 * 1024);
+    let error: unknown = null;
+    // Un-awaited writes, as a careless broadcaster would make.
+    for (let i = 0; i < 10_000 && error === null; i++) {
+      sock.write(chunk).catch((e) => error ??= e);
+      if (i % 16 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    let last: Message | null = null;
+    for await (const msg of sock) last = msg;
+    outcome.resolve({ error, last });
+  }, { maxBufferedAmount: 1024 * 1024 });
+  // Upgrades, then never reads: the server's send buffer can only grow.
+  await using _raw = await RawClient.upgrade(server.addr.port);
+  const { error, last } = await deadline(outcome.promise, 10_000);
+  assert.ok(
+    error instanceof Error && error.name === "WebSocketError",
+    String(error),
+  );
+  assert.equal((error as { code?: string }).code, "SOCKET_CLOSED");
+  assert.equal(last?.type, "close");
+  assert.equal((last as { code: number }).code, 1006);
+  assert.match((last as { reason: string }).reason, /maxBufferedAmount/);
 });
