@@ -91,6 +91,31 @@ export interface ProtocolOptions {
 
 const EMPTY = new Uint8Array(0);
 
+// Small payloads are copied out of the read buffer into a shared slab, so a
+// message costs a view, not an ArrayBuffer of its own (allocating those is
+// the single biggest cost of a small message). A retained message keeps at
+// most one slab alive.
+const SLAB_SIZE = 64 * 1024;
+const SLAB_COPY_MAX = 4 * 1024;
+let slab = new Uint8Array(SLAB_SIZE);
+let slabOffset = 0;
+
+/** A copy of `bytes` that the caller owns (never written again by us). */
+export function copyBytes(bytes: Uint8Array): Uint8Array {
+  const length = bytes.length;
+  if (length > SLAB_COPY_MAX) return bytes.slice();
+  if (length === 0) return new Uint8Array(0);
+  if (slabOffset + length > SLAB_SIZE) {
+    slab = new Uint8Array(SLAB_SIZE);
+    slabOffset = 0;
+  }
+  const start = slabOffset;
+  slab.set(bytes, start);
+  // Keep views 8-byte aligned so typed-array views over them stay cheap.
+  slabOffset = (start + length + 7) & ~7;
+  return slab.subarray(start, start + length);
+}
+
 /** Encodes a close reason cut to at most `limit` UTF-8 bytes, whole characters. */
 export function truncateReason(reason: string, limit = 123): string {
   const encoder = new TextEncoder();
@@ -239,7 +264,7 @@ export class Protocol {
         if (decoder.fin) this.#endFragmented();
         return;
       case OPCODE_PING: {
-        const data = payload.slice();
+        const data = copyBytes(payload);
         // RFC 6455 5.5.2: a ping is answered with a pong carrying the same
         // application data, unless a close frame was already sent.
         if (!this.closeSent) this.#sink.sendControl(OPCODE_PONG, data);
@@ -248,7 +273,7 @@ export class Protocol {
       }
       case OPCODE_PONG:
         this.#sink.deliver(
-          { type: "pong", data: payload.slice() },
+          { type: "pong", data: copyBytes(payload) },
           payload.length,
         );
         return;
@@ -269,7 +294,7 @@ export class Protocol {
       }
       this.#sink.deliver({ type: "text", data }, payload.length);
     } else {
-      const data = owned ? payload : payload.slice();
+      const data = owned ? payload : copyBytes(payload);
       this.#sink.deliver({ type: "binary", data }, data.length);
     }
   }
@@ -286,7 +311,7 @@ export class Protocol {
       }
       this.#partsSize += payload.length;
     } else if (payload.length > 0) {
-      this.#parts.push(owned ? payload : payload.slice());
+      this.#parts.push(owned ? payload : copyBytes(payload));
       this.#partsSize += payload.length;
     }
   }

@@ -5,6 +5,11 @@
  * @module
  */
 
+const DONE: IteratorReturnResult<undefined> = Object.freeze({
+  done: true,
+  value: undefined,
+});
+
 /** A FIFO of items with async reads; `null` after `end()` once drained. */
 export class ReadQueue<T> {
   #items: (T | undefined)[] = [];
@@ -47,6 +52,19 @@ export class ReadQueue<T> {
     if (this.#head < this.#items.length) return Promise.resolve(this.#take());
     if (this.#ended) return Promise.resolve(null);
     return new Promise((resolve) => this.#readers.push(resolve));
+  }
+
+  /** Like {@linkcode read}, shaped for async iteration (one promise per item). */
+  next(): Promise<IteratorResult<T, undefined>> {
+    if (this.#head < this.#items.length) {
+      return Promise.resolve({ done: false, value: this.#take() });
+    }
+    if (this.#ended) return Promise.resolve(DONE);
+    return new Promise((resolve) =>
+      this.#readers.push((value) =>
+        resolve(value === null ? DONE : { done: false, value })
+      )
+    );
   }
 
   /**

@@ -294,6 +294,9 @@ export class Socket implements AsyncIterable<Message> {
   #queue = new ReadQueue<Message>();
   #writes: WriteQueue;
   #limits: SocketLimits;
+  // Strings this short (times 3, the most UTF-8 bytes per UTF-16 unit) are
+  // sure to fit one frame and the write buffer.
+  #smallTextLimit: number;
   #topics: TopicRegistry | undefined;
 
   #resolveClosed!: (info: CloseInfo) => void;
@@ -322,6 +325,7 @@ export class Socket implements AsyncIterable<Message> {
     this.request = init.request;
     this.response = init.response;
     this.#limits = init.limits;
+    this.#smallTextLimit = Math.min(init.limits.fragmentSize, 16 * 1024);
     this.#topics = init.topics;
     this.data = init.data;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
@@ -430,14 +434,7 @@ export class Socket implements AsyncIterable<Message> {
   /** Yields what {@linkcode read} returns until it returns `null`. */
   [Symbol.asyncIterator](): AsyncIterator<Message> {
     const queue = this.#queue;
-    return {
-      next: () =>
-        queue.read().then((value): IteratorResult<Message> =>
-          value === null
-            ? { done: true, value: undefined }
-            : { done: false, value }
-        ),
-    };
+    return { next: () => queue.next() };
   }
 
   /**
@@ -468,6 +465,22 @@ export class Socket implements AsyncIterable<Message> {
           }`,
         ),
       );
+    }
+    if (
+      typeof data === "string" && opcode <= OPCODE_BINARY &&
+      data.length * 3 <= this.#smallTextLimit
+    ) {
+      // Short strings are encoded straight into the write buffer.
+      if (!this.#protocol.open || this.#connClosed) {
+        return this.#writeAfterClose();
+      }
+      const buffered = this.#writes.bufferedAmount;
+      if (
+        buffered > 0 && buffered + data.length > this.#limits.maxBufferedAmount
+      ) {
+        return this.#overflow(buffered + data.length);
+      }
+      return this.#writes.pushString(opcode, data);
     }
     let payload: Uint8Array;
     if (data === null || data === undefined) payload = EMPTY;

@@ -22,6 +22,8 @@ const KEEP_LIMIT = 256 * 1024;
 
 function noop(): void {}
 
+const encoder = new TextEncoder();
+
 // Masking keys come from a pool of CSPRNG bytes refilled 4 KiB at a time,
 // not from one getRandomValues call per frame.
 const keyPool = new Uint8Array(4096);
@@ -146,6 +148,42 @@ export class WriteQueue {
       this.#seal(batch);
       batch.parts.push(payload);
     }
+    batch.bytes += headerSize + length;
+    this.bufferedAmount += headerSize + length;
+    this.#schedule();
+    return batch.promise;
+  }
+
+  /**
+   * Queues one unfragmented frame whose payload is `text` as UTF-8,
+   * encoded straight into the write buffer. The caller made sure
+   * `text.length * 3` fits in one frame.
+   */
+  pushString(opcode: number, text: string): Promise<void> {
+    if (this.#failure !== null) return rejected(this.#failure);
+    const masked = this.#maskFrames;
+    const maxLength = text.length * 3;
+    const headerMax = frameHeaderSize(maxLength, masked);
+    const batch = this.#batch ??= new Batch();
+    const buffer = this.#reserve(headerMax + maxLength);
+    const start = this.#length;
+    let payloadStart = start + headerMax;
+    const length =
+      encoder.encodeInto(text, buffer.subarray(payloadStart)).written;
+    const headerSize = frameHeaderSize(length, masked);
+    if (headerSize < headerMax) {
+      // The text came out shorter than the worst case: a smaller header.
+      buffer.copyWithin(
+        start + headerSize,
+        payloadStart,
+        payloadStart + length,
+      );
+      payloadStart = start + headerSize;
+    }
+    const key = masked ? nextMaskingKey() : undefined;
+    writeFrameHeader(buffer, start, true, false, opcode, length, key);
+    if (key) mask(buffer.subarray(payloadStart, payloadStart + length), key);
+    this.#length = payloadStart + length;
     batch.bytes += headerSize + length;
     this.bufferedAmount += headerSize + length;
     this.#schedule();

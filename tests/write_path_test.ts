@@ -1,0 +1,72 @@
+/**
+ * The write path's fast cases: short strings encoded straight into the
+ * write buffer (header size chosen after encoding), and many writes of one
+ * event-loop turn coalesced into one system call.
+ */
+
+import assert from "node:assert/strict";
+import { connect } from "../mod.ts";
+import { serve, urlOf } from "./_helpers.ts";
+
+const echo = async (sock: Parameters<Parameters<typeof serve>[0]>[0]) => {
+  for await (const msg of sock) {
+    if (msg.type === "text" || msg.type === "binary") {
+      sock.write(msg.data, msg.type);
+    }
+  }
+};
+
+Deno.test("strings of every length around the 126-byte header boundary round-trip as text", async () => {
+  await using server = serve(echo);
+  const sock = await connect(urlOf(server));
+  // ASCII, 2-byte, 3-byte and 4-byte characters, so the UTF-8 length lands
+  // below, on and above 125/126 for string lengths around 42..130.
+  const alphabets = ["a", "é", "世", "😀", "a世é"];
+  const sent: string[] = [];
+  for (const unit of alphabets) {
+    for (let n = 0; n <= 140; n++) { // n characters, not UTF-16 units
+      const chars = [...unit];
+      const text = Array.from({ length: n }, (_, i) => chars[i % chars.length])
+        .join("");
+      sent.push(text);
+      sock.write(text, "text");
+    }
+  }
+  for (const text of sent) {
+    assert.deepEqual(await sock.read(), { type: "text", data: text });
+  }
+  await sock.close();
+});
+
+Deno.test("a string written as binary arrives as its UTF-8 bytes", async () => {
+  await using server = serve(echo);
+  const sock = await connect(urlOf(server));
+  await sock.write("Hello, 世界!", "binary");
+  assert.deepEqual(await sock.read(), {
+    type: "binary",
+    data: new TextEncoder().encode("Hello, 世界!"),
+  });
+  await sock.close();
+});
+
+Deno.test("binary messages delivered from one read stay intact after later reads", async () => {
+  await using server = serve(echo);
+  const sock = await connect(urlOf(server));
+  const sent: Uint8Array[] = [];
+  for (let i = 0; i < 5000; i++) {
+    const bytes = new Uint8Array(1 + (i % 300)).map((_, j) =>
+      (i * 7 + j) & 255
+    );
+    sent.push(bytes);
+    sock.write(bytes);
+  }
+  const received: Uint8Array[] = [];
+  for (let i = 0; i < sent.length; i++) {
+    const msg = await sock.read();
+    assert.equal(msg?.type, "binary");
+    received.push((msg as { data: Uint8Array }).data);
+  }
+  // Checked only after all arrived: no later read may overwrite an earlier message.
+  assert.deepEqual(received, sent);
+  await sock.close();
+});
