@@ -13,11 +13,22 @@
 const OPTIONS = { fatal: true, ignoreBOM: true } as const;
 const STREAM = { stream: true } as const;
 const wholeDecoder = new TextDecoder("utf-8", OPTIONS);
+const ASCII_FAST_MAX = 64;
 
 /**
  * Decodes a complete UTF-8 text, or returns `undefined` if it is invalid.
  */
 export function decodeUtf8(bytes: Uint8Array): string | undefined {
+  // Short ASCII text (chat lines, small JSON) decodes faster in JS than
+  // through a call into the runtime's decoder.
+  const length = bytes.length;
+  if (length <= ASCII_FAST_MAX) {
+    let i = 0;
+    while (i < length && bytes[i] < 0x80) i++;
+    if (i === length) {
+      return String.fromCharCode.apply(null, bytes as unknown as number[]);
+    }
+  }
   try {
     return wholeDecoder.decode(bytes);
   } catch {
