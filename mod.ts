@@ -27,7 +27,20 @@
  * @module
  */
 
-export { listen, type ListenOptions, Server } from "./src/server.ts";
+export {
+  accept,
+  type AcceptOptions,
+  type ConnectionInfo,
+  type HandshakeOptions,
+  listen,
+  type ListenOptions,
+  Server,
+  type ServerSocket,
+  type UpgradeAccept,
+  type UpgradeDecision,
+  type UpgradeRequest,
+} from "./src/server.ts";
+export { Topics, type TopicsOptions } from "./src/topics.ts";
 export { connect, type ConnectOptions } from "./src/client.ts";
 export {
   type CloseInfo,

@@ -1,5 +1,7 @@
 /**
- * `listen`: a WebSocket server on `Deno.listen` / `Deno.listenTls`.
+ * `listen` and `accept`: the server side. Each connection reads an HTTP/1.1
+ * head; an upgrade request (after the optional `upgrade` hook) becomes a
+ * {@linkcode Socket}, a plain request goes to the optional `onRequest`.
  *
  * @module
  */
@@ -8,15 +10,127 @@ import { GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE } from "./close.ts";
 import {
   acceptKey,
   encodeResponse,
+  hasToken,
   parseRequestHead,
   type RequestHead,
   validateUpgrade,
 } from "./handshake.ts";
 import { readHead } from "./http_head.ts";
-import { Socket, socketLimits, type SocketOptions } from "./socket.ts";
+import {
+  bodyLength,
+  buildRequest,
+  encodeHead,
+  encodeHttpResponse,
+  readBody,
+  requestUrl,
+} from "./http_request.ts";
+import {
+  Socket,
+  type SocketLimits,
+  socketLimits,
+  type SocketOptions,
+  type UpgradeRequestInfo,
+} from "./socket.ts";
+import { topicRegistry, Topics } from "./topics.ts";
+
+const encoder = new TextEncoder();
+
+/** Where a connection comes from, as the `upgrade` and `onRequest` hooks see it. */
+export interface ConnectionInfo {
+  /** The peer's address (for a Unix socket given to `accept`, its `Deno.UnixAddr`). */
+  remoteAddr: Deno.NetAddr;
+  /** This side's address. */
+  localAddr: Deno.NetAddr;
+}
+
+/** A valid WebSocket upgrade request, as the `upgrade` hook sees it. */
+export interface UpgradeRequest extends UpgradeRequestInfo {
+  /** The subprotocols the client offers (`Sec-WebSocket-Protocol`), in its order. */
+  protocols: string[];
+}
+
+/** What the `upgrade` hook returns to accept a connection. */
+export interface UpgradeAccept<T = unknown> {
+  /**
+   * The subprotocol to speak: one the client offered, or `""` for none.
+   * @default {the first offered one that is in the `protocols` option}
+   */
+  protocol?: string;
+  /**
+   * Extra headers for the 101 response (e.g. `Set-Cookie`). They cannot
+   * replace the handshake's own (`Upgrade`, `Connection`,
+   * `Sec-WebSocket-*`), which are dropped from here.
+   */
+  headers?: HeadersInit;
+  /** Attached to the socket as `sock.data`. */
+  data?: T;
+}
+
+/**
+ * What the `upgrade` hook decides: a `Response` rejects the upgrade (its
+ * status, headers and body are sent, then the connection is closed);
+ * an {@linkcode UpgradeAccept} or nothing accepts it.
+ */
+export type UpgradeDecision<T = unknown> = Response | UpgradeAccept<T> | void;
+
+/** A socket accepted by a server, with the `data` its `upgrade` hook attached. */
+export type ServerSocket<T = unknown> = Socket & { data: T };
+
+/** Options of the server-side handshake, shared by {@linkcode listen} and {@linkcode accept}. */
+export interface HandshakeOptions<T = unknown> extends SocketOptions {
+  /**
+   * Subprotocols this server speaks. The first one in the client's list
+   * that is also in this list is chosen; none when there is no match. The
+   * `upgrade` hook can choose instead.
+   * @default {[]}
+   */
+  protocols?: string[];
+  /**
+   * Called for every valid upgrade request before the 101 is sent: check
+   * a token or the `Origin`, choose the subprotocol, attach `data`. Return
+   * a `Response` to reject (e.g. 401 or 403), or nothing or an
+   * {@linkcode UpgradeAccept} to accept. It runs within `handshakeTimeout`;
+   * when it throws, the client gets 500 and the error goes to `onError`.
+   */
+  upgrade?: (
+    req: UpgradeRequest,
+    info: ConnectionInfo,
+  ) => UpgradeDecision<T> | Promise<UpgradeDecision<T>>;
+  /**
+   * Serves plain HTTP requests (anything without `Upgrade: websocket`) on
+   * the same port: a page, a health check. The request body is read whole
+   * first, up to `maxRequestBodySize`. One request per connection: the
+   * response goes out with `Content-Length` and `Connection: close`. When
+   * it throws, the client gets 500 and the error goes to `onError`.
+   * Without it, plain requests get 426.
+   */
+  onRequest?: (
+    req: Request,
+    info: ConnectionInfo,
+  ) => Response | Promise<Response>;
+  /** Where errors of `handler`, `upgrade` and `onRequest` go. @default {console.error} */
+  onError?: (error: unknown) => void;
+  /**
+   * How long a client may take to send its request (head and body), and
+   * the `upgrade` hook to decide, in ms.
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
+  /**
+   * Largest request head, in bytes; a bigger one gets 431.
+   * @default {16384}
+   */
+  maxHandshakeSize?: number;
+  /**
+   * Largest body of a plain HTTP request, in bytes: a bigger
+   * `Content-Length`, or a chunked body that grows past it, gets 413.
+   * @default {1048576}
+   */
+  maxRequestBodySize?: number;
+}
 
 /** Options of {@linkcode listen}. */
-export interface ListenOptions extends SocketOptions {
+export interface ListenOptions<T = unknown> extends HandshakeOptions<T> {
   /**
    * Where to listen: `"127.0.0.1:8080"`, `":8080"` (all interfaces),
    * `"[::1]:8080"`, `"localhost:0"` (port 0: any free port).
@@ -27,7 +141,7 @@ export interface ListenOptions extends SocketOptions {
    * returns, the socket is closed (1000) if still open; when it throws or
    * rejects, the socket is closed with 1011 and the error goes to `onError`.
    */
-  handler: (sock: Socket) => void | Promise<void>;
+  handler: (sock: ServerSocket<T>) => void | Promise<void>;
   /** Serve `wss://`. @default {false} */
   tls?: boolean;
   /** The certificate and key, PEM; required when `tls`. Deno serves one pair. */
@@ -35,23 +149,93 @@ export interface ListenOptions extends SocketOptions {
   /** Listen queue size (Deno's `tcpBacklog`). @default {511} */
   backlog?: number;
   /**
-   * Subprotocols this server speaks. The first one in the client's list
-   * that is also in this list is chosen; none when there is no match.
-   * @default {[]}
+   * Set `SO_REUSEPORT`, so several processes (or workers) can listen on
+   * the same address and port; on Linux the kernel spreads connections
+   * among them. Deno needs the `--unstable-net` flag for it.
+   * @default {false}
    */
-  protocols?: string[];
-  /** Where handler errors go. @default {console.error} */
-  onError?: (error: unknown) => void;
+  reusePort?: boolean;
+  /** Aborting it does what {@linkcode Server.close} does. */
+  signal?: AbortSignal;
   /**
-   * How long a client may take to send its upgrade request, in ms.
-   * @default {10000}
+   * `publish` skips a subscriber with more than this many bytes waiting to
+   * be sent: a slow reader misses messages instead of buffering them
+   * without bound.
+   * @default {1048576}
    */
-  handshakeTimeout?: number;
+  maxPublishBacklog?: number;
+}
+
+/** Options of {@linkcode accept}. */
+export interface AcceptOptions<T = unknown> extends HandshakeOptions<T> {
   /**
-   * Largest upgrade request head, in bytes; a bigger one gets 431.
-   * @default {16384}
+   * Where `sock.subscribe` goes; publish with `topics.publish`. Without
+   * it, `sock.subscribe` throws.
    */
-  maxHandshakeSize?: number;
+  topics?: Topics;
+}
+
+/** The handshake options with their defaults applied. */
+interface HandshakeConfig {
+  limits: SocketLimits;
+  protocols: string[];
+  upgrade: HandshakeOptions["upgrade"];
+  onRequest: HandshakeOptions["onRequest"];
+  onError: (error: unknown) => void;
+  handshakeTimeout: number;
+  maxHandshakeSize: number;
+  maxRequestBodySize: number;
+  topics: Topics | undefined;
+  /** `ws`/`wss` and `http`/`https`, or undefined to ask the conn. */
+  secure: boolean | undefined;
+}
+
+/** One connection before it is a socket: it can be cut at any await. */
+class PendingConn {
+  readonly conn: Deno.Conn;
+  readonly #abort = new AbortController();
+  readonly #aborted: Promise<never>;
+
+  constructor(conn: Deno.Conn) {
+    this.conn = conn;
+    this.#aborted = new Promise((_, reject) => {
+      this.#abort.signal.addEventListener(
+        "abort",
+        () => reject(this.#abort.signal.reason),
+        { once: true },
+      );
+    });
+    this.#aborted.catch(noop);
+  }
+
+  /** Aborted when the connection is cut. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  /** Closes the connection and rejects what {@linkcode race} waits on. */
+  cut(): void {
+    this.#abort.abort(new Error("Connection cut"));
+    closeQuietly(this.conn);
+  }
+
+  /** `promise`, unless the connection is cut first (user code may never settle). */
+  race<V>(promise: V | Promise<V>): Promise<V> {
+    return Promise.race([promise, this.#aborted]);
+  }
+
+  /** Cuts the connection after `ms` unless the returned function is called. */
+  deadline(ms: number): () => void {
+    const timer = setTimeout(() => this.cut(), ms);
+    return () => clearTimeout(timer);
+  }
+}
+
+/** How a server follows its connections through the handshake. */
+interface ConnTracker {
+  /** `handshake`: cut at once on shutdown; `request`: given closeTimeout. */
+  enter(pending: PendingConn, phase: "handshake" | "request"): void;
+  leave(pending: PendingConn): void;
 }
 
 /**
@@ -71,16 +255,37 @@ export interface ListenOptions extends SocketOptions {
 export class Server {
   /** The bound address, with the real port when 0 was asked. */
   readonly addr: Deno.NetAddr;
+  /** Resolves when the server has shut down (by `close()` or `signal`). */
+  readonly finished: Promise<void>;
 
   #listener: Deno.Listener;
-  #options: ListenOptions;
-  #limits: ReturnType<typeof socketLimits>;
-  #handshaking = new Set<Deno.Conn>();
+  #handler: (sock: Socket) => void | Promise<void>;
+  #config: HandshakeConfig;
+  #topics: Topics;
+  #handshaking = new Set<PendingConn>();
+  #requests = new Set<PendingConn>();
   #sockets = new Set<Socket>();
   #tasks = new Set<Promise<void>>();
   #acceptLoop: Promise<void>;
   #closing: Promise<void> | null = null;
-  #scheme: string;
+  #resolveFinished!: () => void;
+  #signal: AbortSignal | undefined;
+  #onAbort = () => void this.close();
+  #tracker: ConnTracker = {
+    enter: (pending, phase) => {
+      const [to, from] = phase === "handshake"
+        ? [this.#handshaking, this.#requests]
+        : [this.#requests, this.#handshaking];
+      from.delete(pending);
+      // Arrived after shutdown cut the others: cut it too.
+      if (this.#closing !== null && phase === "handshake") pending.cut();
+      to.add(pending);
+    },
+    leave: (pending) => {
+      this.#handshaking.delete(pending);
+      this.#requests.delete(pending);
+    },
+  };
 
   /**
    * Made by {@linkcode listen}; not meant to be called directly.
@@ -90,11 +295,19 @@ export class Server {
    */
   constructor(listener: Deno.Listener, options: ListenOptions) {
     this.#listener = listener;
-    this.#options = options;
-    this.#limits = socketLimits(options);
-    this.#scheme = options.tls ? "wss" : "ws";
+    this.#handler = options.handler;
+    const config = handshakeConfig(options);
+    this.#topics = new Topics({
+      maxPublishBacklog: options.maxPublishBacklog,
+      fragmentSize: config.limits.fragmentSize,
+    });
+    this.#config = { ...config, topics: this.#topics, secure: !!options.tls };
     this.addr = listener.addr as Deno.NetAddr;
+    this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#acceptLoop = this.#accept();
+    this.#signal = options.signal;
+    if (this.#signal?.aborted) this.close();
+    else this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
   /** How many WebSockets are open (upgraded and not yet closed). */
@@ -103,9 +316,71 @@ export class Server {
   }
 
   /**
+   * Sends a message to every socket subscribed to `topic` (see
+   * `Socket.subscribe`): the frame is encoded once and the same bytes are
+   * queued on each. A subscriber with more than `maxPublishBacklog` bytes
+   * waiting to be sent is skipped (it misses this message), as is one that
+   * is closing.
+   *
+   * @param topic the topic
+   * @param data the payload; strings are sent as UTF-8
+   * @param type `"text"` or `"binary"`
+   * @returns how many subscribers the message was queued for
+   * @throws {TypeError} `type` is not text or binary, or `data` is not a
+   *   string or Uint8Array
+   *
+   * @example A room
+   * ```ts
+   * import { connect, listen } from "@silly/websocket";
+   * import assert from "node:assert/strict";
+   *
+   * const server = listen({
+   *   addr: "127.0.0.1:0",
+   *   async handler(sock) {
+   *     sock.subscribe("room");
+   *     for await (const msg of sock) {
+   *       if (msg.type === "text") server.publish("room", msg.data, "text");
+   *     }
+   *   },
+   * });
+   * const url = `ws://127.0.0.1:${server.addr.port}`;
+   * const ann = await connect(url);
+   * const bob = await connect(url);
+   * while (server.subscriberCount("room") < 2) {
+   *   await new Promise((resolve) => setTimeout(resolve, 5));
+   * }
+   * await ann.write("hi all", "text");
+   * assert.deepEqual(await bob.read(), { type: "text", data: "hi all" });
+   * assert.deepEqual(await ann.read(), { type: "text", data: "hi all" });
+   * await ann.close();
+   * await bob.close();
+   * await server.close();
+   * ```
+   */
+  publish(
+    topic: string,
+    data: string | Uint8Array,
+    type: "text" | "binary" = "binary",
+  ): number {
+    return this.#topics.publish(topic, data, type);
+  }
+
+  /**
+   * How many open sockets are subscribed to `topic`.
+   *
+   * @param topic the topic
+   * @returns the number of subscribers
+   */
+  subscriberCount(topic: string): number {
+    return this.#topics.subscriberCount(topic);
+  }
+
+  /**
    * Stops accepting, drops connections still in their handshake, sends
    * 1001 Going Away to open sockets and waits for their close handshakes
-   * (each bounded by `closeTimeout`). Idempotent.
+   * (each bounded by `closeTimeout`). Plain HTTP requests in `onRequest`
+   * get `closeTimeout` to finish, then are cut (their `Request.signal`
+   * aborts). Idempotent.
    *
    * @returns resolves when nothing is left open
    */
@@ -115,17 +390,23 @@ export class Server {
   }
 
   async #shutdown(): Promise<void> {
+    this.#signal?.removeEventListener("abort", this.#onAbort);
     try {
       this.#listener.close();
     } catch {
       // Already closed.
     }
     await this.#acceptLoop;
-    for (const conn of this.#handshaking) closeQuietly(conn);
+    for (const pending of this.#handshaking) pending.cut();
     for (const sock of this.#sockets) {
-      sock.close(GOING_AWAY, "Server shutting down").catch(() => {});
+      sock.close(GOING_AWAY, "Server shutting down").catch(noop);
     }
+    const timer = setTimeout(() => {
+      for (const pending of this.#requests) pending.cut();
+    }, this.#config.limits.closeTimeout);
     while (this.#tasks.size > 0) await Promise.all(this.#tasks);
+    clearTimeout(timer);
+    this.#resolveFinished();
   }
 
   async #accept(): Promise<void> {
@@ -149,7 +430,7 @@ export class Server {
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
-    const sock = await this.#handshake(conn);
+    const sock = await handshake(conn, this.#config, this.#tracker);
     if (sock === null) return;
     this.#sockets.add(sock);
     // The server is done with a connection when its socket is closed, not
@@ -165,7 +446,7 @@ export class Server {
 
   async #runHandler(sock: Socket): Promise<void> {
     try {
-      await this.#options.handler(sock);
+      await this.#handler(sock);
     } catch (error) {
       this.#report(error);
       await sock.close(INTERNAL_ERROR, "Internal error");
@@ -174,87 +455,355 @@ export class Server {
     await sock.close(NORMAL_CLOSURE);
   }
 
-  async #handshake(conn: Deno.Conn): Promise<Socket | null> {
-    this.#handshaking.add(conn);
-    // Frames are coalesced per event-loop turn already; Nagle only adds delay.
-    if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-    const timer = setTimeout(
-      () => closeQuietly(conn),
-      this.#options.handshakeTimeout ?? 10_000,
-    );
-    try {
-      const maxSize = this.#options.maxHandshakeSize ?? 16 * 1024;
-      const read = await readHead(conn, maxSize);
-      if (read === "eof") return fail(conn);
-      if (read === "too_large") {
-        return fail(
-          conn,
-          431,
-          {},
-          `Request header fields too large: limit is ${maxSize} bytes`,
-        );
-      }
-      const request = parseRequestHead(read.head);
-      if ("status" in request) {
-        return fail(conn, request.status, {}, request.message);
-      }
-      const upgrade = validateUpgrade(request);
-      if ("status" in upgrade) {
-        return fail(conn, upgrade.status, upgrade.headers, upgrade.message);
-      }
-
-      const protocol = this.#selectProtocol(upgrade.protocols);
-      const headers: Record<string, string> = {
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Accept": await acceptKey(upgrade.key),
-      };
-      if (protocol !== "") headers["Sec-WebSocket-Protocol"] = protocol;
-      await writeAll(conn, encodeResponse(101, headers));
-      return new Socket({
-        conn,
-        client: false,
-        head: read.rest,
-        protocol,
-        extensions: "",
-        request: this.#requestInfo(request),
-        response: null,
-        limits: this.#limits,
-      });
-    } catch {
-      // Reset by the peer, or closed by the handshake timeout.
-      return fail(conn);
-    } finally {
-      clearTimeout(timer);
-      this.#handshaking.delete(conn);
-    }
-  }
-
-  #selectProtocol(offered: string[]): string {
-    const supported = this.#options.protocols ?? [];
-    return offered.find((p) => supported.includes(p)) ?? "";
-  }
-
-  #requestInfo(request: RequestHead) {
-    const host = request.headers.get("host") ??
-      `${this.addr.hostname}:${this.addr.port}`;
-    let url: string;
-    try {
-      url = new URL(request.target, `${this.#scheme}://${host}`).href;
-    } catch {
-      url = `${this.#scheme}://${host}${request.target}`;
-    }
-    return { method: request.method, url, headers: request.headers };
-  }
-
   #report(error: unknown): void {
-    try {
-      (this.#options.onError ?? console.error)(error);
-    } catch {
-      // An onError that throws must not take the server down.
-    }
+    this.#config.onError(error);
   }
 }
+
+/**
+ * Runs the server side of the handshake on `conn`. Resolves with the
+ * socket, or `null` when the connection got an HTTP response instead
+ * (rejected, malformed, or served by `onRequest`) and was closed.
+ */
+async function handshake(
+  conn: Deno.Conn,
+  config: HandshakeConfig,
+  tracker: ConnTracker | null,
+): Promise<Socket | null> {
+  const pending = new PendingConn(conn);
+  tracker?.enter(pending, "handshake");
+  // Frames are coalesced per event-loop turn already; Nagle only adds delay.
+  if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+  const cancelDeadline = pending.deadline(config.handshakeTimeout);
+  try {
+    const maxSize = config.maxHandshakeSize;
+    const read = await readHead(conn, maxSize);
+    if (read === "eof") return fail(conn);
+    if (read === "too_large") {
+      return fail(
+        conn,
+        431,
+        {},
+        `Request header fields too large: limit is ${maxSize} bytes`,
+      );
+    }
+    const request = parseRequestHead(read.head);
+    if ("status" in request) {
+      return fail(conn, request.status, {}, request.message);
+    }
+    const secure = config.secure ?? isTls(conn);
+    const info = connectionInfo(conn);
+
+    if (
+      config.onRequest !== undefined &&
+      !hasToken(request.headers.get("upgrade"), "websocket")
+    ) {
+      await serveRequest(pending, request, read.rest, config, secure, info, {
+        headDone: () => cancelDeadline(),
+        enterRequest: () => tracker?.enter(pending, "request"),
+        enterLinger: () => tracker?.enter(pending, "handshake"),
+      });
+      return null;
+    }
+
+    const upgrade = validateUpgrade(request);
+    if ("status" in upgrade) {
+      return fail(conn, upgrade.status, upgrade.headers, upgrade.message);
+    }
+    const requestInfo = upgradeRequestInfo(request, secure, info);
+    let protocol = selectProtocol(config.protocols, upgrade.protocols);
+    let extraHeaders: Headers | null = null;
+    let data: unknown = undefined;
+    if (config.upgrade !== undefined) {
+      let decision: UpgradeDecision;
+      try {
+        decision = await pending.race(
+          config.upgrade(
+            { ...requestInfo, protocols: upgrade.protocols },
+            info,
+          ),
+        );
+        if (!(decision instanceof Response) && decision != null) {
+          if (typeof decision !== "object") {
+            throw new TypeError(
+              `Invalid upgrade decision: expected a Response, an object or nothing, received ${typeof decision}`,
+            );
+          }
+          if (decision.protocol !== undefined) {
+            protocol = checkProtocol(decision.protocol, upgrade.protocols);
+          }
+          if (decision.headers !== undefined) {
+            extraHeaders = new Headers(decision.headers);
+          }
+          data = decision.data;
+        }
+      } catch (error) {
+        if (pending.signal.aborted) return fail(conn);
+        config.onError(error);
+        decision = internalError();
+      }
+      if (decision instanceof Response) {
+        cancelDeadline();
+        await respond(pending, decision, request.method, config);
+        return null;
+      }
+    }
+
+    const fields: [string, string][] = [
+      ["Upgrade", "websocket"],
+      ["Connection", "Upgrade"],
+      ["Sec-WebSocket-Accept", await acceptKey(upgrade.key)],
+    ];
+    if (protocol !== "") fields.push(["Sec-WebSocket-Protocol", protocol]);
+    for (const [name, value] of extraHeaders ?? []) {
+      if (!RESERVED_UPGRADE_HEADERS.has(name)) fields.push([name, value]);
+    }
+    await writeAll(
+      conn,
+      encoder.encode(encodeHead(101, "Switching Protocols", fields)),
+    );
+    return new Socket({
+      conn,
+      client: false,
+      head: read.rest,
+      protocol,
+      extensions: "",
+      request: requestInfo,
+      response: null,
+      limits: config.limits,
+      topics: config.topics === undefined
+        ? undefined
+        : topicRegistry(config.topics),
+      data,
+    });
+  } catch {
+    // Reset by the peer, or cut by the handshake timeout or a shutdown.
+    return fail(conn);
+  } finally {
+    cancelDeadline();
+    tracker?.leave(pending);
+  }
+}
+
+/** Headers of the 101 that the `upgrade` hook's `headers` cannot set. */
+const RESERVED_UPGRADE_HEADERS = new Set([
+  "upgrade",
+  "connection",
+  "sec-websocket-accept",
+  "sec-websocket-protocol",
+  "sec-websocket-extensions",
+  "content-length",
+  "transfer-encoding",
+]);
+
+interface RequestPhases {
+  /** The head and body were read: the handshake timeout is over. */
+  headDone(): void;
+  /** `onRequest` runs: shutdown gives it closeTimeout. */
+  enterRequest(): void;
+  /** The response is out: shutdown may cut the lingering close. */
+  enterLinger(): void;
+}
+
+/** Reads the body of a plain HTTP request, runs `onRequest`, responds. */
+async function serveRequest(
+  pending: PendingConn,
+  head: RequestHead,
+  rest: Uint8Array,
+  config: HandshakeConfig,
+  secure: boolean,
+  info: ConnectionInfo,
+  phases: RequestPhases,
+): Promise<void> {
+  const conn = pending.conn;
+  const method = head.method;
+  const text = async (status: number, message: string) => {
+    phases.headDone();
+    await respond(
+      pending,
+      new Response(message + "\n", { status }),
+      method,
+      config,
+      phases.enterLinger,
+    );
+  };
+  const length = bodyLength(head.headers, config.maxRequestBodySize);
+  if (typeof length === "object" && length !== null) {
+    return await text(length.status, length.message);
+  }
+  let body: Uint8Array | null = null;
+  if (length !== null) {
+    // RFC 9110 10.1.1: tell a client that waits for it to send the body.
+    if (hasToken(head.headers.get("expect"), "100-continue")) {
+      await writeAll(conn, encoder.encode("HTTP/1.1 100 Continue\r\n\r\n"));
+    }
+    const read = await readBody(conn, rest, length, config.maxRequestBodySize);
+    if (!(read instanceof Uint8Array)) {
+      return await text(read.status, read.message);
+    }
+    body = read;
+  }
+  const url = requestUrl(
+    head,
+    secure ? "https" : "http",
+    hostOf(info.localAddr),
+  );
+  if (url === null) {
+    return await text(
+      400,
+      `Invalid request target: ${JSON.stringify(head.target.slice(0, 64))}`,
+    );
+  }
+  let request: Request;
+  try {
+    request = buildRequest(head, url, body, pending.signal);
+  } catch {
+    return await text(405, `Method not allowed: ${method}`);
+  }
+  phases.headDone();
+  phases.enterRequest();
+  let response: Response;
+  try {
+    response = await pending.race(config.onRequest!(request, info));
+    if (!(response instanceof Response)) {
+      throw new TypeError(
+        `Invalid onRequest result: expected a Response, received ${typeof response}`,
+      );
+    }
+  } catch (error) {
+    if (pending.signal.aborted) return;
+    config.onError(error);
+    response = internalError();
+  }
+  await respond(pending, response, method, config, phases.enterLinger);
+}
+
+/**
+ * Writes `response` (within `handshakeTimeout`), calls `written`, then
+ * closes: half-close first and read what the client still sends, briefly,
+ * so unread request bytes do not turn the close into a reset that loses
+ * the response.
+ */
+async function respond(
+  pending: PendingConn,
+  response: Response,
+  method: string,
+  config: HandshakeConfig,
+  written: () => void = noop,
+): Promise<void> {
+  const conn = pending.conn;
+  let bytes: Uint8Array;
+  try {
+    bytes = await pending.race(encodeHttpResponse(response, method));
+  } catch (error) {
+    if (pending.signal.aborted) return;
+    // The body failed (a stream that errored, a used body).
+    config.onError(error);
+    bytes = await encodeHttpResponse(internalError(), method);
+  }
+  const cancel = pending.deadline(config.handshakeTimeout);
+  try {
+    await writeAll(conn, bytes);
+  } catch {
+    closeQuietly(conn);
+    return;
+  } finally {
+    cancel();
+  }
+  written();
+  await lingerClose(pending);
+}
+
+/** Most a lingering close reads and waits before it closes anyway. */
+const LINGER_BYTES = 1024 * 1024;
+const LINGER_MS = 1000;
+
+async function lingerClose(pending: PendingConn): Promise<void> {
+  const conn = pending.conn;
+  try {
+    await conn.closeWrite();
+  } catch {
+    closeQuietly(conn);
+    return;
+  }
+  const cancel = pending.deadline(LINGER_MS);
+  const buffer = new Uint8Array(16 * 1024);
+  try {
+    for (let total = 0; total < LINGER_BYTES;) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      total += n;
+    }
+  } catch {
+    // Reset, or cut by the deadline.
+  } finally {
+    cancel();
+    closeQuietly(conn);
+  }
+}
+
+function internalError(): Response {
+  return new Response("Internal server error\n", { status: 500 });
+}
+
+function checkProtocol(protocol: unknown, offered: string[]): string {
+  if (typeof protocol !== "string") {
+    throw new TypeError(
+      `Invalid upgrade decision: protocol must be a string, received ${typeof protocol}`,
+    );
+  }
+  // RFC 6455 4.2.2: the server picks one of the values the client offered.
+  if (protocol !== "" && !offered.includes(protocol)) {
+    throw new TypeError(
+      `Invalid upgrade decision: protocol ${
+        JSON.stringify(protocol)
+      } was not offered by the client, which offered ${
+        offered.length === 0 ? "none" : offered.join(", ")
+      }`,
+    );
+  }
+  return protocol;
+}
+
+function selectProtocol(supported: string[], offered: string[]): string {
+  return offered.find((p) => supported.includes(p)) ?? "";
+}
+
+function upgradeRequestInfo(
+  request: RequestHead,
+  secure: boolean,
+  info: ConnectionInfo,
+): UpgradeRequestInfo {
+  const scheme = secure ? "wss" : "ws";
+  const host = request.headers.get("host") ?? hostOf(info.localAddr);
+  let url: string;
+  try {
+    url = new URL(request.target, `${scheme}://${host}`).href;
+  } catch {
+    url = `${scheme}://${host}${request.target}`;
+  }
+  return { method: request.method, url, headers: request.headers };
+}
+
+function connectionInfo(conn: Deno.Conn): ConnectionInfo {
+  return {
+    remoteAddr: conn.remoteAddr as Deno.NetAddr,
+    localAddr: conn.localAddr as Deno.NetAddr,
+  };
+}
+
+function hostOf(addr: Deno.Addr): string {
+  if (addr.transport !== "tcp" && addr.transport !== "udp") return "localhost";
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
+}
+
+function isTls(conn: Deno.Conn): boolean {
+  return typeof (conn as Deno.TlsConn).handshake === "function";
+}
+
+function noop(): void {}
 
 async function fail(
   conn: Deno.Conn,
@@ -307,13 +856,69 @@ function parseAddr(addr: unknown): { hostname: string; port: number } {
   return { hostname, port };
 }
 
+/** Checks the handshake options and applies their defaults. */
+function handshakeConfig(options: HandshakeOptions): HandshakeConfig {
+  for (const name of ["upgrade", "onRequest", "onError"] as const) {
+    const value = options[name];
+    if (value !== undefined && typeof value !== "function") {
+      throw new TypeError(
+        `Invalid option ${name}: expected a function, received ${typeof value}`,
+      );
+    }
+  }
+  if (
+    options.protocols !== undefined &&
+    !(Array.isArray(options.protocols) &&
+      options.protocols.every((p) => typeof p === "string"))
+  ) {
+    throw new TypeError(
+      "Invalid option protocols: expected an array of strings",
+    );
+  }
+  for (
+    const name of [
+      "handshakeTimeout",
+      "maxHandshakeSize",
+      "maxRequestBodySize",
+    ] as const
+  ) {
+    const value = options[name];
+    if (value !== undefined && !(typeof value === "number" && value > 0)) {
+      throw new TypeError(
+        `Invalid option ${name}: expected a positive number, received ${value}`,
+      );
+    }
+  }
+  const onError = options.onError ?? console.error;
+  return {
+    limits: socketLimits(options),
+    protocols: options.protocols ?? [],
+    upgrade: options.upgrade,
+    onRequest: options.onRequest,
+    onError: (error) => {
+      try {
+        onError(error);
+      } catch {
+        // An onError that throws must not take the server down.
+      }
+    },
+    handshakeTimeout: options.handshakeTimeout ?? 10_000,
+    maxHandshakeSize: options.maxHandshakeSize ?? 16 * 1024,
+    maxRequestBodySize: options.maxRequestBodySize ?? 1024 * 1024,
+    topics: undefined,
+    secure: undefined,
+  };
+}
+
 /**
  * Starts a WebSocket server. Each connection runs the HTTP/1.1 upgrade;
  * each successful one is handed to `handler` as a {@linkcode Socket}. A
  * request that is not a valid upgrade gets 400 (malformed), 426 (plain
- * HTTP, or a version other than 13) or 431 (head too large), and is closed.
+ * HTTP without `onRequest`, or a version other than 13) or 431 (head too
+ * large), and is closed.
  *
- * @param options where to listen, the handler, TLS and limits
+ * @typeParam T the type of `sock.data`, as the `upgrade` hook attaches it
+ * @param options where to listen, the handler, hooks, TLS and limits
  * @returns the listening server
  * @throws {TypeError} an option is missing or invalid (the message names it)
  * @throws {Deno.errors.AddrInUse} the address is taken (and other bind errors)
@@ -337,8 +942,40 @@ function parseAddr(addr: unknown): { hostname: string; port: number } {
  * await sock.close();
  * await server.close();
  * ```
+ *
+ * @example Authenticate in the upgrade hook, serve a page on the same port
+ * ```ts
+ * import { connect, listen, WebSocketError } from "@silly/websocket";
+ * import assert from "node:assert/strict";
+ *
+ * const server = listen({
+ *   addr: "127.0.0.1:0",
+ *   upgrade(req) {
+ *     const user = new URL(req.url).searchParams.get("user");
+ *     if (user === null) return new Response("Who are you?", { status: 401 });
+ *     return { data: { user } };
+ *   },
+ *   async handler(sock) {
+ *     await sock.write(`Hello, ${sock.data.user}`, "text");
+ *   },
+ *   onRequest: () => new Response("<h1>Hi</h1>", { headers: { "content-type": "text/html" } }),
+ * });
+ * const base = `127.0.0.1:${server.addr.port}`;
+ *
+ * const sock = await connect(`ws://${base}/?user=ann`);
+ * assert.deepEqual(await sock.read(), { type: "text", data: "Hello, ann" });
+ * await sock.close();
+ *
+ * const refused = await connect(`ws://${base}/`).catch((e) => e);
+ * assert.ok(refused instanceof WebSocketError);
+ * assert.match(refused.message, /401/);
+ *
+ * const page = await fetch(`http://${base}/`);
+ * assert.equal(await page.text(), "<h1>Hi</h1>");
+ * await server.close();
+ * ```
  */
-export function listen(options: ListenOptions): Server {
+export function listen<T = unknown>(options: ListenOptions<T>): Server {
   if (typeof options !== "object" || options === null) {
     throw new TypeError(
       "Invalid options: expected an object with addr and handler",
@@ -359,23 +996,29 @@ export function listen(options: ListenOptions): Server {
       `Invalid option backlog: expected a positive integer, received ${options.backlog}`,
     );
   }
-  if (options.onError !== undefined && typeof options.onError !== "function") {
-    throw new TypeError("Invalid option onError: expected a function");
+  if (
+    options.signal !== undefined && !(options.signal instanceof AbortSignal)
+  ) {
+    throw new TypeError("Invalid option signal: expected an AbortSignal");
   }
-  if (options.protocols !== undefined && !Array.isArray(options.protocols)) {
-    throw new TypeError(
-      "Invalid option protocols: expected an array of strings",
-    );
-  }
-  for (const name of ["handshakeTimeout", "maxHandshakeSize"] as const) {
-    const value = options[name];
-    if (value !== undefined && !(typeof value === "number" && value > 0)) {
+  if (options.reusePort !== undefined) {
+    if (typeof options.reusePort !== "boolean") {
       throw new TypeError(
-        `Invalid option ${name}: expected a positive number, received ${value}`,
+        `Invalid option reusePort: expected a boolean, received ${typeof options
+          .reusePort}`,
+      );
+    }
+    // Without the flag, Deno ends the process instead of throwing.
+    if (options.reusePort && !unstableNet()) {
+      throw new TypeError(
+        'Invalid option reusePort: Deno needs the --unstable-net flag (or "unstable": ["net"] in deno.json) for it',
       );
     }
   }
-  socketLimits(options);
+  handshakeConfig(options as HandshakeOptions);
+  // Checks maxPublishBacklog before anything is bound.
+  new Topics({ maxPublishBacklog: options.maxPublishBacklog });
+  const reuse = options.reusePort ? { reusePort: true } : {};
   let listener: Deno.Listener;
   if (options.tls) {
     const certs = options.certs;
@@ -395,15 +1038,105 @@ export function listen(options: ListenOptions): Server {
         "Invalid option certs: cert and key must be PEM strings",
       );
     }
-    listener = Deno.listenTls({
-      hostname,
-      port,
-      cert,
-      key,
-      tcpBacklog: options.backlog,
-    });
+    listener = Deno.listenTls(
+      {
+        hostname,
+        port,
+        cert,
+        key,
+        tcpBacklog: options.backlog,
+        ...reuse,
+      } as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
+    );
   } else {
-    listener = Deno.listen({ hostname, port, tcpBacklog: options.backlog });
+    listener = Deno.listen(
+      {
+        hostname,
+        port,
+        tcpBacklog: options.backlog,
+        ...reuse,
+      } as Deno.TcpListenOptions,
+    );
   }
-  return new Server(listener, options);
+  return new Server(listener, options as ListenOptions);
+}
+
+/** Whether Deno runs with `--unstable-net` (it then has `listenDatagram`). */
+function unstableNet(): boolean {
+  return typeof (Deno as { listenDatagram?: unknown }).listenDatagram ===
+    "function";
+}
+
+/**
+ * Runs the server side of the WebSocket handshake, then the protocol, on a
+ * connection you accepted yourself: from your own `Deno.listen` (a Unix
+ * socket, a listener shared with other code) or `Deno.listenTls`. The
+ * connection belongs to the library from here on: it becomes the socket's,
+ * or it is closed.
+ *
+ * Plain HTTP requests go to `onRequest` (or get 426), and the upgrade hook
+ * runs as with {@linkcode listen}.
+ *
+ * @typeParam T the type of `sock.data`, as the `upgrade` hook attaches it
+ * @param conn a connection that has not been read from
+ * @param options hooks, limits, and `topics` for `sock.subscribe`
+ * @returns the socket, or `null` when the connection did not become a
+ *   WebSocket (it got an HTTP response: a rejection, an error, or what
+ *   `onRequest` returned; or it timed out or hung up) and is closed
+ * @throws {TypeError} (as a rejection) `conn` is not a connection or an
+ *   option is invalid (the message names it)
+ *
+ * @example A WebSocket on a Unix socket
+ * ```ts ignore
+ * import { accept } from "@silly/websocket";
+ *
+ * const listener = Deno.listen({ transport: "unix", path: "/tmp/app.sock" });
+ * for await (const conn of listener) {
+ *   accept(conn).then(async (sock) => {
+ *     for await (const msg of sock ?? []) console.log(msg);
+ *   });
+ * }
+ * ```
+ *
+ * @example Your own TCP listener
+ * ```ts
+ * import { accept, connect } from "@silly/websocket";
+ * import assert from "node:assert/strict";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const served = (async () => {
+ *   const sock = await accept(await listener.accept());
+ *   const msg = await sock?.read();
+ *   if (msg?.type === "text") await sock?.write(msg.data.toUpperCase(), "text");
+ *   await sock?.close();
+ * })();
+ *
+ * const client = await connect(`ws://127.0.0.1:${listener.addr.port}`);
+ * await client.write("shout", "text");
+ * assert.deepEqual(await client.read(), { type: "text", data: "SHOUT" });
+ * await client.close();
+ * await served;
+ * listener.close();
+ * ```
+ */
+export async function accept<T = unknown>(
+  conn: Deno.Conn,
+  options: AcceptOptions<T> = {},
+): Promise<ServerSocket<T> | null> {
+  if (
+    typeof conn !== "object" || conn === null ||
+    typeof (conn as Deno.Conn).read !== "function" ||
+    typeof (conn as Deno.Conn).write !== "function"
+  ) {
+    throw new TypeError("Invalid argument conn: expected a Deno.Conn");
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("Invalid options: expected an object");
+  }
+  if (options.topics !== undefined && !(options.topics instanceof Topics)) {
+    throw new TypeError("Invalid option topics: expected a Topics");
+  }
+  const config = handshakeConfig(options as HandshakeOptions);
+  config.topics = options.topics;
+  return await handshake(conn, config, null) as ServerSocket<T> | null;
 }
