@@ -164,6 +164,14 @@ export interface ListenOptions<T = unknown> extends HandshakeOptions<T> {
    * @default {1048576}
    */
   maxPublishBacklog?: number;
+  /**
+   * Most connections the server holds at once, in any state: in their
+   * handshake, in `onRequest`, or open WebSockets. One more gets
+   * `503 Service Unavailable` and is closed, so idle and never-upgraded
+   * connections cannot pile up without bound.
+   * @default {16384}
+   */
+  maxConnections?: number;
 }
 
 /** Options of {@linkcode accept}. */
@@ -266,6 +274,8 @@ export class Server {
   #requests = new Set<PendingConn>();
   #sockets = new Set<Socket>();
   #tasks = new Set<Promise<void>>();
+  #maxConnections: number;
+  #refusing = new Set<Promise<void>>();
   #acceptLoop: Promise<void>;
   #closing: Promise<void> | null = null;
   #resolveFinished!: () => void;
@@ -296,6 +306,7 @@ export class Server {
   constructor(listener: Deno.Listener, options: ListenOptions) {
     this.#listener = listener;
     this.#handler = options.handler;
+    this.#maxConnections = options.maxConnections ?? 16_384;
     const config = handshakeConfig(options);
     this.#topics = new Topics({
       maxPublishBacklog: options.maxPublishBacklog,
@@ -405,6 +416,7 @@ export class Server {
       for (const pending of this.#requests) pending.cut();
     }, this.#config.limits.closeTimeout);
     while (this.#tasks.size > 0) await Promise.all(this.#tasks);
+    await Promise.all(this.#refusing);
     clearTimeout(timer);
     this.#resolveFinished();
   }
@@ -421,6 +433,10 @@ export class Server {
         // A failed accept (e.g. a TLS client that hung up, EMFILE) must not
         // stop the server.
         await new Promise((resolve) => setTimeout(resolve, 10));
+        continue;
+      }
+      if (this.#tasks.size >= this.#maxConnections) {
+        this.#refuse(conn);
         continue;
       }
       const task = this.#serve(conn).catch((error) => this.#report(error));
@@ -453,6 +469,24 @@ export class Server {
       return;
     }
     await sock.close(NORMAL_CLOSURE);
+  }
+
+  /**
+   * Over `maxConnections`: a short 503, then close. Not counted as a
+   * connection; bounded to a second so a peer that stalls (a TLS client
+   * that never finishes its handshake) cannot hold it.
+   */
+  #refuse(conn: Deno.Conn): void {
+    const timer = setTimeout(() => closeQuietly(conn), 1000);
+    const task = fail(
+      conn,
+      503,
+      { "Retry-After": "1" },
+      `Server busy: ${this.#maxConnections} connections open`,
+    )
+      .then(() => clearTimeout(timer), noop);
+    this.#refusing.add(task);
+    task.finally(() => this.#refusing.delete(task));
   }
 
   #report(error: unknown): void {
@@ -1014,6 +1048,14 @@ export function listen<T = unknown>(options: ListenOptions<T>): Server {
         'Invalid option reusePort: Deno needs the --unstable-net flag (or "unstable": ["net"] in deno.json) for it',
       );
     }
+  }
+  if (
+    options.maxConnections !== undefined &&
+    !(Number.isInteger(options.maxConnections) && options.maxConnections > 0)
+  ) {
+    throw new TypeError(
+      `Invalid option maxConnections: expected a positive integer, received ${options.maxConnections}`,
+    );
   }
   handshakeConfig(options as HandshakeOptions);
   // Checks maxPublishBacklog before anything is bound.

@@ -142,3 +142,31 @@ Deno.test("a peer that never reads is dropped once maxBufferedAmount is exceeded
   assert.equal((last as { code: number }).code, 1006);
   assert.match((last as { reason: string }).reason, /maxBufferedAmount/);
 });
+
+// -- Connection cap --
+
+Deno.test("connections over maxConnections get 503 and are closed; the server keeps serving", async () => {
+  await using server = serve(async (sock) => {
+    for await (const _ of sock) { /* hold the connection */ }
+  }, { maxConnections: 2 });
+  const a = await connect(urlOf(server));
+  const b = await connect(urlOf(server));
+  await using raw = await RawClient.connect(server.addr.port);
+  const response = new TextDecoder().decode(await deadline(raw.readToEnd()));
+  assert.match(response, /^HTTP\/1.1 503 Service Unavailable\r\n/);
+  const refused = await connect(urlOf(server)).catch((e) => e);
+  assert.equal(refused.code, "BAD_HANDSHAKE");
+  assert.match(refused.message, /503/);
+  await a.close();
+  // A freed slot is usable again.
+  let c: Awaited<ReturnType<typeof connect>> | undefined;
+  for (let i = 0; i < 100 && c === undefined; i++) {
+    c = await connect(urlOf(server)).catch(() => undefined);
+    if (c === undefined) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+  assert.ok(c, "a connection after one closed");
+  await c.close();
+  await b.close();
+});
