@@ -71,8 +71,12 @@ const MASKING_KEY = 3;
 const PAYLOAD = 4;
 
 const EMPTY = new Uint8Array(0);
-/** A payload that spans reads grows to its declared length in steps. */
-const MIN_PAYLOAD_CAPACITY = 64 * 1024;
+/**
+ * A payload that spans reads gets its declared length at once up to this
+ * size; a bigger one grows fourfold with what arrives, so memory committed
+ * to a frame is at most max(1 MiB, 4 times the bytes received).
+ */
+const EXACT_CAPACITY_MAX = 1024 * 1024;
 
 /**
  * Incremental frame decoder: `feed()` a chunk, then call `next()` until it
@@ -87,9 +91,10 @@ const MIN_PAYLOAD_CAPACITY = 64 * 1024;
  * A payload that lies whole inside the fed chunk is returned as a view of
  * it (`payloadOwned` is `false`), unmasked in place: copy it before the
  * chunk's memory is reused. A payload that spans chunks is gathered into a
- * buffer of its own (`payloadOwned` is `true`); a big one grows with the
- * bytes that arrive (to at most twice what came, or 64 KiB), so a declared
- * length alone never allocates.
+ * buffer of its own (`payloadOwned` is `true`), allocated when its first
+ * bytes arrive: at its exact size up to 1 MiB, beyond that growing with
+ * what came (at most four times it), so a declared length alone never
+ * allocates.
  */
 export class FrameDecoder {
   /** FIN bit of the last complete frame. */
@@ -223,7 +228,7 @@ export class FrameDecoder {
       this.#grow(
         Math.min(
           this.payloadLength,
-          this.#filled + Math.max(minimum, this.#filled),
+          Math.max(buffer.length * 4, this.#filled + minimum),
         ),
       );
     }
@@ -415,21 +420,22 @@ export class FrameDecoder {
         this.#pos = start + length;
         return this.#complete(chunk.subarray(start, start + length), false);
       }
-      // Nothing is allocated until payload bytes arrive; then small
-      // payloads get their exact size, big ones grow with what came.
+      // Nothing is allocated until payload bytes arrive; then a payload
+      // up to EXACT_CAPACITY_MAX gets its exact size (read into directly,
+      // never copied again), a bigger one grows with what came.
       if (available === 0) return false;
       this.#filled = 0;
       buffer = this.#grow(
-        length <= 2 * MIN_PAYLOAD_CAPACITY
+        length <= EXACT_CAPACITY_MAX
           ? length
-          : Math.max(MIN_PAYLOAD_CAPACITY, available),
+          : Math.max(EXACT_CAPACITY_MAX, available),
       );
     }
     const take = Math.min(length - this.#filled, available);
     if (take > 0) {
       if (this.#filled + take > buffer.length) {
         buffer = this.#grow(
-          Math.min(length, Math.max(buffer.length * 2, this.#filled + take)),
+          Math.min(length, Math.max(buffer.length * 4, this.#filled + take)),
         );
       }
       buffer.set(chunk.subarray(this.#pos, this.#pos + take), this.#filled);

@@ -6,6 +6,7 @@
  * @module
  */
 
+const WORD_MASK_MIN = 48;
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
@@ -22,6 +23,11 @@ export function mask(
 ): void {
   const length = data.length;
   let i = 0;
+  // Below this, making the Int32Array view costs more than it saves.
+  if (length < WORD_MASK_MIN) {
+    for (; i < length; i++) data[i] ^= maskingKey[(offset + i) & 3];
+    return;
+  }
   // Bytes up to the first 4-byte-aligned address of the underlying buffer.
   const head = Math.min(length, (4 - (data.byteOffset & 3)) & 3);
   for (; i < head; i++) data[i] ^= maskingKey[(offset + i) & 3];

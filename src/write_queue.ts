@@ -15,7 +15,12 @@ export interface Writer {
 }
 
 /** Payloads at least this big are written from the caller's buffer, uncopied. */
-const COPY_LIMIT = 16 * 1024;
+const COPY_LIMIT = 256 * 1024;
+/**
+ * Pre-encoded frames (one `publish` to many sockets) at least this big are
+ * shared, not copied into each socket's buffer.
+ */
+const SHARE_LIMIT = 16 * 1024;
 const INITIAL_CAPACITY = 4 * 1024;
 /** A buffer bigger than this is not kept for reuse once written. */
 const KEEP_LIMIT = 256 * 1024;
@@ -78,6 +83,7 @@ export class WriteQueue {
   #scheduled = false;
   #flushing = false;
   #failure: unknown = null;
+  #makeFailure: (() => unknown) | null = null;
   #idle: (() => void)[] = [];
 
   /** Bytes accepted and not yet handed to the OS. */
@@ -100,6 +106,11 @@ export class WriteQueue {
 
   /** Set once a write failed or the queue was closed; later writes reject with it. */
   get failure(): unknown {
+    return this.#makeFailure === null ? null : this.#error();
+  }
+
+  #error(): unknown {
+    if (this.#failure === null) this.#failure = this.#makeFailure!();
     return this.#failure;
   }
 
@@ -112,7 +123,7 @@ export class WriteQueue {
     opcode: number,
     payload: Uint8Array,
   ): Promise<void> {
-    if (this.#failure !== null) return rejected(this.#failure);
+    if (this.#makeFailure !== null) return rejected(this.#error());
     const length = payload.length;
     const masked = this.#maskFrames;
     const headerSize = frameHeaderSize(length, masked);
@@ -160,7 +171,7 @@ export class WriteQueue {
    * `text.length * 3` fits in one frame.
    */
   pushString(opcode: number, text: string): Promise<void> {
-    if (this.#failure !== null) return rejected(this.#failure);
+    if (this.#makeFailure !== null) return rejected(this.#error());
     const masked = this.#maskFrames;
     const maxLength = text.length * 3;
     const headerMax = frameHeaderSize(maxLength, masked);
@@ -195,9 +206,9 @@ export class WriteQueue {
    * written to many sockets). The bytes are not copied: do not modify them.
    */
   pushEncoded(frame: Uint8Array): Promise<void> {
-    if (this.#failure !== null) return rejected(this.#failure);
+    if (this.#makeFailure !== null) return rejected(this.#error());
     const batch = this.#batch ??= new Batch();
-    if (frame.length < COPY_LIMIT) {
+    if (frame.length < SHARE_LIMIT) {
       const buffer = this.#reserve(frame.length);
       buffer.set(frame, this.#length);
       this.#length += frame.length;
@@ -226,11 +237,20 @@ export class WriteQueue {
 
   /** Fails the queue: pending and later writes reject with `error`. */
   fail(error: unknown): void {
-    if (this.#failure !== null) return;
-    this.#failure = error;
+    this.failWith(() => error);
+  }
+
+  /**
+   * Like {@linkcode fail}, but the error is made only if something needs
+   * it (a pending or later write): most connections end with nothing
+   * queued, and an Error's stack trace is not free.
+   */
+  failWith(makeError: () => unknown): void {
+    if (this.#makeFailure !== null) return;
+    this.#makeFailure = makeError;
     const batch = this.#batch;
     this.#batch = null;
-    if (batch !== null) batch.reject(error);
+    if (batch !== null) batch.reject(this.#error());
     this.#buffer = this.#spare = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
@@ -247,11 +267,16 @@ export class WriteQueue {
       this.#buffer = buffer;
       this.#length = this.#sealed = 0;
     } else if (this.#length + size > buffer.length) {
-      // Keep what is written so far; continue in a bigger buffer.
-      this.#seal(this.#batch!);
-      buffer = new Uint8Array(Math.max(buffer.length * 2, size));
+      // Move what is not sealed yet into a bigger buffer, so the batch
+      // stays one contiguous write: a copy is cheaper than a system call
+      // for anything below COPY_LIMIT.
+      const pending = this.#length - this.#sealed;
+      const next = new Uint8Array(Math.max(buffer.length * 2, pending + size));
+      next.set(buffer.subarray(this.#sealed, this.#length));
+      buffer = next;
       this.#buffer = buffer;
-      this.#length = this.#sealed = 0;
+      this.#length = pending;
+      this.#sealed = 0;
     }
     return buffer;
   }
@@ -266,7 +291,7 @@ export class WriteQueue {
   #flush = async (): Promise<void> => {
     this.#scheduled = false;
     this.#flushing = true;
-    while (this.#batch !== null && this.#failure === null) {
+    while (this.#batch !== null && this.#makeFailure === null) {
       const batch = this.#batch;
       this.#seal(batch);
       const written = this.#buffer;
@@ -301,7 +326,7 @@ export class WriteQueue {
   }
 
   #wakeIdle(): void {
-    if (this.#batch !== null && this.#failure === null) return;
+    if (this.#batch !== null && this.#makeFailure === null) return;
     for (const resolve of this.#idle.splice(0)) resolve();
   }
 }
