@@ -1,10 +1,12 @@
 /**
  * The HTTP/1.1 upgrade (RFC 6455 4), both directions, hand-written.
  *
- * Pure apart from {@linkcode acceptKey}, which uses Web Crypto's SHA-1.
+ * Pure: no I/O, no promises.
  *
  * @module
  */
+
+import { sha1 } from "./sha1.ts";
 
 /** RFC 6455 1.3: the GUID appended to the key before hashing. */
 export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -152,12 +154,10 @@ export function hasToken(value: string | null, token: string): boolean {
  * `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 4.2.2):
  * base64 of the SHA-1 of the key and the GUID.
  */
-export async function acceptKey(key: string): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-1",
-    encoder.encode(key + WEBSOCKET_GUID),
+export function acceptKey(key: string): string {
+  return btoa(
+    String.fromCharCode(...sha1(encoder.encode(key + WEBSOCKET_GUID))),
   );
-  return btoa(String.fromCharCode(...new Uint8Array(digest)));
 }
 
 /** Whether `key` is base64 of 16 bytes (RFC 6455 4.1, item 7). */
@@ -324,12 +324,16 @@ export function encodeResponse(
   return encoder.encode(head + "\r\n");
 }
 
-/** Serializes a client's upgrade request (RFC 6455 4.1). */
+/**
+ * Serializes a client's upgrade request (RFC 6455 4.1), with
+ * `Sec-WebSocket-Extensions: extensions` unless it is empty.
+ */
 export function encodeRequest(
   url: URL,
   key: string,
   protocols: readonly string[],
   headers: Headers,
+  extensions = "",
 ): Uint8Array {
   const path = (url.pathname || "/") + url.search;
   let head = `GET ${path} HTTP/1.1\r\n`;
@@ -343,6 +347,7 @@ export function encodeRequest(
   if (protocols.length > 0) {
     lines.set("Sec-WebSocket-Protocol", protocols.join(", "));
   }
+  if (extensions !== "") lines.set("Sec-WebSocket-Extensions", extensions);
   // Negotiation headers belong to the options, not to `headers`.
   const reserved = new Set(
     [...lines.keys(), "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions"].map(
