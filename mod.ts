@@ -42,6 +42,7 @@ export {
 } from "./src/server.ts";
 export { Topics, type TopicsOptions } from "./src/topics.ts";
 export { connect, type ConnectOptions } from "./src/client.ts";
+export type { CompressionOptions } from "./src/deflate.ts";
 export {
   type CloseInfo,
   type MessageType,

@@ -13,6 +13,14 @@ import {
   parseResponseHead,
 } from "./handshake.ts";
 import { readHead } from "./http_head.ts";
+import {
+  acceptDeflate,
+  type CompressionConfig,
+  compressionConfig,
+  type CompressionOptions,
+  deflateOffer,
+  PerMessageDeflate,
+} from "./deflate.ts";
 import { Socket, socketLimits, type SocketOptions } from "./socket.ts";
 
 /** Options of {@linkcode connect}. */
@@ -29,6 +37,14 @@ export interface ConnectOptions extends SocketOptions {
   handshakeTimeout?: number;
   /** Largest handshake response head, in bytes. @default {16384} */
   maxHandshakeSize?: number;
+  /**
+   * permessage-deflate (RFC 7692): `true` offers it (with context takeover,
+   * a 1024-byte threshold and level 1); an object sets those and what to ask
+   * of the server. A server may decline; `Socket.extensions` shows what was
+   * agreed. A response outside the offer fails with `BAD_HANDSHAKE`.
+   * @default {false}
+   */
+  compression?: boolean | CompressionOptions;
 }
 
 /**
@@ -86,6 +102,7 @@ export async function connect(
     );
   }
   const limits = socketLimits(options);
+  const compression = compressionConfig(options.compression);
   const protocols = options.protocols ?? [];
   if (
     !Array.isArray(protocols) ||
@@ -181,6 +198,7 @@ export async function connect(
         protocols,
         limits,
         options.maxHandshakeSize ?? 16 * 1024,
+        compression,
       );
     } catch (error) {
       closeQuietly(conn);
@@ -205,9 +223,16 @@ async function handshake(
   protocols: string[],
   limits: ReturnType<typeof socketLimits>,
   maxSize: number,
+  compression: CompressionConfig | null,
 ): Promise<Socket> {
   const key = generateKey();
-  const request = encodeRequest(url, key, protocols, headers);
+  const request = encodeRequest(
+    url,
+    key,
+    protocols,
+    headers,
+    compression === null ? "" : deflateOffer(compression),
+  );
   for (let offset = 0; offset < request.length;) {
     offset += await conn.write(request.subarray(offset));
   }
@@ -245,7 +270,7 @@ async function handshake(
     );
   }
   const accept = h.get("sec-websocket-accept");
-  const expected = await acceptKey(key);
+  const expected = acceptKey(key);
   if (accept !== expected) {
     throw bad(
       `Handshake failed: Sec-WebSocket-Accept must be ${expected}, received ${
@@ -259,11 +284,23 @@ async function handshake(
       `Handshake failed: the server chose subprotocol ${protocol}, which was not offered`,
     );
   }
-  const extensions = h.get("sec-websocket-extensions");
-  if (extensions !== null && extensions.trim() !== "") {
-    throw bad(
-      `Handshake failed: the server chose extensions ${extensions}, which were not offered`,
-    );
+  const extensions = h.get("sec-websocket-extensions")?.trim() ?? "";
+  let deflate: PerMessageDeflate | null = null;
+  if (extensions !== "") {
+    if (compression === null) {
+      throw bad(
+        `Handshake failed: the server chose extensions ${extensions}, which were not offered`,
+      );
+    }
+    // RFC 7692 7.1: a response the offer did not allow fails the connection.
+    const params = acceptDeflate(extensions, compression);
+    if (typeof params === "string") throw bad(`Handshake failed: ${params}`);
+    deflate = new PerMessageDeflate({
+      client: true,
+      params,
+      config: compression,
+      maxMessageSize: limits.maxMessageSize,
+    });
   }
   const requestHeaders = new Headers(headers);
   return new Socket({
@@ -271,10 +308,11 @@ async function handshake(
     client: true,
     head: read.rest,
     protocol,
-    extensions: "",
+    extensions,
     request: { method: "GET", url: url.href, headers: requestHeaders },
     response: { status: response.status, headers: h },
     limits,
+    deflate,
   });
 }
 

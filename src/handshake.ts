@@ -11,7 +11,22 @@ import { sha1 } from "./sha1.ts";
 /** RFC 6455 1.3: the GUID appended to the key before hashing. */
 export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-const latin1 = new TextDecoder("latin1");
+/**
+ * Bytes to a string of the same code units (ISO-8859-1). Not TextDecoder's
+ * "latin1", which is windows-1252 and maps 0x80-0x9F above U+00FF, so UTF-8
+ * in a header value would be rejected. Header values stay byte strings, as
+ * `Headers` and Deno.serve keep them.
+ */
+export function latin1(bytes: Uint8Array): string {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    text += String.fromCharCode.apply(
+      null,
+      bytes.subarray(i, i + 8192) as unknown as number[],
+    );
+  }
+  return text;
+}
 const encoder = new TextEncoder();
 
 /** A parsed HTTP request head. */
@@ -82,7 +97,7 @@ function parseHeaderLines(lines: string[], headers: Headers): string | null {
 
 /** Parses an HTTP/1.1 request head (the bytes up to and with `\r\n\r\n`). */
 export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
-  const lines = latin1.decode(head).split("\r\n");
+  const lines = latin1(head).split("\r\n");
   // The head ends with an empty line; anything else has no place here.
   lines.length -= 2;
   const requestLine = lines.shift() ?? "";
@@ -112,7 +127,7 @@ export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
 
 /** Parses an HTTP/1.1 response head (the bytes up to and with `\r\n\r\n`). */
 export function parseResponseHead(head: Uint8Array): ResponseHead | string {
-  const lines = latin1.decode(head).split("\r\n");
+  const lines = latin1(head).split("\r\n");
   lines.length -= 2;
   const statusLine = lines.shift() ?? "";
   const match = /^(HTTP\/\d\.\d) (\d{3})(?: (.*))?$/.exec(statusLine);

@@ -6,9 +6,13 @@
  * @module
  */
 
-import { headerList, type RequestHead, statusText } from "./handshake.ts";
+import {
+  headerList,
+  latin1,
+  type RequestHead,
+  statusText,
+} from "./handshake.ts";
 
-const latin1 = new TextDecoder("latin1");
 const encoder = new TextEncoder();
 
 /** Why a request body was not read: the status to answer with. */
@@ -68,7 +72,7 @@ class BufferedReader {
       for (let i = start + scanned; i < last; i++) {
         if (buffer[i] === 13 && buffer[i + 1] === 10) {
           this.#start = i + 2;
-          return latin1.decode(buffer.subarray(start, i));
+          return latin1(buffer.subarray(start, i));
         }
       }
       if (this.#end - start >= max + 2) return null;

@@ -24,6 +24,7 @@ import {
   OPCODE_TEXT,
 } from "./frame.ts";
 import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
+import type { PerMessageDeflate } from "./deflate.ts";
 
 /** A text message. */
 export interface TextMessage {
@@ -87,6 +88,8 @@ export interface ProtocolOptions {
   client: boolean;
   maxMessageSize: number;
   maxFrameSize: number;
+  /** The negotiated permessage-deflate codec, `null` or absent when none. */
+  deflate?: PerMessageDeflate | null;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -138,6 +141,14 @@ export class Protocol {
   #text: Utf8StreamDecoder | null = null;
   #parts: Uint8Array[] = [];
   #partsSize = 0;
+  // permessage-deflate: the codec, and whether the message in progress is
+  // compressed.
+  #deflate: PerMessageDeflate | null;
+  #compressed = false;
+  #onInflated = (chunk: Uint8Array): boolean => {
+    this.#addFragment(chunk, false);
+    return !this.closeReceived;
+  };
 
   /** A close frame was sent. */
   closeSent = false;
@@ -152,10 +163,13 @@ export class Protocol {
 
   constructor(sink: ProtocolSink, options: ProtocolOptions) {
     this.#sink = sink;
+    this.#deflate = options.deflate ?? null;
     this.#decoder = new FrameDecoder({
       requireMask: !options.client,
       maxFrameSize: options.maxFrameSize,
       maxMessageSize: options.maxMessageSize,
+      // RFC 7692 6: RSV1 marks a compressed message, once negotiated.
+      allowRsv1: this.#deflate !== null,
     });
   }
 
@@ -252,7 +266,12 @@ export class Protocol {
     switch (opcode) {
       case OPCODE_TEXT:
       case OPCODE_BINARY:
-        if (decoder.fin) {
+        if (decoder.rsv1) {
+          // RFC 7692 6.1: RSV1 on the first frame: the message is compressed.
+          this.#messageOpcode = opcode;
+          this.#compressed = true;
+          this.#inflate(payload, decoder.fin);
+        } else if (decoder.fin) {
           this.#deliverWhole(opcode, payload, decoder.payloadOwned);
         } else {
           this.#messageOpcode = opcode;
@@ -260,6 +279,10 @@ export class Protocol {
         }
         return;
       case OPCODE_CONTINUATION:
+        if (this.#compressed) {
+          this.#inflate(payload, decoder.fin);
+          return;
+        }
         this.#addFragment(payload, decoder.payloadOwned);
         if (decoder.fin) this.#endFragmented();
         return;
@@ -299,6 +322,16 @@ export class Protocol {
     }
   }
 
+  /**
+   * Inflates a frame of a compressed message into its fragments. Throws
+   * {@linkcode FrameError} (1009, 1007) for what the peer got wrong.
+   */
+  #inflate(payload: Uint8Array, fin: boolean): void {
+    if (fin) this.#compressed = false;
+    this.#deflate!.inflate(payload, fin, this.#onInflated);
+    if (fin) this.#endFragmented();
+  }
+
   #addFragment(payload: Uint8Array, owned: boolean): void {
     if (this.#messageOpcode === OPCODE_TEXT) {
       this.#text ??= new Utf8StreamDecoder();
@@ -320,7 +353,8 @@ export class Protocol {
     if (this.closeReceived) return;
     const size = this.#partsSize;
     if (this.#messageOpcode === OPCODE_TEXT) {
-      const data = this.#text!.end();
+      // A compressed message that inflated to nothing had no fragment.
+      const data = this.#text === null ? "" : this.#text.end();
       this.#text = null;
       if (data === undefined) {
         return this.failConnection(

@@ -32,6 +32,13 @@ import {
   type UpgradeRequestInfo,
 } from "./socket.ts";
 import { topicRegistry, Topics } from "./topics.ts";
+import {
+  type CompressionConfig,
+  compressionConfig,
+  type CompressionOptions,
+  negotiateDeflate,
+  PerMessageDeflate,
+} from "./deflate.ts";
 
 const encoder = new TextEncoder();
 
@@ -127,6 +134,16 @@ export interface HandshakeOptions<T = unknown> extends SocketOptions {
    * @default {1048576}
    */
   maxRequestBodySize?: number;
+  /**
+   * permessage-deflate (RFC 7692): `true` accepts clients that offer it
+   * (browsers, `ws`, Python `websockets` do), with context takeover, a
+   * 1024-byte threshold and level 1; an object sets those. Offers this
+   * server cannot honour are declined, and the connection goes on
+   * uncompressed. `Socket.extensions` shows what was agreed. Messages sent
+   * with `publish` are never compressed (they are encoded once for all).
+   * @default {false}
+   */
+  compression?: boolean | CompressionOptions;
 }
 
 /** Options of {@linkcode listen}. */
@@ -193,6 +210,7 @@ interface HandshakeConfig {
   handshakeTimeout: number;
   maxHandshakeSize: number;
   maxRequestBodySize: number;
+  compression: CompressionConfig | null;
   topics: Topics | undefined;
   /** `ws`/`wss` and `http`/`https`, or undefined to ask the conn. */
   secure: boolean | undefined;
@@ -586,9 +604,16 @@ async function handshake(
     const fields: [string, string][] = [
       ["Upgrade", "websocket"],
       ["Connection", "Upgrade"],
-      ["Sec-WebSocket-Accept", await acceptKey(upgrade.key)],
+      ["Sec-WebSocket-Accept", acceptKey(upgrade.key)],
     ];
     if (protocol !== "") fields.push(["Sec-WebSocket-Protocol", protocol]);
+    const deflate = config.compression === null ? null : negotiateDeflate(
+      request.headers.get("sec-websocket-extensions"),
+      config.compression,
+    );
+    if (deflate !== null) {
+      fields.push(["Sec-WebSocket-Extensions", deflate.response]);
+    }
     for (const [name, value] of extraHeaders ?? []) {
       if (!RESERVED_UPGRADE_HEADERS.has(name)) fields.push([name, value]);
     }
@@ -601,10 +626,16 @@ async function handshake(
       client: false,
       head: read.rest,
       protocol,
-      extensions: "",
+      extensions: deflate?.response ?? "",
       request: requestInfo,
       response: null,
       limits: config.limits,
+      deflate: deflate === null ? null : new PerMessageDeflate({
+        client: false,
+        params: deflate.params,
+        config: config.compression!,
+        maxMessageSize: config.limits.maxMessageSize,
+      }),
       topics: config.topics === undefined
         ? undefined
         : topicRegistry(config.topics),
@@ -939,6 +970,7 @@ function handshakeConfig(options: HandshakeOptions): HandshakeConfig {
     handshakeTimeout: options.handshakeTimeout ?? 10_000,
     maxHandshakeSize: options.maxHandshakeSize ?? 16 * 1024,
     maxRequestBodySize: options.maxRequestBodySize ?? 1024 * 1024,
+    compression: compressionConfig(options.compression),
     topics: undefined,
     secure: undefined,
   };

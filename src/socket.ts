@@ -5,7 +5,13 @@
  * @module
  */
 
-import { isValidCloseCode, NORMAL_CLOSURE } from "./close.ts";
+import {
+  ABNORMAL_CLOSURE,
+  INTERNAL_ERROR,
+  isValidCloseCode,
+  NORMAL_CLOSURE,
+} from "./close.ts";
+import type { PerMessageDeflate } from "./deflate.ts";
 import { WebSocketError } from "./errors.ts";
 import {
   MAX_CONTROL_PAYLOAD,
@@ -183,6 +189,8 @@ export interface SocketInit {
   request: UpgradeRequestInfo;
   response: UpgradeResponseInfo | null;
   limits: SocketLimits;
+  /** The permessage-deflate codec, when the handshake negotiated it. */
+  deflate?: PerMessageDeflate | null;
   /** Server side: where `subscribe` and `unsubscribe` go. */
   topics?: TopicRegistry;
   /** Server side: what the upgrade hook attached. */
@@ -298,6 +306,7 @@ export class Socket implements AsyncIterable<Message> {
   // sure to fit one frame and the write buffer.
   #smallTextLimit: number;
   #topics: TopicRegistry | undefined;
+  #deflate: PerMessageDeflate | null;
 
   #resolveClosed!: (info: CloseInfo) => void;
   #connClosed = false;
@@ -305,6 +314,8 @@ export class Socket implements AsyncIterable<Message> {
   #resolveTransportDone!: () => void;
   #shuttingDown = false;
   #lingering = false;
+  // Reading is paused by backpressure (the application is behind).
+  #paused = false;
   // Resolves once a close frame was sent (or the transport closed).
   #closing = Promise.withResolvers<void>();
   #finished = false;
@@ -325,7 +336,14 @@ export class Socket implements AsyncIterable<Message> {
     this.request = init.request;
     this.response = init.response;
     this.#limits = init.limits;
-    this.#smallTextLimit = Math.min(init.limits.fragmentSize, 16 * 1024);
+    this.#deflate = init.deflate ?? null;
+    // With compression, only strings sure to stay under its threshold take
+    // the uncompressed fast path.
+    this.#smallTextLimit = Math.min(
+      init.limits.fragmentSize,
+      16 * 1024,
+      this.#deflate === null ? Infinity : this.#deflate.threshold - 1,
+    );
     this.#topics = init.topics;
     this.data = init.data;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
@@ -349,11 +367,21 @@ export class Socket implements AsyncIterable<Message> {
       client: init.client,
       maxMessageSize: init.limits.maxMessageSize,
       maxFrameSize: init.limits.maxFrameSize,
+      deflate: this.#deflate,
     });
     this.#writes = new WriteQueue(
       init.conn,
       init.client,
-      () => this.#closeConn(),
+      (cause) => {
+        this.#closeConn();
+        return new WebSocketError(
+          "SOCKET_CLOSED",
+          `Cannot write: the connection was lost: ${
+            cause instanceof Error ? cause.message : String(cause)
+          }`,
+          { closeCode: ABNORMAL_CLOSURE, cause },
+        );
+      },
     );
     if (init.limits.pingInterval > 0) {
       this.#pingTimer = setInterval(
@@ -509,6 +537,10 @@ export class Socket implements AsyncIterable<Message> {
     ) {
       return this.#overflow(buffered + payload.length);
     }
+    if (
+      this.#deflate !== null && opcode <= OPCODE_BINARY &&
+      payload.length >= this.#deflate.threshold
+    ) return this.#writeCompressed(opcode, payload);
     const fragmentSize = this.#limits.fragmentSize;
     if (payload.length <= fragmentSize || opcode >= OPCODE_PING) {
       return this.#writes.push(true, false, opcode, payload);
@@ -552,6 +584,38 @@ export class Socket implements AsyncIterable<Message> {
     }
     this.#protocol.close(code, reason);
     return this.closed.then(noop);
+  }
+
+  /**
+   * Compresses a data message (RFC 7692 7.2.1) and queues it, as several
+   * frames past `fragmentSize`, with RSV1 on the first only (RFC 7692 6).
+   */
+  #writeCompressed(opcode: number, payload: Uint8Array): Promise<void> {
+    let compressed: Uint8Array | null;
+    try {
+      compressed = this.#deflate!.compress(payload);
+    } catch {
+      // zlib failed on our own data: the compressor's state is unknown.
+      this.#protocol.failConnection(INTERNAL_ERROR, "Compression failed");
+      return this.#writeAfterClose();
+    }
+    const rsv1 = compressed !== null;
+    const bytes = compressed ?? payload;
+    const fragmentSize = this.#limits.fragmentSize;
+    if (bytes.length <= fragmentSize) {
+      return this.#writes.push(true, rsv1, opcode, bytes);
+    }
+    let promise: Promise<void> | undefined;
+    for (let offset = 0; offset < bytes.length; offset += fragmentSize) {
+      const end = Math.min(offset + fragmentSize, bytes.length);
+      promise = this.#writes.push(
+        end === bytes.length,
+        rsv1 && offset === 0,
+        offset === 0 ? opcode : OPCODE_CONTINUATION,
+        bytes.subarray(offset, end),
+      );
+    }
+    return promise!;
   }
 
   #writeClose(data: string | Uint8Array | null | undefined): Promise<void> {
@@ -619,10 +683,12 @@ export class Socket implements AsyncIterable<Message> {
           // Backpressure: stop reading until the application catches up,
           // or until a close frame is sent: then the peer's reply must be
           // read (what comes before it is bounded by closeTimeout).
+          this.#paused = true;
           await Promise.race([
             queue.drained(limit >>> 1),
             this.#closing.promise,
           ]);
+          this.#paused = false;
           continue;
         }
         const direct = protocol.directTarget(DIRECT_READ_MIN);
@@ -668,6 +734,7 @@ export class Socket implements AsyncIterable<Message> {
 
   #finish(): void {
     this.#finished = true;
+    this.#deflate?.close();
     this.#topics?.remove(this);
     clearTimeout(this.#closeTimer);
     clearInterval(this.#pingTimer);
@@ -675,14 +742,14 @@ export class Socket implements AsyncIterable<Message> {
     const protocol = this.#protocol;
     protocol.receiveEnd(this.#dropReason);
     this.#queue.end();
-    this.#writes.fail(
+    this.#writes.failWith(() =>
       new WebSocketError(
         "SOCKET_CLOSED",
         "Cannot write: the connection is closed",
         {
           closeCode: protocol.closeCode,
         },
-      ),
+      )
     );
     this.#resolveClosed({
       code: protocol.closeCode,
@@ -724,12 +791,20 @@ export class Socket implements AsyncIterable<Message> {
   #keepalive(): void {
     if (this.#pongTimer !== undefined || !this.#protocol.open) return;
     this.#writes.push(true, false, OPCODE_PING, EMPTY);
-    this.#pongTimer = setTimeout(() => {
-      this.#dropReason =
-        `Keepalive timeout: no pong within ${this.#limits.pongTimeout} ms`;
-      this.#closeConn();
-    }, this.#limits.pongTimeout);
+    this.#pongTimer = setTimeout(this.#pongOverdue, this.#limits.pongTimeout);
   }
+
+  #pongOverdue = (): void => {
+    if (this.#paused) {
+      // The pong may be sitting unread behind our own backpressure: the
+      // peer is not the one that stopped. Give it another period.
+      this.#pongTimer = setTimeout(this.#pongOverdue, this.#limits.pongTimeout);
+      return;
+    }
+    this.#dropReason =
+      `Keepalive timeout: no pong within ${this.#limits.pongTimeout} ms`;
+    this.#closeConn();
+  };
 
   #onPong(): void {
     clearTimeout(this.#pongTimer);

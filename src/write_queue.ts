@@ -72,7 +72,7 @@ class Batch {
 export class WriteQueue {
   #writer: Writer;
   #maskFrames: boolean;
-  #onError: (error: unknown) => void;
+  #onError: (error: unknown) => unknown;
 
   #buffer: Uint8Array | null = null;
   #spare: Uint8Array | null = null;
@@ -92,12 +92,13 @@ export class WriteQueue {
   /**
    * @param writer where bytes go
    * @param maskFrames mask every frame with a fresh key (client side)
-   * @param onError called once when a write fails
+   * @param onError called once when a write fails; returns the error that
+   *   pending and later writes reject with
    */
   constructor(
     writer: Writer,
     maskFrames: boolean,
-    onError: (error: unknown) => void,
+    onError: (error: unknown) => unknown,
   ) {
     this.#writer = writer;
     this.#maskFrames = maskFrames;
@@ -300,10 +301,10 @@ export class WriteQueue {
       this.#length = this.#sealed = 0;
       try {
         for (const part of batch.parts) await this.#writeAll(part);
-      } catch (error) {
+      } catch (cause) {
+        const error = this.#onError(cause);
         batch.reject(error);
         this.fail(error);
-        this.#onError(error);
         break;
       }
       this.bufferedAmount -= batch.bytes;
