@@ -545,6 +545,8 @@ export class Socket implements AsyncIterable<Message> {
     if (payload.length <= fragmentSize || opcode >= OPCODE_PING) {
       return this.#writes.push(true, false, opcode, payload);
     }
+    // Room for every fragment at once, rather than growing per fragment.
+    this.#writes.reserveFragments(payload.length, fragmentSize);
     let promise: Promise<void> | undefined;
     for (let offset = 0; offset < payload.length; offset += fragmentSize) {
       const end = Math.min(offset + fragmentSize, payload.length);
@@ -605,6 +607,7 @@ export class Socket implements AsyncIterable<Message> {
     if (bytes.length <= fragmentSize) {
       return this.#writes.push(true, rsv1, opcode, bytes);
     }
+    this.#writes.reserveFragments(bytes.length, fragmentSize);
     let promise: Promise<void> | undefined;
     for (let offset = 0; offset < bytes.length; offset += fragmentSize) {
       const end = Math.min(offset + fragmentSize, bytes.length);

@@ -258,6 +258,20 @@ export class WriteQueue {
     this.#wakeIdle();
   }
 
+  /**
+   * Makes room in one step for a message of `length` bytes about to be
+   * pushed as fragments of `fragmentSize`, when they will be copied into
+   * the write buffer.
+   */
+  reserveFragments(length: number, fragmentSize: number): void {
+    if (this.#makeFailure !== null) return;
+    if (fragmentSize >= COPY_LIMIT && !this.#maskFrames) return;
+    const frames = Math.ceil(length / fragmentSize);
+    this.#reserve(
+      length + frames * frameHeaderSize(fragmentSize, this.#maskFrames),
+    );
+  }
+
   #reserve(size: number): Uint8Array {
     let buffer = this.#buffer;
     if (buffer === null) {
