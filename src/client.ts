@@ -12,7 +12,7 @@ import {
   hasToken,
   parseResponseHead,
 } from "./handshake.ts";
-import { readHead } from "./http_head.ts";
+import { closeQuietly, readHead } from "./http_head.ts";
 import {
   acceptDeflate,
   type CompressionConfig,
@@ -318,12 +318,4 @@ async function handshake(
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
 }

@@ -46,3 +46,12 @@ export async function readHead(
     if (length >= maxSize) return "too_large";
   }
 }
+
+/** Closes `conn`, ignoring that it may be closed already. */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}

@@ -15,7 +15,7 @@ import {
   type RequestHead,
   validateUpgrade,
 } from "./handshake.ts";
-import { readHead } from "./http_head.ts";
+import { closeQuietly, readHead } from "./http_head.ts";
 import {
   bodyLength,
   buildRequest,
@@ -891,14 +891,6 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) {
     offset += await conn.write(bytes.subarray(offset));
-  }
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
   }
 }
 

@@ -541,23 +541,10 @@ export class Socket implements AsyncIterable<Message> {
       this.#deflate !== null && opcode <= OPCODE_BINARY &&
       payload.length >= this.#deflate.threshold
     ) return this.#writeCompressed(opcode, payload);
-    const fragmentSize = this.#limits.fragmentSize;
-    if (payload.length <= fragmentSize || opcode >= OPCODE_PING) {
+    if (opcode >= OPCODE_PING) {
       return this.#writes.push(true, false, opcode, payload);
     }
-    // Room for every fragment at once, rather than growing per fragment.
-    this.#writes.reserveFragments(payload.length, fragmentSize);
-    let promise: Promise<void> | undefined;
-    for (let offset = 0; offset < payload.length; offset += fragmentSize) {
-      const end = Math.min(offset + fragmentSize, payload.length);
-      promise = this.#writes.push(
-        end === payload.length,
-        false,
-        offset === 0 ? opcode : OPCODE_CONTINUATION,
-        payload.subarray(offset, end),
-      );
-    }
-    return promise!;
+    return this.#writeMessage(opcode, payload, false);
   }
 
   /**
@@ -601,12 +588,27 @@ export class Socket implements AsyncIterable<Message> {
       this.#protocol.failConnection(INTERNAL_ERROR, "Compression failed");
       return this.#writeAfterClose();
     }
-    const rsv1 = compressed !== null;
-    const bytes = compressed ?? payload;
+    return this.#writeMessage(
+      opcode,
+      compressed ?? payload,
+      compressed !== null,
+    );
+  }
+
+  /**
+   * Queues a data message, as several frames when it is longer than
+   * `fragmentSize`; RFC 7692 6.1: RSV1 goes on the first frame only.
+   */
+  #writeMessage(
+    opcode: number,
+    bytes: Uint8Array,
+    rsv1: boolean,
+  ): Promise<void> {
     const fragmentSize = this.#limits.fragmentSize;
     if (bytes.length <= fragmentSize) {
       return this.#writes.push(true, rsv1, opcode, bytes);
     }
+    // Room for every fragment at once, rather than growing per fragment.
     this.#writes.reserveFragments(bytes.length, fragmentSize);
     let promise: Promise<void> | undefined;
     for (let offset = 0; offset < bytes.length; offset += fragmentSize) {
