@@ -27,6 +27,24 @@ const KEEP_LIMIT = 256 * 1024;
 
 function noop(): void {}
 
+// Every queue with frames waiting is flushed from one setImmediate per
+// event-loop turn, not one each: a publish to 1,000 sockets schedules once.
+let flushes: (() => void)[] = [];
+let spareFlushes: (() => void)[] = [];
+
+function runFlushes(): void {
+  const due = flushes;
+  flushes = spareFlushes;
+  for (let i = 0; i < due.length; i++) due[i]();
+  due.length = 0;
+  spareFlushes = due;
+}
+
+function scheduleFlush(flush: () => void): void {
+  if (flushes.length === 0) setImmediate(runFlushes);
+  flushes.push(flush);
+}
+
 const encoder = new TextEncoder();
 
 // Masking keys come from a pool of CSPRNG bytes refilled 4 KiB at a time,
@@ -226,7 +244,7 @@ export class WriteQueue {
   #schedule(): void {
     if (!this.#scheduled && !this.#flushing) {
       this.#scheduled = true;
-      setImmediate(this.#flush);
+      scheduleFlush(this.#flush);
     }
   }
 
