@@ -90,6 +90,36 @@ Deno.test("mask() matches a byte-wise reference for lengths 0-70 at every byte o
   }
 });
 
+Deno.test("mask() matches the reference around the 64-bit word path's threshold at every alignment", () => {
+  // 512 bytes and up take 64-bit words; check both sides of it, with every
+  // head (byteOffset 0-7), key offset and tail length.
+  for (const length of [505, 511, 512, 513, 519, 520, 1031]) {
+    for (let byteOffset = 0; byteOffset <= 7; byteOffset++) {
+      for (let offset = 0; offset <= 3; offset++) {
+        const label =
+          `length ${length}, byteOffset ${byteOffset}, offset ${offset}`;
+        const buffer = pattern(length + 16, length + byteOffset);
+        const before = buffer.slice();
+        const data = buffer.subarray(byteOffset, byteOffset + length);
+        const expected = naiveMask(data, KEY, offset);
+        mask(data, KEY, offset);
+        assert.ok(bytesEqual(data, expected), label);
+        assert.ok(
+          bytesEqual(
+            buffer.subarray(0, byteOffset),
+            before.subarray(0, byteOffset),
+          ) &&
+            bytesEqual(
+              buffer.subarray(byteOffset + length),
+              before.subarray(byteOffset + length),
+            ),
+          `${label}: bytes outside the view`,
+        );
+      }
+    }
+  }
+});
+
 Deno.test("mask() with an offset unmasks a payload in pieces", () => {
   const original = pattern(103);
   const masked = naiveMask(original, KEY);
