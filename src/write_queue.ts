@@ -22,8 +22,46 @@ const COPY_LIMIT = 256 * 1024;
  */
 const SHARE_LIMIT = 16 * 1024;
 const INITIAL_CAPACITY = 4 * 1024;
-/** A buffer bigger than this is not kept for reuse once written. */
+/** A buffer bigger than this is not kept by its queue once written... */
 const KEEP_LIMIT = 256 * 1024;
+/**
+ * ...but goes to a pool shared by every queue, this many at most, each at
+ * most POOL_BUFFER_MAX: a new buffer is zero-filled, which cost as much as
+ * copying the frames into it when echoing 1 MiB messages.
+ */
+const POOL_SIZE = 4;
+const POOL_BUFFER_MAX = 8 * 1024 * 1024;
+const pool: Uint8Array[] = [];
+
+/** A pooled buffer of at least `size` bytes, or a new one. */
+function takeBuffer(size: number): Uint8Array {
+  if (size > KEEP_LIMIT) {
+    for (let i = 0; i < pool.length; i++) {
+      if (pool[i].length >= size) {
+        const buffer = pool[i];
+        pool[i] = pool[pool.length - 1];
+        pool.pop();
+        return buffer;
+      }
+    }
+  }
+  return new Uint8Array(size);
+}
+
+/** Gives a written buffer bigger than KEEP_LIMIT to the pool. */
+function poolBuffer(buffer: Uint8Array): void {
+  if (buffer.length > POOL_BUFFER_MAX) return;
+  if (pool.length < POOL_SIZE) {
+    pool.push(buffer);
+    return;
+  }
+  // Full: keep the bigger ones, which are the costlier to make.
+  let smallest = 0;
+  for (let i = 1; i < pool.length; i++) {
+    if (pool[i].length < pool[smallest].length) smallest = i;
+  }
+  if (pool[smallest].length < buffer.length) pool[smallest] = buffer;
+}
 
 function noop(): void {}
 
@@ -295,7 +333,7 @@ export class WriteQueue {
     if (buffer === null) {
       buffer = this.#spare !== null && this.#spare.length >= size
         ? this.#spare
-        : new Uint8Array(Math.max(INITIAL_CAPACITY, size));
+        : takeBuffer(Math.max(INITIAL_CAPACITY, size));
       this.#spare = null;
       this.#buffer = buffer;
       this.#length = this.#sealed = 0;
@@ -304,7 +342,7 @@ export class WriteQueue {
       // stays one contiguous write: a copy is cheaper than a system call
       // for anything below COPY_LIMIT.
       const pending = this.#length - this.#sealed;
-      const next = new Uint8Array(Math.max(buffer.length * 2, pending + size));
+      const next = takeBuffer(Math.max(buffer.length * 2, pending + size));
       next.set(buffer.subarray(this.#sealed, this.#length));
       buffer = next;
       this.#buffer = buffer;
@@ -340,8 +378,9 @@ export class WriteQueue {
         break;
       }
       this.bufferedAmount -= batch.bytes;
-      if (written !== null && written.length <= KEEP_LIMIT) {
-        this.#spare = written;
+      if (written !== null) {
+        if (written.length <= KEEP_LIMIT) this.#spare = written;
+        else poolBuffer(written);
       }
       batch.resolve();
     }

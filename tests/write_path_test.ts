@@ -70,3 +70,28 @@ Deno.test("binary messages delivered from one read stay intact after later reads
   assert.deepEqual(received, sent);
   await sock.close();
 });
+
+Deno.test("large fragmented messages from several sockets at once stay intact (write buffers are pooled across sockets)", async () => {
+  // Messages over fragmentSize are copied into the write buffer; buffers
+  // over 256 KiB go back to a pool shared by every socket once written. A
+  // buffer handed out again while still being written would corrupt one.
+  await using server = serve(echo);
+  const socks = await Promise.all(
+    [0, 1, 2].map(() => connect(urlOf(server))),
+  );
+  const sizes = [300_000, 1 << 20, 700_001, 2_500_000, 1 << 20];
+  const payload = (sock: number, i: number) =>
+    new Uint8Array(sizes[i]).map((_, j) => (sock * 31 + i * 7 + j) & 255);
+  // Every socket writes all its messages without waiting, in the same turns.
+  for (let i = 0; i < sizes.length; i++) {
+    socks.forEach((sock, s) => sock.write(payload(s, i)));
+  }
+  await Promise.all(socks.map(async (sock, s) => {
+    for (let i = 0; i < sizes.length; i++) {
+      const msg = await sock.read();
+      assert.equal(msg?.type, "binary");
+      assert.deepEqual(msg.data, payload(s, i), `socket ${s}, message ${i}`);
+    }
+  }));
+  await Promise.all(socks.map((sock) => sock.close()));
+});
