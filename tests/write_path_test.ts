@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { serve, urlOf } from "./_helpers.ts";
+import { WriteQueue } from "../src/write_queue.ts";
 
 const echo = async (sock: Parameters<Parameters<typeof serve>[0]>[0]) => {
   for await (const msg of sock) {
@@ -94,4 +95,53 @@ Deno.test("large fragmented messages from several sockets at once stay intact (w
     }
   }));
   await Promise.all(socks.map((sock) => sock.close()));
+});
+
+Deno.test("a pooled write buffer is not handed to another queue while its write is still in progress", async () => {
+  // A writer that takes its bytes only when released, as a socket whose
+  // peer is slow to read: the buffer must stay untouched until then.
+  class SlowWriter {
+    wire: Uint8Array[] = [];
+    #pending: (() => void)[] = [];
+    write(p: Uint8Array): Promise<number> {
+      return new Promise((resolve) =>
+        this.#pending.push(() => {
+          this.wire.push(p.slice());
+          resolve(p.length);
+        })
+      );
+    }
+    release(): void {
+      for (const done of this.#pending.splice(0)) done();
+    }
+  }
+  const frame = (fill: number) => new Uint8Array(60_000).fill(fill);
+  const onError = (e: unknown) => e;
+  // Round 1 leaves a written buffer of over 256 KiB in the pool.
+  const warm = new SlowWriter();
+  const first = new WriteQueue(warm, false, onError);
+  for (let i = 0; i < 6; i++) first.push(true, false, 2, frame(1));
+  await new Promise((r) => setTimeout(r, 0));
+  warm.release();
+  await first.idle();
+  // Queue A takes that buffer and starts writing it; the write hangs.
+  const slow = new SlowWriter();
+  const a = new WriteQueue(slow, false, onError);
+  for (let i = 0; i < 6; i++) a.push(true, false, 2, frame(0xaa));
+  await new Promise((r) => setTimeout(r, 0));
+  // Meanwhile queue B needs a big buffer too.
+  const fast = new SlowWriter();
+  const b = new WriteQueue(fast, false, onError);
+  for (let i = 0; i < 6; i++) b.push(true, false, 2, frame(0xbb));
+  await new Promise((r) => setTimeout(r, 0));
+  fast.release();
+  slow.release();
+  await Promise.all([a.idle(), b.idle()]);
+  const bytes = (w: SlowWriter) => {
+    const all = w.wire.flatMap((p) => [...p]);
+    // Drop the 4-byte headers: every payload byte must be the queue's own.
+    return new Set(all.filter((_, i) => i % 60_004 >= 4));
+  };
+  assert.deepEqual(bytes(slow), new Set([0xaa]));
+  assert.deepEqual(bytes(fast), new Set([0xbb]));
 });
