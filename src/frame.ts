@@ -62,6 +62,11 @@ export interface FrameDecoderOptions {
   maxMessageSize: number;
   /** Whether RSV1 may be set on the first frame of a data message. */
   allowRsv1?: boolean;
+  /**
+   * Gather the fragments of an uncompressed binary message into one buffer
+   * as they arrive (see {@linkcode FrameDecoder.message}).
+   */
+  assembleBinary?: boolean;
 }
 
 const HEADER = 0;
@@ -95,6 +100,13 @@ const EXACT_CAPACITY_MAX = 1024 * 1024;
  * bytes arrive: at its exact size up to 1 MiB, beyond that growing with
  * what came (at most four times it), so a declared length alone never
  * allocates.
+ *
+ * With `assembleBinary`, the fragments of an uncompressed binary message
+ * are instead gathered, as they arrive, into one buffer for the whole
+ * message (growing fourfold, so at most four times what came): each
+ * fragment's `payload` is a view of it, valid until the next frame, and
+ * after the last fragment `message` is the whole message, owned by the
+ * caller. No fragment is copied twice and none is concatenated at the end.
  */
 export class FrameDecoder {
   /** FIN bit of the last complete frame. */
@@ -109,11 +121,22 @@ export class FrameDecoder {
   payload: Uint8Array = EMPTY;
   /** Whether `payload` is a buffer of its own rather than a view of a chunk. */
   payloadOwned = false;
+  /**
+   * With `assembleBinary`: whether the last complete frame was a fragment
+   * of a binary message gathered into the message buffer.
+   */
+  assembled = false;
+  /**
+   * With `assembleBinary`: after the last fragment of a binary message,
+   * the whole message (owned by the caller); otherwise `null`.
+   */
+  message: Uint8Array | null = null;
 
   #requireMask: boolean;
   #maxFrameSize: number;
   #maxMessageSize: number;
   #allowRsv1: boolean;
+  #assembleBinary: boolean;
 
   #state = HEADER;
   #chunk: Uint8Array = EMPTY;
@@ -132,12 +155,18 @@ export class FrameDecoder {
   // Opcode of the fragmented data message in progress, 0 if none.
   #fragmentOpcode = 0;
   #messageSize = 0;
+  // assembleBinary: the frame being decoded belongs to an assembled message,
+  // whose fragments so far fill #message up to #messageFilled.
+  #assembling = false;
+  #message: Uint8Array<ArrayBuffer> | null = null;
+  #messageFilled = 0;
 
   constructor(options: FrameDecoderOptions) {
     this.#requireMask = options.requireMask;
     this.#maxFrameSize = options.maxFrameSize;
     this.#maxMessageSize = options.maxMessageSize;
     this.#allowRsv1 = options.allowRsv1 ?? false;
+    this.#assembleBinary = options.assembleBinary ?? false;
   }
 
   /** Sets the chunk that the following `next()` calls consume. */
@@ -217,6 +246,20 @@ export class FrameDecoder {
    * @param minimum the least room worth reading into directly
    */
   directTarget(minimum: number): Uint8Array | null {
+    if (this.#assembling && this.opcode < 0x8) {
+      // Into the message buffer once it exists (a declared length alone
+      // allocates nothing), never past the end of this frame.
+      if (this.#state !== PAYLOAD) return null;
+      const remaining = this.payloadLength - this.#filled;
+      if (
+        remaining < minimum || (this.#message === null && this.#filled === 0)
+      ) {
+        return null;
+      }
+      const at = this.#messageFilled + this.#filled;
+      const buffer = this.#reserveMessage(at + minimum);
+      return buffer.subarray(at, Math.min(buffer.length, at + remaining));
+    }
     const buffer = this.#buffer;
     if (this.#state !== PAYLOAD || buffer === null) return null;
     const remaining = this.payloadLength - this.#filled;
@@ -398,6 +441,10 @@ export class FrameDecoder {
           `Message too big: limit is ${this.#maxMessageSize} bytes, received ${messageSize} bytes or more`,
         );
       }
+      if (opcode !== OPCODE_CONTINUATION) {
+        this.#assembling = !this.fin && opcode === OPCODE_BINARY &&
+          !this.rsv1 && this.#assembleBinary;
+      }
       if (this.fin) {
         this.#fragmentOpcode = 0;
         this.#messageSize = 0;
@@ -405,11 +452,13 @@ export class FrameDecoder {
         if (opcode !== OPCODE_CONTINUATION) this.#fragmentOpcode = opcode;
         this.#messageSize = messageSize;
       }
+      this.#filled = 0;
     }
     this.#state = this.#masked ? MASKING_KEY : PAYLOAD;
   }
 
   #readPayload(): boolean {
+    if (this.#assembling && this.opcode < 0x8) return this.#readFragment();
     const length = this.payloadLength;
     const chunk = this.#chunk;
     const available = chunk.length - this.#pos;
@@ -466,8 +515,85 @@ export class FrameDecoder {
     if (this.#masked) mask(payload, this.#maskingKey);
     this.payload = payload;
     this.payloadOwned = owned;
+    this.assembled = false;
+    this.message = null;
     this.#state = HEADER;
     return true;
+  }
+
+  /** {@linkcode FrameDecoder.next} for a fragment of an assembled message. */
+  #readFragment(): boolean {
+    const length = this.payloadLength;
+    const base = this.#messageFilled;
+    const chunk = this.#chunk;
+    const take = Math.min(length - this.#filled, chunk.length - this.#pos);
+    if (take > 0) {
+      const at = base + this.#filled;
+      const buffer = this.#reserveMessage(at + take);
+      buffer.set(chunk.subarray(this.#pos, this.#pos + take), at);
+      this.#filled += take;
+      this.#pos += take;
+    }
+    if (this.#filled < length) return false;
+    const end = base + length;
+    const buffer = this.#message;
+    const payload = buffer === null ? EMPTY : buffer.subarray(base, end);
+    if (this.#masked) mask(payload, this.#maskingKey);
+    this.payload = payload;
+    this.payloadOwned = false;
+    this.assembled = true;
+    this.message = null;
+    this.#messageFilled = end;
+    this.#filled = 0;
+    this.#state = HEADER;
+    if (this.fin) {
+      this.#assembling = false;
+      this.#message = null;
+      this.#messageFilled = 0;
+      // Growth is fourfold: give back what the message does not use.
+      const message = buffer === null
+        ? new Uint8Array(0)
+        : end === buffer.length
+        ? buffer
+        : new Uint8Array(buffer.buffer.transfer(end));
+      this.message = message;
+      // The old buffer was detached by transfer().
+      this.payload = message.subarray(base, end);
+    }
+    return true;
+  }
+
+  /**
+   * The message buffer with room for `needed` bytes: grown at least
+   * fourfold, to the end of the current frame when that is 1 MiB or less,
+   * never past the message limit.
+   */
+  #reserveMessage(needed: number): Uint8Array<ArrayBuffer> {
+    const buffer = this.#message;
+    if (buffer !== null && needed <= buffer.length) return buffer;
+    const frameEnd = this.#messageFilled + this.payloadLength;
+    const capacity = Math.min(
+      this.#maxMessageSize,
+      Math.max(
+        needed,
+        (buffer?.length ?? 0) * 4,
+        frameEnd <= EXACT_CAPACITY_MAX ? frameEnd : 0,
+      ),
+    );
+    let next: Uint8Array<ArrayBuffer>;
+    try {
+      next = new Uint8Array(capacity);
+    } catch {
+      throw new FrameError(
+        MESSAGE_TOO_BIG,
+        `Message too big: cannot allocate ${capacity} bytes`,
+      );
+    }
+    if (buffer !== null) {
+      next.set(buffer.subarray(0, this.#messageFilled + this.#filled));
+    }
+    this.#message = next;
+    return next;
   }
 }
 

@@ -170,6 +170,8 @@ export class Protocol {
       maxMessageSize: options.maxMessageSize,
       // RFC 7692 6: RSV1 marks a compressed message, once negotiated.
       allowRsv1: this.#deflate !== null,
+      // Fragments of a binary message land in one buffer, uncopied.
+      assembleBinary: true,
     });
   }
 
@@ -275,7 +277,7 @@ export class Protocol {
           this.#deliverWhole(opcode, payload, decoder.payloadOwned);
         } else {
           this.#messageOpcode = opcode;
-          this.#addFragment(payload, decoder.payloadOwned);
+          this.#addFragment(payload, decoder.payloadOwned, decoder.assembled);
         }
         return;
       case OPCODE_CONTINUATION:
@@ -283,8 +285,8 @@ export class Protocol {
           this.#inflate(payload, decoder.fin);
           return;
         }
-        this.#addFragment(payload, decoder.payloadOwned);
-        if (decoder.fin) this.#endFragmented();
+        this.#addFragment(payload, decoder.payloadOwned, decoder.assembled);
+        if (decoder.fin) this.#endFragmented(decoder.message);
         return;
       case OPCODE_PING: {
         const data = copyBytes(payload);
@@ -332,7 +334,11 @@ export class Protocol {
     if (fin) this.#endFragmented();
   }
 
-  #addFragment(payload: Uint8Array, owned: boolean): void {
+  /**
+   * Adds a fragment of the message in progress; an `assembled` binary one
+   * is already in the decoder's message buffer.
+   */
+  #addFragment(payload: Uint8Array, owned: boolean, assembled = false): void {
     if (this.#messageOpcode === OPCODE_TEXT) {
       this.#text ??= new Utf8StreamDecoder();
       // RFC 6455 8.1: fail as soon as the bytes prove the text invalid.
@@ -343,13 +349,16 @@ export class Protocol {
         );
       }
       this.#partsSize += payload.length;
+    } else if (assembled) {
+      this.#partsSize += payload.length;
     } else if (payload.length > 0) {
       this.#parts.push(owned ? payload : copyBytes(payload));
       this.#partsSize += payload.length;
     }
   }
 
-  #endFragmented(): void {
+  /** Delivers the message in progress; `whole`: the decoder assembled it. */
+  #endFragmented(whole: Uint8Array | null = null): void {
     if (this.closeReceived) return;
     const size = this.#partsSize;
     if (this.#messageOpcode === OPCODE_TEXT) {
@@ -366,7 +375,9 @@ export class Protocol {
     } else {
       const parts = this.#parts;
       let data: Uint8Array;
-      if (parts.length === 1) {
+      if (whole !== null) {
+        data = whole;
+      } else if (parts.length === 1) {
         data = parts[0];
       } else {
         data = new Uint8Array(size);

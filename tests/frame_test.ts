@@ -613,6 +613,163 @@ Deno.test("FrameDecoder offers no direct target outside a payload or below the m
   assert.equal(target.length, 254);
 });
 
+// -- assembleBinary: fragments gathered into one message buffer --
+
+/** A fragmented binary message with a ping between its fragments. */
+function fragmentedStream(sizes: number[], masked: boolean) {
+  const key = masked ? KEY : undefined;
+  const parts = sizes.map((size, i) => pattern(size, i + 1));
+  const frames: Uint8Array[] = [];
+  parts.forEach((part, i) => {
+    frames.push(
+      encodeFrame(i === 0 ? OPCODE_BINARY : OPCODE_CONTINUATION, part, {
+        fin: i === parts.length - 1,
+        maskingKey: key,
+      }),
+    );
+    if (i === 0) {
+      frames.push(encodeFrame(OPCODE_PING, pattern(3, 9), { maskingKey: key }));
+    }
+  });
+  frames.push(encodeFrame(OPCODE_BINARY, pattern(10, 42), { maskingKey: key }));
+  return { bytes: concat(...frames), message: concat(...parts) };
+}
+
+for (const masked of [false, true]) {
+  Deno.test(`FrameDecoder with assembleBinary gathers a fragmented binary message split at every byte (${masked ? "masked" : "unmasked"})`, () => {
+    const { bytes, message } = fragmentedStream([5, 0, 130, 7], masked);
+    for (let cut = 0; cut <= bytes.length; cut++) {
+      for (const step of [1, 3, bytes.length]) {
+        const decoder = masked
+          ? serverDecoder({ assembleBinary: true })
+          : clientDecoder({ assembleBinary: true });
+        const whole: Uint8Array[] = [];
+        const fragments: number[] = [];
+        let pings = 0, after = 0;
+        const chunks = [bytes.slice(0, cut)];
+        for (let i = cut; i < bytes.length; i += step) {
+          chunks.push(bytes.slice(i, i + step));
+        }
+        for (const chunk of chunks) {
+          decoder.feed(chunk);
+          while (decoder.next()) {
+            if (decoder.opcode === OPCODE_PING) pings++;
+            else if (decoder.assembled) {
+              fragments.push(decoder.payload.length);
+              if (decoder.message !== null) whole.push(decoder.message);
+            } else {
+              assert.equal(decoder.message, null);
+              assert.ok(bytesEqual(decoder.payload, pattern(10, 42)));
+              after++;
+            }
+          }
+        }
+        const label = `cut ${cut}, step ${step}`;
+        assert.deepEqual(fragments, [5, 0, 130, 7], label);
+        assert.equal(pings, 1, label);
+        assert.equal(after, 1, label);
+        assert.equal(whole.length, 1, label);
+        assert.ok(bytesEqual(whole[0], message), label);
+        // Exactly sized: the growth room is given back.
+        assert.equal(whole[0].buffer.byteLength, message.length, label);
+      }
+    }
+  });
+}
+
+Deno.test("FrameDecoder with assembleBinary hands over a message that later frames never overwrite", () => {
+  const decoder = clientDecoder({ assembleBinary: true });
+  const first = fragmentedStream([300, 300], false);
+  const second = fragmentedStream([200, 400], false);
+  const messages: Uint8Array[] = [];
+  for (const bytes of [first.bytes, second.bytes]) {
+    decoder.feed(bytes);
+    while (decoder.next()) if (decoder.message) messages.push(decoder.message);
+  }
+  assert.equal(messages.length, 2);
+  assert.ok(bytesEqual(messages[0], first.message));
+  assert.ok(bytesEqual(messages[1], second.message));
+});
+
+Deno.test("FrameDecoder with assembleBinary leaves text, compressed and single-frame messages alone", () => {
+  const decoder = clientDecoder({ assembleBinary: true, allowRsv1: true });
+  const bytes = concat(
+    encodeFrame(OPCODE_TEXT, pattern(4), { fin: false }),
+    encodeFrame(OPCODE_CONTINUATION, pattern(4)),
+    encodeFrame(OPCODE_BINARY, pattern(4), { fin: false, rsv1: true }),
+    encodeFrame(OPCODE_CONTINUATION, pattern(4)),
+    encodeFrame(OPCODE_BINARY, pattern(4)),
+  );
+  decoder.feed(bytes);
+  let frames = 0;
+  while (decoder.next()) {
+    frames++;
+    assert.equal(decoder.assembled, false);
+    assert.equal(decoder.message, null);
+  }
+  assert.equal(frames, 5);
+});
+
+Deno.test("FrameDecoder with assembleBinary commits at most max(1 MiB, 4 x received) to a message", () => {
+  const decoder = clientDecoder({ assembleBinary: true });
+  // Fragments of 100 KiB: the buffer grows fourfold, never beyond 4 times
+  // what came, and one declared 1 GiB fragment allocates nothing until its
+  // bytes arrive.
+  const fragment = pattern(100 * 1024);
+  decoder.feed(encodeFrame(OPCODE_BINARY, fragment, { fin: false }));
+  assert.ok(decoder.next());
+  let received = fragment.length;
+  for (let i = 0; i < 30; i++) {
+    decoder.feed(encodeFrame(OPCODE_CONTINUATION, fragment, { fin: false }));
+    assert.ok(decoder.next());
+    received += fragment.length;
+    const committed = decoder.payload.buffer.byteLength;
+    assert.ok(
+      committed <= Math.max(1 << 20, 4 * received),
+      `${committed} bytes committed for ${received} received`,
+    );
+  }
+  const header = new Uint8Array(10);
+  writeFrameHeader(header, 0, true, false, OPCODE_CONTINUATION, 2 ** 30);
+  decoder.feed(header);
+  assert.equal(decoder.next(), false);
+  const before = decoder.payload.buffer.byteLength;
+  // The direct target reaches into the existing buffer, grown at most fourfold.
+  const target = decoder.directTarget(16 * 1024);
+  assert.ok(target !== null);
+  assert.ok(target.buffer.byteLength <= 4 * before);
+});
+
+Deno.test("FrameDecoder with assembleBinary reads spanning fragments directly into the message buffer", () => {
+  const decoder = serverDecoder({ assembleBinary: true });
+  const { bytes, message } = fragmentedStream([70_000, 200_000, 3], true);
+  // The first frame's header and a few bytes arrive as a chunk; the rest
+  // is read through directTarget whenever one is offered.
+  let pos = 20;
+  decoder.feed(bytes.slice(0, pos));
+  assert.equal(decoder.next(), false);
+  let whole: Uint8Array | null = null;
+  let directBytes = 0;
+  while (pos < bytes.length || whole === null) {
+    const target = decoder.directTarget(1024);
+    if (target !== null) {
+      const n = Math.min(target.length, 50_000);
+      target.set(bytes.subarray(pos, pos + n));
+      pos += n;
+      directBytes += n;
+      decoder.advance(n);
+    } else {
+      decoder.feed(bytes.slice(pos, pos + 1000));
+      pos = Math.min(bytes.length, pos + 1000);
+    }
+    while (decoder.next()) if (decoder.message) whole = decoder.message;
+    if (pos >= bytes.length && whole === null) break;
+  }
+  assert.ok(whole !== null);
+  assert.ok(bytesEqual(whole, message));
+  assert.ok(directBytes > 250_000, `${directBytes} bytes read directly`);
+});
+
 // -- 5.2 Base framing: protocol errors --
 
 Deno.test("FrameDecoder rejects RSV1 without a negotiated extension with 1002", () => {
