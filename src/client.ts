@@ -307,6 +307,7 @@ async function handshake(
     conn,
     client: true,
     head: read.rest,
+    readBuffer: read.buffer,
     protocol,
     extensions,
     request: { method: "GET", url: url.href, headers: requestHeaders },

@@ -9,7 +9,39 @@ import { findHeadEnd } from "./handshake.ts";
 /** An HTTP head and the bytes that came after it in the same reads. */
 export interface HeadRead {
   head: Uint8Array;
+  /** The bytes after the head: a view of `buffer`. */
   rest: Uint8Array;
+  /**
+   * The buffer read into. A socket reads on into it once it has processed
+   * `rest` (which it copies what it keeps from), rather than allocating one.
+   */
+  buffer: Uint8Array;
+}
+
+/** The size of a connection's first read buffer (head, then frames). */
+export const READ_BUFFER_SIZE = 8 * 1024;
+const READ_POOL_MAX = 128;
+const readPool: Uint8Array[] = [];
+
+/**
+ * A read buffer of {@linkcode READ_BUFFER_SIZE} bytes, from the buffers
+ * of connections that ended if there are any: under connection churn,
+ * allocating one per connection kept the garbage collector busy.
+ */
+export function takeReadBuffer(): Uint8Array {
+  return readPool.pop() ?? new Uint8Array(READ_BUFFER_SIZE);
+}
+
+/**
+ * Gives back the read buffer of a connection whose reading is over for
+ * good (nothing reads into it and no view of it is kept).
+ */
+export function releaseReadBuffer(buffer: Uint8Array): void {
+  if (
+    buffer.length === READ_BUFFER_SIZE && buffer.byteOffset === 0 &&
+    buffer.buffer.byteLength === READ_BUFFER_SIZE &&
+    readPool.length < READ_POOL_MAX
+  ) readPool.push(buffer);
 }
 
 /**
@@ -22,7 +54,9 @@ export async function readHead(
   maxSize: number,
 ): Promise<HeadRead | "too_large" | "eof"> {
   // Room for the head plus the start of the first frame in the same read.
-  let buffer = new Uint8Array(Math.min(maxSize + 4096, 4096));
+  let buffer = maxSize + 4096 >= READ_BUFFER_SIZE
+    ? takeReadBuffer()
+    : new Uint8Array(maxSize + 4096);
   let length = 0;
   let scanned = 0;
   for (;;) {
@@ -39,8 +73,11 @@ export async function readHead(
     const end = findHeadEnd(buffer.subarray(0, length), scanned - 3);
     if (end !== -1) {
       if (end > maxSize) return "too_large";
-      // The rest is copied out so the socket owns it independently.
-      return { head: buffer.subarray(0, end), rest: buffer.slice(end, length) };
+      return {
+        head: buffer.subarray(0, end),
+        rest: buffer.subarray(end, length),
+        buffer,
+      };
     }
     scanned = length;
     if (length >= maxSize) return "too_large";

@@ -217,36 +217,51 @@ interface HandshakeConfig {
 }
 
 /** One connection before it is a socket: it can be cut at any await. */
+const CUT = new Error("Connection cut");
+
 class PendingConn {
   readonly conn: Deno.Conn;
-  readonly #abort = new AbortController();
-  readonly #aborted: Promise<never>;
+  // Made on first use: most connections are never cut and never race user
+  // code, and an AbortController per connection was measurable under churn.
+  #abort: AbortController | null = null;
+  #aborted: Promise<never> | null = null;
+  #cut = false;
 
   constructor(conn: Deno.Conn) {
     this.conn = conn;
-    this.#aborted = new Promise((_, reject) => {
-      this.#abort.signal.addEventListener(
-        "abort",
-        () => reject(this.#abort.signal.reason),
-        { once: true },
-      );
-    });
-    this.#aborted.catch(noop);
   }
 
   /** Aborted when the connection is cut. */
   get signal(): AbortSignal {
+    if (this.#abort === null) {
+      this.#abort = new AbortController();
+      if (this.#cut) this.#abort.abort(CUT);
+    }
     return this.#abort.signal;
   }
 
   /** Closes the connection and rejects what {@linkcode race} waits on. */
   cut(): void {
-    this.#abort.abort(new Error("Connection cut"));
+    if (!this.#cut) {
+      this.#cut = true;
+      this.#abort?.abort(CUT);
+    }
     closeQuietly(this.conn);
   }
 
   /** `promise`, unless the connection is cut first (user code may never settle). */
   race<V>(promise: V | Promise<V>): Promise<V> {
+    if (this.#aborted === null) {
+      const signal = this.signal;
+      this.#aborted = signal.aborted
+        ? Promise.reject(signal.reason)
+        : new Promise((_, reject) => {
+          signal.addEventListener("abort", () => reject(signal.reason), {
+            once: true,
+          });
+        });
+      this.#aborted.catch(noop);
+    }
     return Promise.race([promise, this.#aborted]);
   }
 
@@ -625,6 +640,7 @@ async function handshake(
       conn,
       client: false,
       head: read.rest,
+      readBuffer: read.buffer,
       protocol,
       extensions: deflate?.response ?? "",
       request: requestInfo,

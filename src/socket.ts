@@ -24,6 +24,7 @@ import {
 } from "./frame.ts";
 import { type Message, Protocol, type ProtocolSink } from "./protocol.ts";
 import { ReadQueue } from "./read_queue.ts";
+import { releaseReadBuffer, takeReadBuffer } from "./http_head.ts";
 import { WriteQueue } from "./write_queue.ts";
 
 /** The frame types `Socket.write` sends. */
@@ -184,6 +185,11 @@ export interface SocketInit {
   client: boolean;
   /** Bytes read past the HTTP head: the start of the first frame. */
   head: Uint8Array;
+  /**
+   * The buffer the head was read into (`head` may be a view of it): reading
+   * goes on into it once `head` was processed.
+   */
+  readBuffer?: Uint8Array;
   protocol: string;
   extensions: string;
   request: UpgradeRequestInfo;
@@ -223,7 +229,6 @@ export function enqueueEncoded(
 
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
-const READ_SIZE_MIN = 8 * 1024;
 const READ_SIZE_MAX = 256 * 1024;
 /** A payload spanning reads with this much left is read into directly. */
 const DIRECT_READ_MIN = 16 * 1024;
@@ -389,7 +394,7 @@ export class Socket implements AsyncIterable<Message> {
         init.limits.pingInterval,
       );
     }
-    this.#readLoop(init.head);
+    this.#readLoop(init.head, init.readBuffer);
   }
 
   /** The peer's address. */
@@ -675,13 +680,18 @@ export class Socket implements AsyncIterable<Message> {
     );
   }
 
-  async #readLoop(head: Uint8Array): Promise<void> {
+  async #readLoop(
+    head: Uint8Array,
+    readBuffer: Uint8Array | undefined,
+  ): Promise<void> {
     const protocol = this.#protocol;
     const queue = this.#queue;
     const limit = this.#limits.maxQueuedBytes;
     const conn = this.conn;
-    let buffer = new Uint8Array(READ_SIZE_MIN);
+    let buffer = readBuffer ?? takeReadBuffer();
     try {
+      // Processed before the first read, which may overwrite it: the
+      // protocol copies what it keeps.
       if (head.length > 0) protocol.receive(head);
       while (!protocol.closeReceived && !this.#connClosed) {
         if (queue.bytes > limit && protocol.open) {
@@ -735,6 +745,8 @@ export class Socket implements AsyncIterable<Message> {
       this.#closeConn();
     }
     this.#finish();
+    // Nothing reads into it any more, and nothing delivered is a view of it.
+    releaseReadBuffer(buffer);
   }
 
   #finish(): void {

@@ -33,8 +33,17 @@ const POOL_SIZE = 4;
 const POOL_BUFFER_MAX = 8 * 1024 * 1024;
 const pool: Uint8Array[] = [];
 
+// Buffers of INITIAL_CAPACITY left by queues that closed, for new queues:
+// under connection churn, one new buffer per connection kept the garbage
+// collector busy.
+const SMALL_POOL_MAX = 256;
+const smallPool: Uint8Array[] = [];
+
 /** A pooled buffer of at least `size` bytes, or a new one. */
 function takeBuffer(size: number): Uint8Array {
+  if (size <= INITIAL_CAPACITY) {
+    return smallPool.pop() ?? new Uint8Array(INITIAL_CAPACITY);
+  }
   if (size > KEEP_LIMIT) {
     for (let i = 0; i < pool.length; i++) {
       if (pool[i].length >= size) {
@@ -308,6 +317,12 @@ export class WriteQueue {
     const batch = this.#batch;
     this.#batch = null;
     if (batch !== null) batch.reject(this.#error());
+    // The spare is never part of a write in progress (the buffer may be).
+    const spare = this.#spare;
+    if (
+      spare !== null && spare.length === INITIAL_CAPACITY &&
+      smallPool.length < SMALL_POOL_MAX
+    ) smallPool.push(spare);
     this.#buffer = this.#spare = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;

@@ -170,3 +170,58 @@ Deno.test("connections over maxConnections get 503 and are closed; the server ke
   await c.close();
   await b.close();
 });
+
+Deno.test("messages kept after their connection ended stay intact while new connections reuse its buffers", async () => {
+  // Read and write buffers of ended connections are reused by new ones.
+  // Nothing delivered may be a view of them, and bytes that came with the
+  // upgrade request must be processed before the buffer is read into.
+  const kept = new Map<number, Uint8Array[]>();
+  await using server = serve(async (sock) => {
+    const id = Number(new URL(sock.request.url).searchParams.get("id"));
+    const messages: Uint8Array[] = [];
+    kept.set(id, messages);
+    for await (const msg of sock) {
+      if (msg.type === "binary") {
+        messages.push(msg.data);
+        sock.write(msg.data);
+      }
+    }
+  });
+  const payload = (id: number, i: number) =>
+    new Uint8Array(1 + ((id * 97 + i * 501) % 3000)).map((_, j) =>
+      (id * 13 + i * 7 + j) & 255
+    );
+  const run = async (id: number) => {
+    await using raw = await RawClient.connect(server.addr.port);
+    const parts = [
+      new TextEncoder().encode(
+        `GET /?id=${id} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+      ),
+      ...[0, 1, 2, 3, 4].map((i) => clientFrame(0x2, payload(id, i))),
+      clientFrame(0x8, new Uint8Array([0x03, 0xe8])),
+    ];
+    // One packet: the frames arrive in the same read as the request.
+    const packet = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let offset = 0;
+    for (const part of parts) {
+      packet.set(part, offset);
+      offset += part.length;
+    }
+    await raw.send(packet);
+    assert.match(await raw.readHead(), /^HTTP\/1.1 101 /);
+    assert.equal((await raw.readClose())?.code, 1000);
+  };
+  for (let wave = 0; wave < 6; wave++) {
+    await Promise.all(
+      Array.from({ length: 25 }, (_, k) => run(wave * 25 + k)),
+    );
+  }
+  assert.equal(kept.size, 150);
+  for (const [id, messages] of kept) {
+    assert.equal(messages.length, 5, `connection ${id}`);
+    messages.forEach((data, i) =>
+      assert.deepEqual(data, payload(id, i), `connection ${id}, message ${i}`)
+    );
+  }
+});
