@@ -151,6 +151,8 @@ interface Contestant {
   name: string;
   label: string;
   cmd: string[];
+  /** The scenarios it serves, when not all. */
+  scenarios?: string[];
 }
 
 const DENO = Deno.execPath();
@@ -181,6 +183,12 @@ const SERVERS: Record<string, Contestant> = {
     name: "bun",
     label: "Bun (`Bun.serve`)",
     cmd: ["bun", `${BENCH}servers/bun.ts`],
+  },
+  bare: {
+    name: "bare",
+    label: "bare `Deno.Conn` echo (a floor: no API, no checks)",
+    cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/bare.ts`],
+    scenarios: ["S1", "S2", "S3", "S4"],
   },
 };
 
@@ -805,6 +813,7 @@ async function main(): Promise<number> {
   }
   if (bunVersion) servers.push(SERVERS.bun);
   else notes.push("`bun` not found: Bun contestant skipped.");
+  servers.push(SERVERS.bare);
   const serverList = servers.filter((c) => !wanted || wanted.includes(c.name));
   const clientList = [CLIENTS.builtin, CLIENTS.ours].filter((c) =>
     !wanted || wanted.includes(c.name)
@@ -823,7 +832,8 @@ async function main(): Promise<number> {
   const runs: RunResult[] = [];
   const t0 = Date.now();
   for (const scenario of scenarios) {
-    const list = scenario.side === "server" ? serverList : clientList;
+    const list = (scenario.side === "server" ? serverList : clientList)
+      .filter((c) => !c.scenarios || c.scenarios.includes(scenario.id));
     for (let round = 1; round <= rounds; round++) {
       // Interleaved, rotated so no contestant always goes first.
       const order = list.map((_, i) => list[(i + round - 1) % list.length]);

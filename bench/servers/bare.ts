@@ -1,0 +1,130 @@
+/**
+ * Echo server for the benchmark: the floor, not a contestant to beat. Bare
+ * `Deno.Conn` code with no API and no checks: a minimal upgrade, then every
+ * frame of a read is unmasked in place and echoed frame by frame (fragments
+ * are not reassembled, text is not validated, control frames are echoed as
+ * they came, close ends the connection). A payload that spans reads is read
+ * straight into a buffer of its own. Replies to one read go out in one write.
+ *
+ * What separates this library from it is the price of the API (whole
+ * messages, a read queue, promises) and of the checks (RFC 6455 rules, UTF-8
+ * validation, limits).
+ *
+ * Path `/fanout` is not served. Prints `READY <port>` when listening.
+ *
+ * Run: PORT=0 deno run --allow-net --allow-env bench/servers/bare.ts
+ */
+import { acceptKey } from "../../src/handshake.ts";
+import { mask } from "../../src/mask.ts";
+
+const encoder = new TextEncoder();
+const listener = Deno.listen({
+  hostname: "127.0.0.1",
+  port: Number(Deno.env.get("PORT") ?? "0"),
+});
+console.log(`READY ${(listener.addr as Deno.NetAddr).port}`);
+
+for await (const conn of listener) serve(conn).catch(() => conn.close());
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let o = 0; o < bytes.length;) o += await conn.write(bytes.subarray(o));
+}
+
+async function serve(conn: Deno.Conn): Promise<void> {
+  conn.setNoDelay(true);
+  const buf = new Uint8Array(256 * 1024);
+  let len = 0;
+  // The upgrade: read to the blank line, answer 101.
+  let headEnd = -1;
+  while (headEnd < 0) {
+    const n = await conn.read(buf.subarray(len));
+    if (n === null) return conn.close();
+    len += n;
+    headEnd = new TextDecoder().decode(buf.subarray(0, len)).indexOf(
+      "\r\n\r\n",
+    );
+  }
+  const head = new TextDecoder().decode(buf.subarray(0, headEnd));
+  const key = /sec-websocket-key:\s*(\S+)/i.exec(head)?.[1] ?? "";
+  await writeAll(
+    conn,
+    encoder.encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" +
+        `Connection: Upgrade\r\nSec-WebSocket-Accept: ${
+          acceptKey(key)
+        }\r\n\r\n`,
+    ),
+  );
+  buf.copyWithin(0, headEnd + 4, len);
+  len -= headEnd + 4;
+  const out = new Uint8Array(256 * 1024 + 16);
+  for (;;) {
+    // Every whole frame in buf[0, len).
+    let pos = 0;
+    let outLen = 0;
+    for (;;) {
+      if (len - pos < 2) break;
+      const b0 = buf[pos], b1 = buf[pos + 1];
+      if ((b0 & 0x0f) === 0x8) return conn.close();
+      let size = b1 & 0x7f;
+      let hdr = 2;
+      if (size === 126) {
+        if (len - pos < 4) break;
+        size = (buf[pos + 2] << 8) | buf[pos + 3];
+        hdr = 4;
+      } else if (size === 127) {
+        if (len - pos < 10) break;
+        size = buf[pos + 6] * 2 ** 24 + ((buf[pos + 7] << 16) |
+          (buf[pos + 8] << 8) | buf[pos + 9]);
+        hdr = 10;
+      }
+      const key = buf.subarray(pos + hdr, pos + hdr + 4);
+      const start = pos + hdr + 4;
+      if (len - start < size) {
+        if (size <= buf.length - start) break; // The rest fits: read more.
+        // A big payload: read the rest straight into a buffer of its own.
+        const header = buf.slice(pos, pos + hdr);
+        header[1] &= 0x7f;
+        await writeAll(conn, out.subarray(0, outLen));
+        outLen = 0;
+        const payload = new Uint8Array(size);
+        let got = len - start;
+        payload.set(buf.subarray(start, len));
+        while (got < size) {
+          const n = await conn.read(payload.subarray(got));
+          if (n === null) return conn.close();
+          got += n;
+        }
+        mask(payload, key.slice());
+        await writeAll(conn, header);
+        await writeAll(conn, payload);
+        pos = len = 0;
+        break;
+      }
+      const payload = buf.subarray(start, start + size);
+      mask(payload, key);
+      if (outLen + hdr + size > out.length) {
+        await writeAll(conn, out.subarray(0, outLen));
+        outLen = 0;
+      }
+      // The reply's header: the same, without the mask bit.
+      for (let i = 0; i < hdr; i++) out[outLen + i] = buf[pos + i];
+      out[outLen + 1] = b1 & 0x7f;
+      if (hdr + size <= out.length) {
+        out.set(payload, outLen + hdr);
+        outLen += hdr + size;
+      } else {
+        await writeAll(conn, out.subarray(0, hdr));
+        await writeAll(conn, payload);
+        outLen = 0;
+      }
+      pos = start + size;
+    }
+    if (outLen > 0) await writeAll(conn, out.subarray(0, outLen));
+    buf.copyWithin(0, pos, len);
+    len -= pos;
+    const n = await conn.read(buf.subarray(len));
+    if (n === null) return conn.close();
+    len += n;
+  }
+}
