@@ -16,6 +16,7 @@ import {
   validateUpgrade,
 } from "./handshake.ts";
 import { closeQuietly, readHead } from "./http_head.ts";
+import { deadlinesOf } from "./deadlines.ts";
 import {
   bodyLength,
   buildRequest,
@@ -541,7 +542,10 @@ async function handshake(
   tracker?.enter(pending, "handshake");
   // Frames are coalesced per event-loop turn already; Nagle only adds delay.
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  const cancelDeadline = pending.deadline(config.handshakeTimeout);
+  const deadline = deadlinesOf(config.handshakeTimeout).add(() =>
+    pending.cut()
+  );
+  const cancelDeadline = deadline.cancel;
   try {
     const maxSize = config.maxHandshakeSize;
     const read = await readHead(conn, maxSize);

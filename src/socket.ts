@@ -24,6 +24,7 @@ import {
 } from "./frame.ts";
 import { type Message, Protocol, type ProtocolSink } from "./protocol.ts";
 import { ReadQueue } from "./read_queue.ts";
+import { type Deadline, deadlinesOf } from "./deadlines.ts";
 import { releaseReadBuffer, takeReadBuffer } from "./http_head.ts";
 import { WriteQueue } from "./write_queue.ts";
 
@@ -324,7 +325,7 @@ export class Socket implements AsyncIterable<Message> {
   // Resolves once a close frame was sent (or the transport closed).
   #closing = Promise.withResolvers<void>();
   #finished = false;
-  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #closeTimer: Deadline | undefined;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #pongTimer: ReturnType<typeof setTimeout> | undefined;
   #dropReason = "";
@@ -753,7 +754,7 @@ export class Socket implements AsyncIterable<Message> {
     this.#finished = true;
     this.#deflate?.close();
     this.#topics?.remove(this);
-    clearTimeout(this.#closeTimer);
+    this.#closeTimer?.cancel();
     clearInterval(this.#pingTimer);
     clearTimeout(this.#pongTimer);
     const protocol = this.#protocol;
@@ -799,10 +800,10 @@ export class Socket implements AsyncIterable<Message> {
   #armCloseTimer(): void {
     this.#closing.resolve();
     if (this.#closeTimer !== undefined || this.#connClosed) return;
-    this.#closeTimer = setTimeout(() => {
+    this.#closeTimer = deadlinesOf(this.#limits.closeTimeout).add(() => {
       this.#dropReason = "Close timeout: no close frame from the peer";
       this.#closeConn();
-    }, this.#limits.closeTimeout);
+    });
   }
 
   #keepalive(): void {

@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { Deadlines } from "../src/deadlines.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+Deno.test("Deadlines fire in order, each no earlier than its duration after it was set", async () => {
+  const deadlines = new Deadlines(40);
+  const fired: [number, number][] = [];
+  const set: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    set.push(performance.now());
+    deadlines.add(() => fired.push([i, performance.now()]));
+    await sleep(5);
+  }
+  await sleep(120);
+  assert.deepEqual(fired.map(([i]) => i), [0, 1, 2, 3, 4]);
+  for (const [i, at] of fired) {
+    assert.ok(at - set[i] >= 39, `deadline ${i} fired after ${at - set[i]} ms`);
+  }
+});
+
+Deno.test("Deadlines cancelled do not fire, and no timer is left once all are cancelled", async () => {
+  // The test sanitizer fails this test if a timer is left pending.
+  const deadlines = new Deadlines(30);
+  const fired: number[] = [];
+  const handles = Array.from(
+    { length: 3000 },
+    (_, i) => deadlines.add(() => fired.push(i)),
+  );
+  // Cancel all but a few, out of order (the head last).
+  for (let i = handles.length - 1; i >= 0; i--) {
+    if (i % 1000 !== 500) handles[i].cancel();
+  }
+  await sleep(80);
+  assert.deepEqual(fired, [500, 1500, 2500]);
+  const late = deadlines.add(() => fired.push(-1));
+  late.cancel();
+  late.cancel();
+});
+
+Deno.test("Deadlines set from inside a callback still fire", async () => {
+  const deadlines = new Deadlines(10);
+  const done = Promise.withResolvers<number>();
+  deadlines.add(() => deadlines.add(() => done.resolve(performance.now())));
+  const start = performance.now();
+  assert.ok((await done.promise) - start >= 19);
+});
