@@ -29,6 +29,11 @@ export class Deadlines {
     this.ms = ms;
   }
 
+  /** Whether a timer is set (there is a deadline not cancelled). */
+  get armed(): boolean {
+    return this.#timer !== undefined;
+  }
+
   /** Calls `callback` in `ms` milliseconds unless cancelled first. */
   add(callback: () => void): Deadline {
     const entry: Entry = {

@@ -33,9 +33,13 @@ Deno.test("Deadlines cancelled do not fire, and no timer is left once all are ca
   }
   await sleep(80);
   assert.deepEqual(fired, [500, 1500, 2500]);
+  assert.equal(deadlines.armed, false);
   const late = deadlines.add(() => fired.push(-1));
+  assert.equal(deadlines.armed, true);
   late.cancel();
   late.cancel();
+  // Nothing left to wait for: no timer keeps the process alive.
+  assert.equal(deadlines.armed, false);
 });
 
 Deno.test("Deadlines set from inside a callback still fire", async () => {
