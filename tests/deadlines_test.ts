@@ -49,3 +49,22 @@ Deno.test("Deadlines set from inside a callback still fire", async () => {
   const start = performance.now();
   assert.ok((await done.promise) - start >= 19);
 });
+
+Deno.test("a process whose deadlines were all cancelled exits at once", async () => {
+  const url = new URL("../src/deadlines.ts", import.meta.url).href;
+  const start = performance.now();
+  const { code } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { Deadlines } from "${url}";
+       const d = new Deadlines(5000);
+       const a = d.add(() => Deno.exit(3)), b = d.add(() => Deno.exit(4));
+       b.cancel(); a.cancel();`,
+    ],
+    stdout: "null",
+    stderr: "inherit",
+  }).output();
+  assert.equal(code, 0);
+  // A timer left behind would hold the process for 5 s.
+  assert.ok(performance.now() - start < 4000);
+});
