@@ -39,6 +39,13 @@ const pool: Uint8Array[] = [];
 const SMALL_POOL_MAX = 256;
 const smallPool: Uint8Array[] = [];
 
+/** Gives an idle buffer of INITIAL_CAPACITY to the small pool. */
+function releaseSmall(buffer: Uint8Array): void {
+  if (buffer.length === INITIAL_CAPACITY && smallPool.length < SMALL_POOL_MAX) {
+    smallPool.push(buffer);
+  }
+}
+
 /** A pooled buffer of at least `size` bytes, or a new one. */
 function takeBuffer(size: number): Uint8Array {
   if (size <= INITIAL_CAPACITY) {
@@ -318,11 +325,7 @@ export class WriteQueue {
     this.#batch = null;
     if (batch !== null) batch.reject(this.#error());
     // The spare is never part of a write in progress (the buffer may be).
-    const spare = this.#spare;
-    if (
-      spare !== null && spare.length === INITIAL_CAPACITY &&
-      smallPool.length < SMALL_POOL_MAX
-    ) smallPool.push(spare);
+    if (this.#spare !== null) releaseSmall(this.#spare);
     this.#buffer = this.#spare = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
@@ -394,8 +397,18 @@ export class WriteQueue {
       }
       this.bufferedAmount -= batch.bytes;
       if (written !== null) {
-        if (written.length <= KEEP_LIMIT) this.#spare = written;
-        else poolBuffer(written);
+        if (written.length > KEEP_LIMIT) poolBuffer(written);
+        else if (this.#spare === null) this.#spare = written;
+        else {
+          // Two idle buffers (frames came in while this one was being
+          // written): keep the bigger, and the other for the next queue
+          // rather than letting the next overlap allocate one.
+          const [keep, give] = written.length > this.#spare.length
+            ? [written, this.#spare]
+            : [this.#spare, written];
+          this.#spare = keep;
+          releaseSmall(give);
+        }
       }
       batch.resolve();
     }

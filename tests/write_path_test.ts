@@ -145,3 +145,49 @@ Deno.test("a pooled write buffer is not handed to another queue while its write 
   assert.deepEqual(bytes(slow), new Set([0xaa]));
   assert.deepEqual(bytes(fast), new Set([0xbb]));
 });
+
+Deno.test("small write buffers passed between queues are never one still being written", async () => {
+  // Queues keep one idle buffer and give any second one to a pool that
+  // other queues take from; a buffer given away while its write is in
+  // progress would carry another queue's frames.
+  class HeldWriter {
+    wire: number[] = [];
+    #pending: (() => void)[] = [];
+    write(p: Uint8Array): Promise<number> {
+      return new Promise((resolve) =>
+        this.#pending.push(() => {
+          this.wire.push(...p);
+          resolve(p.length);
+        })
+      );
+    }
+    release(): void {
+      for (const done of this.#pending.splice(0)) done();
+    }
+  }
+  const onError = (e: unknown) => e;
+  const writers = [0, 1, 2, 3].map(() => new HeldWriter());
+  const queues = writers.map((w) => new WriteQueue(w, false, onError));
+  const turn = () => new Promise((r) => setTimeout(r, 0));
+  for (let round = 0; round < 20; round++) {
+    // Every queue gets frames while its previous write is held, then the
+    // writes of half the queues complete.
+    queues.forEach((q, i) =>
+      q.push(true, false, 2, new Uint8Array(100).fill(0x10 + i))
+    );
+    await turn();
+    writers.forEach((w, i) => (i + round) % 2 === 0 && w.release());
+    await turn();
+  }
+  for (let i = 0; i < 10; i++) {
+    writers.forEach((w) => w.release());
+    await turn();
+  }
+  await Promise.all(queues.map((q) => q.idle()));
+  writers.forEach((w, i) => {
+    // 20 frames of a 2-byte header and 100 payload bytes, all its own.
+    assert.equal(w.wire.length, 20 * 102, `queue ${i}`);
+    const payload = w.wire.filter((_, j) => j % 102 >= 2);
+    assert.deepEqual(new Set(payload), new Set([0x10 + i]), `queue ${i}`);
+  });
+});
