@@ -214,17 +214,14 @@ export interface TopicRegistry {
   remove(sock: Socket): void;
 }
 
-let enqueue: (sock: Socket, frame: Uint8Array) => Promise<void> | null;
+let enqueue: (sock: Socket, frame: Uint8Array) => boolean;
 
 /**
  * Queues an already encoded (unmasked, server-side) frame on `sock`, as
  * `publish` does to write the same bytes to every subscriber. Returns
- * `null`, queuing nothing, when the socket no longer accepts data.
+ * `false`, queuing nothing, when the socket no longer accepts data.
  */
-export function enqueueEncoded(
-  sock: Socket,
-  frame: Uint8Array,
-): Promise<void> | null {
+export function enqueueEncoded(sock: Socket, frame: Uint8Array): boolean {
   return enqueue(sock, frame);
 }
 
@@ -282,7 +279,7 @@ function closedError(message: string, closeCode?: number): Promise<never> {
 export class Socket implements AsyncIterable<Message> {
   static {
     enqueue = (sock, frame) =>
-      sock.#protocol.open ? sock.#writes.pushEncoded(frame) : null;
+      sock.#protocol.open && sock.#writes.pushEncoded(frame);
   }
 
   /** The underlying connection (Deno has no `fd`; this replaces the seed's `sock.fd`). */

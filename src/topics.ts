@@ -193,7 +193,7 @@ export class Topics {
     let queued = 0;
     for (const sock of sockets) {
       if (sock.bufferedAmount > limit) continue;
-      if (enqueueEncoded(sock, frames) !== null) queued++;
+      if (enqueueEncoded(sock, frames)) queued++;
     }
     return queued;
   }
