@@ -170,9 +170,31 @@ export function hasToken(value: string | null, token: string): boolean {
  * base64 of the SHA-1 of the key and the GUID.
  */
 export function acceptKey(key: string): string {
-  return btoa(
-    String.fromCharCode(...sha1(encoder.encode(key + WEBSOCKET_GUID))),
-  );
+  return base64(sha1(encoder.encode(key + WEBSOCKET_GUID)));
+}
+
+const BASE64 =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/** Standard base64 with padding (RFC 4648 4), without `btoa`'s round trip through a string. */
+export function base64(bytes: Uint8Array): string {
+  let out = "";
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out += BASE64[n >>> 18] + BASE64[(n >>> 12) & 63] + BASE64[(n >>> 6) & 63] +
+      BASE64[n & 63];
+  }
+  const rest = bytes.length - i;
+  if (rest === 1) {
+    const n = bytes[i] << 16;
+    out += BASE64[n >>> 18] + BASE64[(n >>> 12) & 63] + "==";
+  } else if (rest === 2) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
+    out += BASE64[n >>> 18] + BASE64[(n >>> 12) & 63] + BASE64[(n >>> 6) & 63] +
+      "=";
+  }
+  return out;
 }
 
 /** Whether `key` is base64 of 16 bytes (RFC 6455 4.1, item 7). */

@@ -638,7 +638,7 @@ async function handshake(
     }
     await writeAll(
       conn,
-      encoder.encode(encodeHead(101, "Switching Protocols", fields)),
+      headBytes(encodeHead(101, "Switching Protocols", fields)),
     );
     return new Socket({
       conn,
@@ -868,6 +868,20 @@ function upgradeRequestInfo(
     url = `${scheme}://${host}${request.target}`;
   }
   return { method: request.method, url, headers: request.headers };
+}
+
+/**
+ * `encoder.encode(head)`, without the call into the runtime when the head
+ * is ASCII, as a 101 is unless the upgrade hook added other headers.
+ */
+function headBytes(head: string): Uint8Array {
+  const bytes = new Uint8Array(head.length);
+  for (let i = 0; i < head.length; i++) {
+    const c = head.charCodeAt(i);
+    if (c > 0x7f) return encoder.encode(head);
+    bytes[i] = c;
+  }
+  return bytes;
 }
 
 function connectionInfo(conn: Deno.Conn): ConnectionInfo {

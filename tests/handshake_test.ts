@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   acceptKey,
+  base64,
   encodeRequest,
   encodeResponse,
   findHeadEnd,
@@ -475,4 +476,13 @@ Deno.test("encodeRequest() output is accepted by parseRequestHead() and validate
   assert.equal(result.key, key);
   assert.deepEqual(result.protocols, ["chat", "superchat"]);
   assert.equal((await acceptKey(key)).length, 28);
+});
+
+Deno.test("base64() matches btoa for every length 0-40 and all byte values", () => {
+  for (let length = 0; length <= 40; length++) {
+    const bytes = new Uint8Array(length).map((_, i) => (i * 97 + length) & 255);
+    assert.equal(base64(bytes), btoa(String.fromCharCode(...bytes)));
+  }
+  const all = new Uint8Array(256).map((_, i) => i);
+  assert.equal(base64(all), btoa(String.fromCharCode(...all)));
 });

@@ -926,3 +926,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test("headers the upgrade hook adds reach the client in the 101 byte for byte, ASCII or not", async () => {
+  await using server = serve(echo, {
+    upgrade: (req) => ({
+      headers: new URL(req.url).pathname === "/ascii"
+        ? { "X-Room": "lobby-7" }
+        : { "X-Room": "caf\u00e9" },
+    }),
+  });
+  for (
+    const [path, expected] of [
+      ["/ascii", "x-room: lobby-7\r\n"],
+      // A byte string header value goes out as its UTF-8 bytes (read back
+      // here as UTF-8).
+      ["/latin1", "x-room: caf\u00e9\r\n"],
+    ]
+  ) {
+    await using raw = await RawClient.connect(server.addr.port);
+    await raw.send(
+      upgradeRequest(server.addr.port).replace("GET /", `GET ${path}`),
+    );
+    const head = await within(raw.readHead());
+    assert.match(head, /^HTTP\/1.1 101 Switching Protocols\r\n/);
+    assert.ok(head.includes(expected), `${path}: ${JSON.stringify(head)}`);
+  }
+});
