@@ -3,7 +3,7 @@
  * handshake deadline and a close deadline; a `setTimeout` and a
  * `clearTimeout` each were a measurable part of a short connection's cost.
  * Deadlines of the same duration expire in the order they were set, so a
- * FIFO and one timer armed for its head are enough.
+ * FIFO and one (unref'd) timer armed for its head are enough.
  *
  * @module
  */
@@ -29,11 +29,6 @@ export class Deadlines {
     this.ms = ms;
   }
 
-  /** Whether a timer is set (there is a deadline not cancelled). */
-  get armed(): boolean {
-    return this.#timer !== undefined;
-  }
-
   /** Calls `callback` in `ms` milliseconds unless cancelled first. */
   add(callback: () => void): Deadline {
     const entry: Entry = {
@@ -57,10 +52,11 @@ export class Deadlines {
       this.#head++;
     }
     if (this.#head === queue.length) {
+      // The timer stays set (it is unref'd: it keeps no process alive) and
+      // finds nothing to do: clearing it only to set it again for the next
+      // deadline cost more, under connection churn, than letting it fire.
       queue.length = 0;
       this.#head = 0;
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
     } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
       queue.splice(0, this.#head);
       this.#head = 0;
@@ -73,6 +69,8 @@ export class Deadlines {
       this.#fire,
       Math.max(0, head.at - performance.now()),
     );
+    // Deadlines guard connections, whose own reads keep the process alive.
+    Deno.unrefTimer(this.#timer);
   }
 
   #fire = (): void => {

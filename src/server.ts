@@ -861,13 +861,30 @@ function upgradeRequestInfo(
 ): UpgradeRequestInfo {
   const scheme = secure ? "wss" : "ws";
   const host = request.headers.get("host") ?? hostOf(info.localAddr);
+  return {
+    method: request.method,
+    url: upgradeUrl(scheme, host, request.target),
+    headers: request.headers,
+  };
+}
+
+// The URL of the last upgrade: clients of one server tend to ask for the
+// same one, and parsing it was a measurable part of a short connection.
+let lastUrl = { scheme: "", host: "", target: "", url: "" };
+
+function upgradeUrl(scheme: string, host: string, target: string): string {
+  const last = lastUrl;
+  if (last.target === target && last.host === host && last.scheme === scheme) {
+    return last.url;
+  }
   let url: string;
   try {
-    url = new URL(request.target, `${scheme}://${host}`).href;
+    url = new URL(target, `${scheme}://${host}`).href;
   } catch {
-    url = `${scheme}://${host}${request.target}`;
+    url = `${scheme}://${host}${target}`;
   }
-  return { method: request.method, url, headers: request.headers };
+  lastUrl = { scheme, host, target, url };
+  return url;
 }
 
 /**

@@ -511,3 +511,29 @@ Deno.test("a tls server serves wss:// with the given certificate", async () => {
   );
   await within(sock.close());
 });
+
+Deno.test("sock.request.url is right for each of consecutive upgrades with the same or other targets and hosts", async () => {
+  const urls: string[] = [];
+  await using server = serve((sock) => {
+    urls.push(sock.request.url);
+  });
+  const port = server.addr.port;
+  const cases: [string, string, string][] = [
+    ["/a?x=1", `127.0.0.1:${port}`, `ws://127.0.0.1:${port}/a?x=1`],
+    ["/a?x=1", `127.0.0.1:${port}`, `ws://127.0.0.1:${port}/a?x=1`],
+    ["/b/../c", `127.0.0.1:${port}`, `ws://127.0.0.1:${port}/c`],
+    ["/a?x=1", "Example.COM", "ws://example.com/a?x=1"],
+    ["/a?x=1", `127.0.0.1:${port}`, `ws://127.0.0.1:${port}/a?x=1`],
+  ];
+  for (const [target, host] of cases) {
+    await using raw = await RawClient.connect(port);
+    await raw.send(
+      upgradeRequest(port)
+        .replace("GET / ", `GET ${target} `)
+        .replace(/Host: [^\r]*/, `Host: ${host}`),
+    );
+    assert.match(await within(raw.readHead()), /^HTTP\/1.1 101 /);
+    await within(raw.readClose());
+  }
+  assert.deepEqual(urls, cases.map(([, , url]) => url));
+});
