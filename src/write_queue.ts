@@ -25,13 +25,14 @@ const INITIAL_CAPACITY = 4 * 1024;
 /** A buffer bigger than this is not kept by its queue once written... */
 const KEEP_LIMIT = 256 * 1024;
 /**
- * ...but goes to a pool shared by every queue, this many at most, each at
- * most POOL_BUFFER_MAX: a new buffer is zero-filled, which cost as much as
- * copying the frames into it when echoing 1 MiB messages.
+ * ...but goes to a pool shared by every queue, at most POOL_BYTES in all:
+ * a new buffer is zero-filled, which cost as much as copying the frames
+ * into it when echoing 1 MiB messages. The bound is what a server keeps
+ * after a burst of big messages.
  */
-const POOL_SIZE = 4;
-const POOL_BUFFER_MAX = 8 * 1024 * 1024;
+const POOL_BYTES = 8 * 1024 * 1024;
 const pool: Uint8Array[] = [];
+let pooledBytes = 0;
 
 // Buffers of INITIAL_CAPACITY left by queues that closed, for new queues:
 // under connection churn, one new buffer per connection kept the garbage
@@ -57,6 +58,7 @@ function takeBuffer(size: number): Uint8Array {
         const buffer = pool[i];
         pool[i] = pool[pool.length - 1];
         pool.pop();
+        pooledBytes -= buffer.length;
         return buffer;
       }
     }
@@ -66,17 +68,25 @@ function takeBuffer(size: number): Uint8Array {
 
 /** Gives a written buffer bigger than KEEP_LIMIT to the pool. */
 function poolBuffer(buffer: Uint8Array): void {
-  if (buffer.length > POOL_BUFFER_MAX) return;
-  if (pool.length < POOL_SIZE) {
-    pool.push(buffer);
-    return;
+  // Full: make room by dropping smaller ones, which are cheaper to make.
+  while (pooledBytes + buffer.length > POOL_BYTES && pool.length > 0) {
+    let smallest = 0;
+    for (let i = 1; i < pool.length; i++) {
+      if (pool[i].length < pool[smallest].length) smallest = i;
+    }
+    if (pool[smallest].length >= buffer.length) return;
+    pooledBytes -= pool[smallest].length;
+    pool[smallest] = pool[pool.length - 1];
+    pool.pop();
   }
-  // Full: keep the bigger ones, which are the costlier to make.
-  let smallest = 0;
-  for (let i = 1; i < pool.length; i++) {
-    if (pool[i].length < pool[smallest].length) smallest = i;
-  }
-  if (pool[smallest].length < buffer.length) pool[smallest] = buffer;
+  if (pooledBytes + buffer.length > POOL_BYTES) return;
+  pool.push(buffer);
+  pooledBytes += buffer.length;
+}
+
+/** Bytes held by the pool of big write buffers (for tests). */
+export function pooledWriteBytes(): number {
+  return pooledBytes;
 }
 
 function noop(): void {}

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { serve, urlOf } from "./_helpers.ts";
-import { WriteQueue } from "../src/write_queue.ts";
+import { pooledWriteBytes, WriteQueue } from "../src/write_queue.ts";
 
 const echo = async (sock: Parameters<Parameters<typeof serve>[0]>[0]) => {
   for await (const msg of sock) {
@@ -94,6 +94,9 @@ Deno.test("large fragmented messages from several sockets at once stay intact (w
       assert.deepEqual(msg.data, payload(s, i), `socket ${s}, message ${i}`);
     }
   }));
+  // What the pool keeps once the burst is over is bounded.
+  assert.ok(pooledWriteBytes() > 0);
+  assert.ok(pooledWriteBytes() <= 8 * 1024 * 1024, `${pooledWriteBytes()}`);
   await Promise.all(socks.map((sock) => sock.close()));
 });
 
