@@ -511,11 +511,11 @@ export class FrameDecoder {
     return next;
   }
 
-  #complete(payload: Uint8Array, owned: boolean): true {
+  #complete(payload: Uint8Array, owned: boolean, assembled = false): true {
     if (this.#masked) mask(payload, this.#maskingKey);
     this.payload = payload;
     this.payloadOwned = owned;
-    this.assembled = false;
+    this.assembled = assembled;
     this.message = null;
     this.#state = HEADER;
     return true;
@@ -537,15 +537,13 @@ export class FrameDecoder {
     if (this.#filled < length) return false;
     const end = base + length;
     const buffer = this.#message;
-    const payload = buffer === null ? EMPTY : buffer.subarray(base, end);
-    if (this.#masked) mask(payload, this.#maskingKey);
-    this.payload = payload;
-    this.payloadOwned = false;
-    this.assembled = true;
-    this.message = null;
+    this.#complete(
+      buffer === null ? EMPTY : buffer.subarray(base, end),
+      false,
+      true,
+    );
     this.#messageFilled = end;
     this.#filled = 0;
-    this.#state = HEADER;
     if (this.fin) {
       this.#assembling = false;
       this.#message = null;

@@ -100,51 +100,52 @@ Deno.test("large fragmented messages from several sockets at once stay intact (w
   await Promise.all(socks.map((sock) => sock.close()));
 });
 
-Deno.test("a pooled write buffer is not handed to another queue while its write is still in progress", async () => {
-  // A writer that takes its bytes only when released, as a socket whose
-  // peer is slow to read: the buffer must stay untouched until then.
-  class SlowWriter {
-    wire: Uint8Array[] = [];
-    #pending: (() => void)[] = [];
-    write(p: Uint8Array): Promise<number> {
-      return new Promise((resolve) =>
-        this.#pending.push(() => {
-          this.wire.push(p.slice());
-          resolve(p.length);
-        })
-      );
-    }
-    release(): void {
-      for (const done of this.#pending.splice(0)) done();
-    }
+/**
+ * A writer that takes its bytes only when released, as a socket whose peer
+ * is slow to read: a buffer being written must stay untouched until then.
+ */
+class HeldWriter {
+  wire: number[] = [];
+  #pending: (() => void)[] = [];
+  write(p: Uint8Array): Promise<number> {
+    return new Promise((resolve) =>
+      this.#pending.push(() => {
+        for (const byte of p) this.wire.push(byte);
+        resolve(p.length);
+      })
+    );
   }
+  release(): void {
+    for (const done of this.#pending.splice(0)) done();
+  }
+}
+
+Deno.test("a pooled write buffer is not handed to another queue while its write is still in progress", async () => {
   const frame = (fill: number) => new Uint8Array(60_000).fill(fill);
   const onError = (e: unknown) => e;
   // Round 1 leaves a written buffer of over 256 KiB in the pool.
-  const warm = new SlowWriter();
+  const warm = new HeldWriter();
   const first = new WriteQueue(warm, false, onError);
   for (let i = 0; i < 6; i++) first.push(true, false, 2, frame(1));
   await new Promise((r) => setTimeout(r, 0));
   warm.release();
   await first.idle();
   // Queue A takes that buffer and starts writing it; the write hangs.
-  const slow = new SlowWriter();
+  const slow = new HeldWriter();
   const a = new WriteQueue(slow, false, onError);
   for (let i = 0; i < 6; i++) a.push(true, false, 2, frame(0xaa));
   await new Promise((r) => setTimeout(r, 0));
   // Meanwhile queue B needs a big buffer too.
-  const fast = new SlowWriter();
+  const fast = new HeldWriter();
   const b = new WriteQueue(fast, false, onError);
   for (let i = 0; i < 6; i++) b.push(true, false, 2, frame(0xbb));
   await new Promise((r) => setTimeout(r, 0));
   fast.release();
   slow.release();
   await Promise.all([a.idle(), b.idle()]);
-  const bytes = (w: SlowWriter) => {
-    const all = w.wire.flatMap((p) => [...p]);
-    // Drop the 4-byte headers: every payload byte must be the queue's own.
-    return new Set(all.filter((_, i) => i % 60_004 >= 4));
-  };
+  // Drop the 4-byte headers: every payload byte must be the queue's own.
+  const bytes = (w: HeldWriter) =>
+    new Set(w.wire.filter((_, i) => i % 60_004 >= 4));
   assert.deepEqual(bytes(slow), new Set([0xaa]));
   assert.deepEqual(bytes(fast), new Set([0xbb]));
 });
@@ -153,21 +154,6 @@ Deno.test("small write buffers passed between queues are never one still being w
   // Queues keep one idle buffer and give any second one to a pool that
   // other queues take from; a buffer given away while its write is in
   // progress would carry another queue's frames.
-  class HeldWriter {
-    wire: number[] = [];
-    #pending: (() => void)[] = [];
-    write(p: Uint8Array): Promise<number> {
-      return new Promise((resolve) =>
-        this.#pending.push(() => {
-          this.wire.push(...p);
-          resolve(p.length);
-        })
-      );
-    }
-    release(): void {
-      for (const done of this.#pending.splice(0)) done();
-    }
-  }
   const onError = (e: unknown) => e;
   const writers = [0, 1, 2, 3].map(() => new HeldWriter());
   const queues = writers.map((w) => new WriteQueue(w, false, onError));
