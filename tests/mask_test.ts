@@ -50,6 +50,36 @@ Deno.test("mask() applied twice restores the data", () => {
   }
 });
 
+/**
+ * Masks `length` bytes at `byteOffset` of a patterned buffer with key offset
+ * `offset`, and checks them against the reference and that nothing outside
+ * the view changed.
+ */
+function checkMask(
+  length: number,
+  byteOffset: number,
+  offset: number,
+  key: Uint8Array,
+): void {
+  const label = `length ${length}, byteOffset ${byteOffset}, offset ${offset}`;
+  const buffer = pattern(length + 16, length + byteOffset);
+  const before = buffer.slice();
+  const data = buffer.subarray(byteOffset, byteOffset + length);
+  assert.equal(data.byteOffset, byteOffset);
+  const expected = naiveMask(data, key, offset);
+  mask(data, key, offset);
+  assert.ok(bytesEqual(data, expected), label);
+  const end = byteOffset + length;
+  assert.ok(
+    bytesEqual(buffer.subarray(0, byteOffset), before.subarray(0, byteOffset)),
+    `${label}: bytes before the view`,
+  );
+  assert.ok(
+    bytesEqual(buffer.subarray(end), before.subarray(end)),
+    `${label}: bytes after the view`,
+  );
+}
+
 Deno.test("mask() matches a byte-wise reference for lengths 0-70 at every byte offset 0-7 and key offset 0-3", () => {
   const keys = [
     KEY,
@@ -60,30 +90,7 @@ Deno.test("mask() matches a byte-wise reference for lengths 0-70 at every byte o
     for (let length = 0; length <= 70; length++) {
       for (let byteOffset = 0; byteOffset <= 7; byteOffset++) {
         for (let offset = 0; offset <= 3; offset++) {
-          const label =
-            `length ${length}, byteOffset ${byteOffset}, offset ${offset}`;
-          const buffer = pattern(length + 16, length);
-          const before = buffer.slice();
-          const data = buffer.subarray(byteOffset, byteOffset + length);
-          assert.equal(data.byteOffset, byteOffset);
-          const expected = naiveMask(data, key, offset);
-          mask(data, key, offset);
-          assert.ok(bytesEqual(data, expected), label);
-          // Nothing outside the view is touched.
-          assert.ok(
-            bytesEqual(
-              buffer.subarray(0, byteOffset),
-              before.subarray(0, byteOffset),
-            ),
-            `${label}: bytes before the view`,
-          );
-          assert.ok(
-            bytesEqual(
-              buffer.subarray(byteOffset + length),
-              before.subarray(byteOffset + length),
-            ),
-            `${label}: bytes after the view`,
-          );
+          checkMask(length, byteOffset, offset, key);
         }
       }
     }
@@ -96,25 +103,7 @@ Deno.test("mask() matches the reference around the 64-bit word path's threshold 
   for (const length of [505, 511, 512, 513, 519, 520, 1031]) {
     for (let byteOffset = 0; byteOffset <= 7; byteOffset++) {
       for (let offset = 0; offset <= 3; offset++) {
-        const label =
-          `length ${length}, byteOffset ${byteOffset}, offset ${offset}`;
-        const buffer = pattern(length + 16, length + byteOffset);
-        const before = buffer.slice();
-        const data = buffer.subarray(byteOffset, byteOffset + length);
-        const expected = naiveMask(data, KEY, offset);
-        mask(data, KEY, offset);
-        assert.ok(bytesEqual(data, expected), label);
-        assert.ok(
-          bytesEqual(
-            buffer.subarray(0, byteOffset),
-            before.subarray(0, byteOffset),
-          ) &&
-            bytesEqual(
-              buffer.subarray(byteOffset + length),
-              before.subarray(byteOffset + length),
-            ),
-          `${label}: bytes outside the view`,
-        );
+        checkMask(length, byteOffset, offset, KEY);
       }
     }
   }
