@@ -188,6 +188,7 @@ function runDecoder(
     maxFrameSize: number;
     maxMessageSize: number;
     allowRsv1: boolean;
+    assembleBinary: boolean;
   },
   chunked: boolean,
 ): FrameRun | string {
@@ -196,6 +197,8 @@ function runDecoder(
   let pos = 0;
   let fragmented = false;
   let messageSize = 0;
+  // With assembleBinary: the fragments so far, to check the whole message.
+  let parts: number[] = [];
   try {
     while (pos < input.length) {
       const n = chunked ? 1 + rng.int(40) : input.length;
@@ -235,6 +238,23 @@ function runDecoder(
             return "returned a message over maxMessageSize";
           }
           fragmented = !fin;
+          if (decoder.assembled) {
+            if (opcode !== 0) parts = [];
+            for (const byte of payload) parts.push(byte);
+            const message = decoder.message;
+            if (fin !== (message !== null)) {
+              return `assembled message ${
+                message ? "before" : "missing at"
+              } the last fragment`;
+            }
+            if (
+              message !== null &&
+              (message.length !== parts.length ||
+                message.some((byte, i) => byte !== parts[i]))
+            ) return "assembled message differs from its fragments";
+          } else if (decoder.message !== null) {
+            return "a message from a frame that was not assembled";
+          }
         }
         frames.push(
           `${fin ? 1 : 0}${rsv1 ? 1 : 0}${opcode}:${hex(payload, 16)}`,
@@ -258,6 +278,7 @@ function fuzzFrame(): void {
     maxFrameSize: rng.pick(LIMITS) || 1,
     maxMessageSize: rng.pick(LIMITS) || 1,
     allowRsv1: rng.chance(0.3),
+    assembleBinary: rng.chance(0.5),
   };
   const whole = runDecoder(entry.bytes, options, false);
   if (typeof whole === "string") return report("frame", whole, entry.bytes);
