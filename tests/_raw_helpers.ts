@@ -340,3 +340,26 @@ export async function answerClose(
   await within(peer.readToEnd(), "the client to close TCP");
   return close;
 }
+
+/**
+ * Stops `child`: SIGTERM (or `signal`), then SIGKILL if it has not exited
+ * after `graceMs`.
+ */
+export async function stopChild(
+  child: Deno.ChildProcess,
+  graceMs: number,
+  signal: Deno.Signal | null = "SIGTERM",
+): Promise<Deno.CommandStatus> {
+  const kill = (sig: Deno.Signal) => {
+    try {
+      child.kill(sig);
+    } catch {
+      // Already gone.
+    }
+  };
+  if (signal !== null) kill(signal);
+  const timer = setTimeout(() => kill("SIGKILL"), graceMs);
+  const status = await child.status;
+  clearTimeout(timer);
+  return status;
+}

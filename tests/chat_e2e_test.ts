@@ -10,18 +10,11 @@
 
 import assert from "node:assert/strict";
 import { connect, type Message, type Socket, WebSocketError } from "../mod.ts";
-import { within } from "./_raw_helpers.ts";
+import { stopChild, within } from "./_raw_helpers.ts";
+import { CHROMIUM, Chromium, HAS_CHROMIUM } from "./_chromium.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const CHAT_DIR = new URL("examples/chat/", ROOT).pathname;
-const CHROMIUM = "/usr/bin/chromium";
-const HAS_CHROMIUM = (() => {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-})();
 
 const decoder = new TextDecoder();
 
@@ -99,20 +92,7 @@ class ChatServer implements AsyncDisposable {
   /** SIGTERM (a graceful close), SIGKILL if that takes too long. */
   stop(): Promise<Deno.CommandStatus> {
     this.#stopped ??= (async () => {
-      try {
-        this.#child.kill("SIGTERM");
-      } catch {
-        // Already gone.
-      }
-      const timer = setTimeout(() => {
-        try {
-          this.#child.kill("SIGKILL");
-        } catch {
-          // Already gone.
-        }
-      }, 5000);
-      const status = await this.#child.status;
-      clearTimeout(timer);
+      const status = await stopChild(this.#child, 5000);
       await this.#output;
       return status;
     })();
@@ -413,66 +393,31 @@ class Page {
   }
 }
 
-/** Headless Chromium with a fresh profile and a DevTools connection. */
+/** Headless Chromium with a DevTools connection. */
 class Browser implements AsyncDisposable {
   readonly devtools: DevTools;
-  readonly #child: Deno.ChildProcess;
-  readonly #stderr: Promise<void>;
-  readonly #profile: string;
+  readonly #chromium: Chromium;
 
-  private constructor(
-    child: Deno.ChildProcess,
-    stderr: Promise<void>,
-    profile: string,
-    devtools: DevTools,
-  ) {
-    this.#child = child;
-    this.#stderr = stderr;
-    this.#profile = profile;
+  private constructor(chromium: Chromium, devtools: DevTools) {
+    this.#chromium = chromium;
     this.devtools = devtools;
   }
 
   static async launch(): Promise<Browser> {
-    const profile = await Deno.makeTempDir({ prefix: "chat_e2e_chromium_" });
-    const child = new Deno.Command(CHROMIUM, {
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        `--user-data-dir=${profile}`,
-        "--remote-debugging-address=127.0.0.1",
-        "--remote-debugging-port=0",
-        "about:blank",
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const endpoint = Promise.withResolvers<string>();
-    let log = "";
-    const stderr = (async () => {
-      for await (const chunk of child.stderr) {
-        log += decoder.decode(chunk, { stream: true });
-        const match = /DevTools listening on (ws:\/\/\S+)/.exec(log);
-        if (match) endpoint.resolve(match[1]);
-        // Only the start matters; keep the pipe drained without growing.
-        if (match && log.length > 64 * 1024) log = log.slice(-1024);
-      }
-      endpoint.reject(new Error(`Chromium exited early:\n${log}`));
-    })();
+    const chromium = await Chromium.launch({
+      devtools: true,
+      profilePrefix: "chat_e2e_chromium_",
+    });
     try {
-      const url = await within(endpoint.promise, "Chromium to start", 15_000);
+      const url = await within(
+        chromium.devtoolsUrl,
+        "Chromium to start",
+        15_000,
+      );
       const devtools = new DevTools(await within(connect(url)));
-      return new Browser(child, stderr, profile, devtools);
+      return new Browser(chromium, devtools);
     } catch (error) {
-      child.kill("SIGKILL");
-      await child.status;
-      await stderr;
-      await Deno.remove(profile, { recursive: true }).catch(() => {});
+      await chromium.stop("SIGKILL");
       throw error;
     }
   }
@@ -480,17 +425,8 @@ class Browser implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.devtools.send("Browser.close").catch(() => {});
     await this.devtools.close().catch(() => {});
-    const timer = setTimeout(() => {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }, 3000);
-    await this.#child.status;
-    clearTimeout(timer);
-    await this.#stderr;
-    await Deno.remove(this.#profile, { recursive: true }).catch(() => {});
+    // Asked to close above; killed if it has not within 3 s.
+    await this.#chromium.stop(null);
   }
 }
 

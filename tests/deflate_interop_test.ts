@@ -28,12 +28,13 @@ import {
 } from "../mod.ts";
 import { serve } from "./_helpers.ts";
 import { deadline } from "./_interop_helpers.ts";
+import { CHROMIUM, Chromium, HAS_CHROMIUM } from "./_chromium.ts";
+import { stopChild } from "./_raw_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 const PYTHON = "/usr/bin/python3";
-const CHROMIUM = "/usr/bin/chromium";
 const HAS_PYTHON_WEBSOCKETS = (() => {
   try {
     return new Deno.Command(PYTHON, {
@@ -41,13 +42,6 @@ const HAS_PYTHON_WEBSOCKETS = (() => {
       stdout: "null",
       stderr: "null",
     }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-const HAS_CHROMIUM = (() => {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
   } catch {
     return false;
   }
@@ -611,16 +605,9 @@ class PythonPeer implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    // Closing its stdin ends the peer; killed if it has not within 3 s.
     await this.#child.stdin.close().catch(noop);
-    const timer = setTimeout(() => {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }, 3000);
-    await this.#child.status;
-    clearTimeout(timer);
+    await stopChild(this.#child, 3000, null);
     await this.#reading;
   }
 }
@@ -722,60 +709,6 @@ for (const url of new URLSearchParams(location.search).getAll("ws")) {
 </script>
 `;
 
-/** Headless Chromium on `url` with a fresh profile, stopped on dispose. */
-class Chromium implements AsyncDisposable {
-  readonly #child: Deno.ChildProcess;
-  readonly #profile: string;
-  readonly #stderr: Promise<void>;
-  log = "";
-
-  constructor(url: string, profile: string) {
-    this.#profile = profile;
-    const child = this.#child = new Deno.Command(CHROMIUM, {
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        `--user-data-dir=${profile}`,
-        url,
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    this.#stderr = (async () => {
-      const textDecoder = new TextDecoder();
-      for await (const chunk of child.stderr) {
-        this.log = (this.log + textDecoder.decode(chunk, { stream: true }))
-          .slice(-4000);
-      }
-    })();
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.#child.kill("SIGTERM");
-    } catch {
-      // Already gone.
-    }
-    const timer = setTimeout(() => {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    }, 3000);
-    await this.#child.status;
-    clearTimeout(timer);
-    await this.#stderr;
-    await Deno.remove(this.#profile, { recursive: true }).catch(noop);
-  }
-}
-
 Deno.test({
   name: HAS_CHROMIUM
     ? "permessage-deflate: headless Chromium → our server, with and without context takeover"
@@ -824,12 +757,11 @@ Deno.test({
     const query = proxies.map((proxy) =>
       `ws=${encodeURIComponent(`ws://127.0.0.1:${proxy.port}/`)}`
     ).join("&");
-    const profile = await Deno.makeTempDir({ prefix: "deflate_chromium_" });
     const browser = stack.use(
-      new Chromium(
-        `http://127.0.0.1:${servers[0].addr.port}/?${query}`,
-        profile,
-      ),
+      await Chromium.launch({
+        url: `http://127.0.0.1:${servers[0].addr.port}/?${query}`,
+        profilePrefix: "deflate_chromium_",
+      }),
     );
     try {
       // Starting the browser takes longer than any other wait here.
