@@ -5,7 +5,12 @@
  */
 
 import { encodeFrame } from "../src/frame.ts";
-import { listen, type ListenOptions, type Server } from "../mod.ts";
+import {
+  listen,
+  type ListenOptions,
+  type Server,
+  type Socket,
+} from "../mod.ts";
 
 /** The localhost certificate and key under tests/fixtures/. */
 export const CERT: string = Deno.readTextFileSync(
@@ -25,6 +30,20 @@ export function serve(
   return Object.assign(server, {
     [Symbol.asyncDispose]: () => server.close(),
   });
+}
+
+/** Echoes text and binary messages until the close, awaiting each write. */
+export async function echo(sock: Socket): Promise<void> {
+  for await (const msg of sock) {
+    if (msg.type === "text" || msg.type === "binary") {
+      await sock.write(msg.data, msg.type);
+    }
+  }
+}
+
+/** Reads and drops everything until the close. */
+export async function drain(sock: Socket): Promise<void> {
+  for await (const _ of sock) { /* drop */ }
 }
 
 /** `ws://127.0.0.1:<port>` (or `wss://localhost:<port>`) for a server. */

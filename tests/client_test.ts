@@ -4,18 +4,9 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, listen, type Socket, WebSocketError } from "../mod.ts";
-import { CERT, KEY, serve, urlOf } from "./_helpers.ts";
+import { connect, listen, WebSocketError } from "../mod.ts";
+import { CERT, echo, KEY, serve, urlOf } from "./_helpers.ts";
 import { readAll, within } from "./_raw_helpers.ts";
-
-/** Echoes text and binary messages until the close. */
-async function echo(sock: Socket): Promise<void> {
-  for await (const msg of sock) {
-    if (msg.type === "text" || msg.type === "binary") {
-      await sock.write(msg.data, msg.type);
-    }
-  }
-}
 
 function isError(code: string): (error: unknown) => boolean {
   return (error) => error instanceof WebSocketError && error.code === code;

@@ -11,12 +11,12 @@ import {
   listen,
   type ListenOptions,
   type ServerSocket,
-  type Socket,
   type UpgradeRequest,
   WebSocketError,
 } from "../mod.ts";
 import {
   clientFrame,
+  echo,
   RawClient,
   serve,
   upgradeRequest,
@@ -25,15 +25,6 @@ import {
 import { delay, readAll, utf8, waitFor, within } from "./_raw_helpers.ts";
 
 const decoder = new TextDecoder();
-
-/** Echoes text and binary messages until the close. */
-async function echo(sock: Socket): Promise<void> {
-  for await (const msg of sock) {
-    if (msg.type === "text" || msg.type === "binary") {
-      await sock.write(msg.data, msg.type);
-    }
-  }
-}
 
 /** A raw HTTP response, read until the server closed the connection. */
 interface RawResponse {

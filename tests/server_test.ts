@@ -14,6 +14,8 @@ import {
 import {
   CERT,
   clientFrame,
+  drain,
+  echo,
   KEY,
   RawClient,
   serve,
@@ -29,20 +31,6 @@ import {
   waitFor,
   within,
 } from "./_raw_helpers.ts";
-
-/** Echoes text and binary messages until the close. */
-async function echo(sock: Socket): Promise<void> {
-  for await (const msg of sock) {
-    if (msg.type === "text" || msg.type === "binary") {
-      await sock.write(msg.data, msg.type);
-    }
-  }
-}
-
-/** Reads and drops everything until the close. */
-async function drain(sock: Socket): Promise<void> {
-  for await (const _ of sock) { /* drop */ }
-}
 
 /** Whether IPv6 loopback can be bound on this machine. */
 const HAS_IPV6 = (() => {

@@ -4,8 +4,15 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, type Message, type Socket, WebSocketError } from "../mod.ts";
-import { clientFrame, RawClient, serve, urlOf } from "./_helpers.ts";
+import { connect, type Message, WebSocketError } from "../mod.ts";
+import {
+  clientFrame,
+  drain,
+  echo,
+  RawClient,
+  serve,
+  urlOf,
+} from "./_helpers.ts";
 import {
   answerClose,
   closePayload,
@@ -17,20 +24,6 @@ import {
   waitFor,
   within,
 } from "./_raw_helpers.ts";
-
-/** Echoes text and binary messages until the close. */
-async function echo(sock: Socket): Promise<void> {
-  for await (const msg of sock) {
-    if (msg.type === "text" || msg.type === "binary") {
-      await sock.write(msg.data, msg.type);
-    }
-  }
-}
-
-/** Reads and drops everything until the close. */
-async function drain(sock: Socket): Promise<void> {
-  for await (const _ of sock) { /* drop */ }
-}
 
 function isSocketClosed(error: unknown): boolean {
   return error instanceof WebSocketError && error.code === "SOCKET_CLOSED";
