@@ -5,6 +5,7 @@
  */
 
 import { encodeFrame } from "../src/frame.ts";
+import { RawConn } from "./_raw_helpers.ts";
 import {
   listen,
   type ListenOptions,
@@ -54,7 +55,6 @@ export function urlOf(server: Server, path = "/", secure = false): string {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** A client-side mask key fixed for tests. */
 export const TEST_KEY: Uint8Array = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
@@ -70,17 +70,10 @@ export function clientFrame(
 }
 
 /**
- * A raw TCP connection that speaks bytes, for feeding a server what no
+ * A raw TCP client that speaks bytes, for feeding a server what no
  * well-behaved client would send.
  */
-export class RawClient implements AsyncDisposable {
-  conn: Deno.TcpConn;
-  #buffer = new Uint8Array(0);
-
-  private constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
-  }
-
+export class RawClient extends RawConn {
   /** Connects to 127.0.0.1:`port`. */
   static async connect(port: number): Promise<RawClient> {
     return new RawClient(await Deno.connect({ hostname: "127.0.0.1", port }));
@@ -97,86 +90,16 @@ export class RawClient implements AsyncDisposable {
     return client;
   }
 
-  /** Writes all bytes (a string is sent as UTF-8). */
-  async send(data: Uint8Array | string): Promise<void> {
-    const bytes = typeof data === "string" ? encoder.encode(data) : data;
-    for (let offset = 0; offset < bytes.length;) {
-      offset += await this.conn.write(bytes.subarray(offset));
-    }
-  }
-
-  async #fill(): Promise<boolean> {
-    const chunk = new Uint8Array(64 * 1024);
-    let n: number | null;
-    try {
-      n = await this.conn.read(chunk);
-    } catch {
-      n = null;
-    }
-    if (n === null) return false;
-    const next = new Uint8Array(this.#buffer.length + n);
-    next.set(this.#buffer);
-    next.set(chunk.subarray(0, n), this.#buffer.length);
-    this.#buffer = next;
-    return true;
-  }
-
-  /** Reads an HTTP head (up to the blank line) as text. */
-  async readHead(): Promise<string> {
-    for (;;) {
-      const text = decoder.decode(this.#buffer);
-      const end = text.indexOf("\r\n\r\n");
-      if (end !== -1) {
-        this.#buffer = this.#buffer.subarray(
-          encoder.encode(text.slice(0, end + 4)).length,
-        );
-        return text.slice(0, end + 4);
-      }
-      if (!await this.#fill()) return text;
-    }
-  }
-
-  /** Reads everything until the server closes the connection. */
-  async readToEnd(): Promise<Uint8Array> {
-    while (await this.#fill()) { /* keep reading */ }
-    const all = this.#buffer;
-    this.#buffer = new Uint8Array(0);
-    return all;
-  }
-
-  /**
-   * Reads one unmasked server frame, or `null` at EOF.
-   */
+  /** Reads one (unmasked) server frame, or `null` at EOF. */
   async readFrame(): Promise<
     { fin: boolean; opcode: number; payload: Uint8Array } | null
   > {
-    for (;;) {
-      const b = this.#buffer;
-      if (b.length >= 2) {
-        let length = b[1] & 0x7f;
-        let offset = 2;
-        if (length === 126 && b.length >= 4) {
-          length = (b[2] << 8) | b[3];
-          offset = 4;
-        } else if (length === 127 && b.length >= 10) {
-          length = Number(
-            new DataView(b.buffer, b.byteOffset + 2, 8).getBigUint64(0),
-          );
-          offset = 10;
-        }
-        if ((b[1] & 0x7f) < 126 || offset > 2) {
-          if (b.length >= offset + length) {
-            this.#buffer = b.subarray(offset + length);
-            return {
-              fin: (b[0] & 0x80) !== 0,
-              opcode: b[0] & 0x0f,
-              payload: b.slice(offset, offset + length),
-            };
-          }
-        }
-      }
-      if (!await this.#fill()) return null;
-    }
+    const frame = await this.readRawFrame();
+    return frame && {
+      fin: frame.fin,
+      opcode: frame.opcode,
+      payload: frame.payload,
+    };
   }
 
   /**
@@ -184,36 +107,14 @@ export class RawClient implements AsyncDisposable {
    * `null` if the connection ended without one.
    */
   async readClose(): Promise<{ code: number; reason: string } | null> {
-    for (;;) {
-      const frame = await this.readFrame();
-      if (frame === null) return null;
-      if (frame.opcode === 0x8) {
-        const p = frame.payload;
-        return {
-          code: p.length >= 2 ? (p[0] << 8) | p[1] : 1005,
-          reason: decoder.decode(p.subarray(2)),
-        };
-      }
-    }
+    const close = await this.readRawClose();
+    return close && { code: close.code, reason: close.reason };
   }
 
   /** Resolves true when the server has closed the TCP connection. */
   async closedByPeer(): Promise<boolean> {
     await this.readToEnd();
     return true;
-  }
-
-  close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed.
-    }
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    this.close();
-    return Promise.resolve();
   }
 }
 

@@ -110,8 +110,12 @@ export interface RawFrame {
   payload: Uint8Array;
 }
 
-/** One raw TCP connection with a read buffer, either side. */
-export class RawPeer implements AsyncDisposable {
+/**
+ * One raw TCP connection with a read buffer, either side: frames are read
+ * masked or not. {@linkcode RawPeer} (the server end of our client) and
+ * `RawClient` (in `_helpers.ts`) are its two faces.
+ */
+export class RawConn implements AsyncDisposable {
   conn: Deno.TcpConn;
   #buffer: Uint8Array<ArrayBuffer> = new Uint8Array(0);
   #closed = false;
@@ -141,7 +145,10 @@ export class RawPeer implements AsyncDisposable {
     }
   }
 
-  /** Reads an HTTP head up to and with the blank line; `""` at EOF. */
+  /**
+   * Reads an HTTP head up to and with the blank line; at EOF, what came
+   * (`""` if nothing).
+   */
   async readHead(): Promise<string> {
     for (;;) {
       const b = this.#buffer;
@@ -153,12 +160,12 @@ export class RawPeer implements AsyncDisposable {
           return decoder.decode(b.subarray(0, i + 4));
         }
       }
-      if (!await this.#fill()) return "";
+      if (!await this.#fill()) return decoder.decode(b);
     }
   }
 
   /** Reads one frame, masked or not, or `null` at EOF. */
-  async readFrame(): Promise<RawFrame | null> {
+  protected async readRawFrame(): Promise<RawFrame | null> {
     for (;;) {
       const frame = this.#parseFrame();
       if (frame !== null) return frame;
@@ -208,11 +215,11 @@ export class RawPeer implements AsyncDisposable {
    * Reads frames until a close frame and returns it with its code and
    * reason, or `null` if the connection ended without one.
    */
-  async readClose(): Promise<
+  protected async readRawClose(): Promise<
     { code: number; reason: string; frame: RawFrame } | null
   > {
     for (;;) {
-      const frame = await this.readFrame();
+      const frame = await this.readRawFrame();
       if (frame === null) return null;
       if (frame.opcode === 0x8) {
         const p = frame.payload;
@@ -233,21 +240,6 @@ export class RawPeer implements AsyncDisposable {
     return all;
   }
 
-  /**
-   * Server side: reads the upgrade request and answers 101 with the right
-   * `Sec-WebSocket-Accept` and `extraHeaders` (lines ending in CRLF).
-   * Returns the request head.
-   */
-  async acceptUpgrade(extraHeaders = ""): Promise<string> {
-    const head = await this.readHead();
-    const key = /^sec-websocket-key:\s*(\S+)\s*$/im.exec(head)?.[1] ?? "";
-    await this.send(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Accept: ${await acceptKey(key)}\r\n${extraHeaders}\r\n`,
-    );
-    return head;
-  }
-
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -261,6 +253,39 @@ export class RawPeer implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     this.close();
     return Promise.resolve();
+  }
+}
+
+/** The server end of a connection from our client, seen raw. */
+export class RawPeer extends RawConn {
+  /** Reads one frame, masked or not, or `null` at EOF. */
+  readFrame(): Promise<RawFrame | null> {
+    return this.readRawFrame();
+  }
+
+  /**
+   * Reads frames until a close frame and returns it with its code and
+   * reason, or `null` if the connection ended without one.
+   */
+  readClose(): Promise<
+    { code: number; reason: string; frame: RawFrame } | null
+  > {
+    return this.readRawClose();
+  }
+
+  /**
+   * Server side: reads the upgrade request and answers 101 with the right
+   * `Sec-WebSocket-Accept` and `extraHeaders` (lines ending in CRLF).
+   * Returns the request head.
+   */
+  async acceptUpgrade(extraHeaders = ""): Promise<string> {
+    const head = await this.readHead();
+    const key = /^sec-websocket-key:\s*(\S+)\s*$/im.exec(head)?.[1] ?? "";
+    await this.send(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${await acceptKey(key)}\r\n${extraHeaders}\r\n`,
+    );
+    return head;
   }
 }
 
