@@ -4,6 +4,7 @@
  * @module
  */
 
+import { BufferPool } from "./buffer_pool.ts";
 import { findHeadEnd } from "./handshake.ts";
 
 /** An HTTP head and the bytes that came after it in the same reads. */
@@ -18,31 +19,12 @@ export interface HeadRead {
   buffer: Uint8Array;
 }
 
-/** The size of a connection's first read buffer (head, then frames). */
-export const READ_BUFFER_SIZE = 8 * 1024;
-const READ_POOL_MAX = 128;
-const readPool: Uint8Array[] = [];
-
 /**
- * A read buffer of {@linkcode READ_BUFFER_SIZE} bytes, from the buffers
- * of connections that ended if there are any: under connection churn,
- * allocating one per connection kept the garbage collector busy.
+ * A connection's first read buffers (head, then frames), 8 KiB each: the
+ * socket reads on into the one its head came in, and gives it back here
+ * when its reading is over.
  */
-export function takeReadBuffer(): Uint8Array {
-  return readPool.pop() ?? new Uint8Array(READ_BUFFER_SIZE);
-}
-
-/**
- * Gives back the read buffer of a connection whose reading is over for
- * good (nothing reads into it and no view of it is kept).
- */
-export function releaseReadBuffer(buffer: Uint8Array): void {
-  if (
-    buffer.length === READ_BUFFER_SIZE && buffer.byteOffset === 0 &&
-    buffer.buffer.byteLength === READ_BUFFER_SIZE &&
-    readPool.length < READ_POOL_MAX
-  ) readPool.push(buffer);
-}
+export const readBuffers: BufferPool = new BufferPool(8 * 1024, 128);
 
 /**
  * Reads until `\r\n\r\n`. Resolves `"too_large"` when `maxSize` bytes came
@@ -54,8 +36,8 @@ export async function readHead(
   maxSize: number,
 ): Promise<HeadRead | "too_large" | "eof"> {
   // Room for the head plus the start of the first frame in the same read.
-  let buffer = maxSize + 4096 >= READ_BUFFER_SIZE
-    ? takeReadBuffer()
+  let buffer = maxSize + 4096 >= readBuffers.size
+    ? readBuffers.take()
     : new Uint8Array(maxSize + 4096);
   let length = 0;
   let scanned = 0;

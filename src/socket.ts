@@ -25,7 +25,7 @@ import {
 import { type Message, Protocol, type ProtocolSink } from "./protocol.ts";
 import { ReadQueue } from "./read_queue.ts";
 import { type Deadline, deadlinesOf } from "./deadlines.ts";
-import { releaseReadBuffer, takeReadBuffer } from "./http_head.ts";
+import { readBuffers } from "./http_head.ts";
 import { WriteQueue } from "./write_queue.ts";
 
 /** The frame types `Socket.write` sends. */
@@ -686,7 +686,7 @@ export class Socket implements AsyncIterable<Message> {
     const queue = this.#queue;
     const limit = this.#limits.maxQueuedBytes;
     const conn = this.conn;
-    let buffer = readBuffer ?? takeReadBuffer();
+    let buffer = readBuffer ?? readBuffers.take();
     try {
       // Processed before the first read, which may overwrite it: the
       // protocol copies what it keeps.
@@ -744,7 +744,7 @@ export class Socket implements AsyncIterable<Message> {
     }
     this.#finish();
     // Nothing reads into it any more, and nothing delivered is a view of it.
-    releaseReadBuffer(buffer);
+    readBuffers.give(buffer);
   }
 
   #finish(): void {

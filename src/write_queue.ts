@@ -6,6 +6,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import { BufferPool } from "./buffer_pool.ts";
 import { frameHeaderSize, writeFrameHeader } from "./frame.ts";
 import { mask } from "./mask.ts";
 
@@ -34,24 +35,12 @@ const POOL_BYTES = 8 * 1024 * 1024;
 const pool: Uint8Array[] = [];
 let pooledBytes = 0;
 
-// Buffers of INITIAL_CAPACITY left by queues that closed, for new queues:
-// under connection churn, one new buffer per connection kept the garbage
-// collector busy.
-const SMALL_POOL_MAX = 256;
-const smallPool: Uint8Array[] = [];
-
-/** Gives an idle buffer of INITIAL_CAPACITY to the small pool. */
-function releaseSmall(buffer: Uint8Array): void {
-  if (buffer.length === INITIAL_CAPACITY && smallPool.length < SMALL_POOL_MAX) {
-    smallPool.push(buffer);
-  }
-}
+// Idle buffers of INITIAL_CAPACITY, for new queues.
+const smallBuffers = new BufferPool(INITIAL_CAPACITY, 256);
 
 /** A pooled buffer of at least `size` bytes, or a new one. */
 function takeBuffer(size: number): Uint8Array {
-  if (size <= INITIAL_CAPACITY) {
-    return smallPool.pop() ?? new Uint8Array(INITIAL_CAPACITY);
-  }
+  if (size <= INITIAL_CAPACITY) return smallBuffers.take();
   if (size > KEEP_LIMIT) {
     for (let i = 0; i < pool.length; i++) {
       if (pool[i].length >= size) {
@@ -351,7 +340,7 @@ export class WriteQueue {
     this.#batch = null;
     if (batch !== null) batch.reject(this.#error());
     // The spare is never part of a write in progress (the buffer may be).
-    if (this.#spare !== null) releaseSmall(this.#spare);
+    if (this.#spare !== null) smallBuffers.give(this.#spare);
     this.#buffer = this.#spare = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
@@ -439,7 +428,7 @@ export class WriteQueue {
           const other = this.#spare;
           const keepWritten = written.length > other.length;
           this.#spare = keepWritten ? written : other;
-          releaseSmall(keepWritten ? other : written);
+          smallBuffers.give(keepWritten ? other : written);
         }
       }
       batch.resolve();
