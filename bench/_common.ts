@@ -115,6 +115,38 @@ export function binaryPayload(size: number): Uint8Array {
 }
 
 /**
+ * One masked client frame, written by hand rather than by the library under
+ * test (a fixed key: the servers cannot tell).
+ */
+export function maskedFrame(
+  fin: boolean,
+  opcode: number,
+  payload: Uint8Array,
+): Uint8Array {
+  const len = payload.length;
+  const ext = len < 126 ? 0 : len < 0x10000 ? 2 : 8;
+  const frame = new Uint8Array(2 + ext + 4 + len);
+  frame[0] = (fin ? 0x80 : 0) | opcode;
+  let o = 2;
+  if (ext === 0) frame[1] = 0x80 | len;
+  else if (ext === 2) {
+    frame[1] = 0x80 | 126;
+    frame[2] = len >>> 8;
+    frame[3] = len & 0xff;
+    o = 4;
+  } else {
+    frame[1] = 0x80 | 127;
+    new DataView(frame.buffer).setBigUint64(2, BigInt(len));
+    o = 10;
+  }
+  const key = [0x37, 0xfa, 0x21, 0x3d];
+  frame.set(key, o);
+  o += 4;
+  for (let i = 0; i < len; i++) frame[o + i] = payload[i] ^ key[i & 3];
+  return frame;
+}
+
+/**
  * Warm up, then measure `counter` over `duration` seconds, printing the
  * marks run.ts samples CPU at. Returns the deltas.
  */

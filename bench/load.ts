@@ -23,6 +23,7 @@
 
 import {
   binaryPayload,
+  maskedFrame,
   measure,
   num,
   parseFlags,
@@ -49,31 +50,6 @@ const encoder = new TextEncoder();
 // ---------------------------------------------------------------- frames
 
 const OP_CONT = 0x0, OP_TEXT = 0x1, OP_BINARY = 0x2, OP_CLOSE = 0x8;
-
-/** One masked frame (fixed key: the servers cannot tell). */
-function maskedFrame(fin: boolean, opcode: number, payload: Uint8Array) {
-  const len = payload.length;
-  const ext = len < 126 ? 0 : len < 0x10000 ? 2 : 8;
-  const frame = new Uint8Array(2 + ext + 4 + len);
-  frame[0] = (fin ? 0x80 : 0) | opcode;
-  let o = 2;
-  if (ext === 0) frame[1] = 0x80 | len;
-  else if (ext === 2) {
-    frame[1] = 0x80 | 126;
-    frame[2] = len >>> 8;
-    frame[3] = len & 0xff;
-    o = 4;
-  } else {
-    frame[1] = 0x80 | 127;
-    new DataView(frame.buffer).setBigUint64(2, BigInt(len));
-    o = 10;
-  }
-  const key = [0x37, 0xfa, 0x21, 0x3d];
-  frame.set(key, o);
-  o += 4;
-  for (let i = 0; i < len; i++) frame[o + i] = payload[i] ^ key[i & 3];
-  return frame;
-}
 
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));

@@ -34,39 +34,20 @@
  */
 
 import { connect, listen, type Socket } from "../mod.ts";
+import {
+  maskedFrame,
+  num as numFlag,
+  parseFlags,
+  sleep,
+  writeAll,
+} from "./_common.ts";
 
 // -- Flags --
 
-function parseFlags(args: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    if (!arg.startsWith("--")) {
-      throw new TypeError(`Unexpected argument ${arg}`);
-    }
-    const eq = arg.indexOf("=");
-    if (eq > 0) out[arg.slice(2, eq)] = arg.slice(eq + 1);
-    else if (i + 1 < args.length && !args[i + 1].startsWith("--")) {
-      out[arg.slice(2)] = args[++i];
-    } else out[arg.slice(2)] = "true";
-  }
-  return out;
-}
-
 const flags = parseFlags(Deno.args);
-const num = (name: string, fallback: number) => {
-  const value = flags[name];
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n)) throw new TypeError(`--${name}: not a number`);
-  return n;
-};
+const num = (name: string, fallback: number) => numFlag(flags, name, fallback);
 const MIB = 1024 * 1024;
 const encoder = new TextEncoder();
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 function print(tag: string, value: unknown): void {
   console.log(`${tag} ${JSON.stringify(value)}`);
@@ -649,31 +630,6 @@ async function soak(): Promise<void> {
   console.log(`RESULT ${JSON.stringify(result, null, 2)}`);
 }
 
-/** A masked client frame (fixed key: the server cannot tell). */
-function maskedFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const len = payload.length;
-  const ext = len < 126 ? 0 : len < 0x10000 ? 2 : 8;
-  const frame = new Uint8Array(2 + ext + 4 + len);
-  frame[0] = 0x80 | opcode;
-  let o = 2;
-  if (ext === 0) frame[1] = 0x80 | len;
-  else if (ext === 2) {
-    frame[1] = 0x80 | 126;
-    frame[2] = len >>> 8;
-    frame[3] = len & 0xff;
-    o = 4;
-  } else {
-    frame[1] = 0x80 | 127;
-    new DataView(frame.buffer).setBigUint64(2, BigInt(len));
-    o = 10;
-  }
-  const key = [0x37, 0xfa, 0x21, 0x3d];
-  frame.set(key, o);
-  o += 4;
-  for (let i = 0; i < len; i++) frame[o + i] = payload[i] ^ key[i & 3];
-  return frame;
-}
-
 async function flood(): Promise<void> {
   const total = num("mb", 100) * MIB;
   const size = num("message", 64 * 1024);
@@ -702,7 +658,7 @@ async function flood(): Promise<void> {
   }
   if (!head.startsWith("HTTP/1.1 101")) throw new Error(head);
 
-  const frame = maskedFrame(0x2, new Uint8Array(size).fill(0x5a));
+  const frame = maskedFrame(true, 0x2, new Uint8Array(size).fill(0x5a));
   // Batch frames per write: fewer system calls, same bytes.
   const batch = new Uint8Array(
     frame.length * Math.max(1, Math.floor(MIB / frame.length)),
@@ -723,7 +679,7 @@ async function flood(): Promise<void> {
   const handedMs = performance.now() - t0;
   // The close frame, then wait for the server's (it comes once the slow
   // handler has read everything before it).
-  await writeAll(conn, maskedFrame(0x8, new Uint8Array([0x03, 0xe8])));
+  await writeAll(conn, maskedFrame(true, 0x8, new Uint8Array([0x03, 0xe8])));
   let closeReply = -1;
   let pendingBytes = new Uint8Array(0);
   for (;;) {
@@ -772,10 +728,6 @@ async function flood(): Promise<void> {
     serverHeapMiB: { before: before.heap, afterGc: afterGc.heap },
   };
   console.log(`RESULT ${JSON.stringify(result, null, 2)}`);
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let o = 0; o < bytes.length;) o += await conn.write(bytes.subarray(o));
 }
 
 // -- Entry --
