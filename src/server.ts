@@ -217,9 +217,10 @@ interface HandshakeConfig {
   secure: boolean | undefined;
 }
 
-/** One connection before it is a socket: it can be cut at any await. */
+/** The reason a cut connection's `signal` is aborted with. */
 const CUT = new Error("Connection cut");
 
+/** One connection before it is a socket: it can be cut at any await. */
 class PendingConn {
   readonly conn: Deno.Conn;
   // Made on first use: most connections are never cut and never race user
@@ -268,8 +269,7 @@ class PendingConn {
 
   /** Cuts the connection after `ms` unless the returned function is called. */
   deadline(ms: number): () => void {
-    const timer = setTimeout(() => this.cut(), ms);
-    return () => clearTimeout(timer);
+    return deadlinesOf(ms).add(() => this.cut()).cancel;
   }
 }
 
@@ -542,10 +542,7 @@ async function handshake(
   tracker?.enter(pending, "handshake");
   // Frames are coalesced per event-loop turn already; Nagle only adds delay.
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  const deadline = deadlinesOf(config.handshakeTimeout).add(() =>
-    pending.cut()
-  );
-  const cancelDeadline = deadline.cancel;
+  const cancelDeadline = pending.deadline(config.handshakeTimeout);
   try {
     const maxSize = config.maxHandshakeSize;
     const read = await readHead(conn, maxSize);
