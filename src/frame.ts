@@ -497,15 +497,7 @@ export class FrameDecoder {
   }
 
   #grow(capacity: number): Uint8Array {
-    let next: Uint8Array;
-    try {
-      next = new Uint8Array(capacity);
-    } catch {
-      throw new FrameError(
-        MESSAGE_TOO_BIG,
-        `Frame too big: cannot allocate ${capacity} bytes`,
-      );
-    }
+    const next = allocate(capacity, "Frame");
     if (this.#buffer !== null) next.set(this.#buffer.subarray(0, this.#filled));
     this.#buffer = next;
     return next;
@@ -578,20 +570,24 @@ export class FrameDecoder {
         frameEnd <= EXACT_CAPACITY_MAX ? frameEnd : 0,
       ),
     );
-    let next: Uint8Array<ArrayBuffer>;
-    try {
-      next = new Uint8Array(capacity);
-    } catch {
-      throw new FrameError(
-        MESSAGE_TOO_BIG,
-        `Message too big: cannot allocate ${capacity} bytes`,
-      );
-    }
+    const next = allocate(capacity, "Message");
     if (buffer !== null) {
       next.set(buffer.subarray(0, this.#messageFilled + this.#filled));
     }
     this.#message = next;
     return next;
+  }
+}
+
+/** A zeroed buffer; a failed allocation is the peer's message too big. */
+function allocate(capacity: number, what: string): Uint8Array<ArrayBuffer> {
+  try {
+    return new Uint8Array(capacity);
+  } catch {
+    throw new FrameError(
+      MESSAGE_TOO_BIG,
+      `${what} too big: cannot allocate ${capacity} bytes`,
+    );
   }
 }
 
