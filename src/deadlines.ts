@@ -45,7 +45,7 @@ export class Deadlines {
     return entry;
   }
 
-  /** Drops cancelled entries at the head; no timer once none is left. */
+  /** Drops cancelled entries at the head. */
   #trim(): void {
     const queue = this.#queue;
     while (this.#head < queue.length && queue[this.#head].callback === null) {

@@ -277,7 +277,7 @@ export class Protocol {
           this.#deliverWhole(opcode, payload, decoder.payloadOwned);
         } else {
           this.#messageOpcode = opcode;
-          this.#addFragment(payload, decoder.payloadOwned, decoder.assembled);
+          this.#addFragment(payload, decoder.assembled);
         }
         return;
       case OPCODE_CONTINUATION:
@@ -285,7 +285,7 @@ export class Protocol {
           this.#inflate(payload, decoder.fin);
           return;
         }
-        this.#addFragment(payload, decoder.payloadOwned, decoder.assembled);
+        this.#addFragment(payload, decoder.assembled);
         if (decoder.fin) this.#endFragmented(decoder.message);
         return;
       case OPCODE_PING: {
@@ -335,10 +335,11 @@ export class Protocol {
   }
 
   /**
-   * Adds a fragment of the message in progress; an `assembled` binary one
-   * is already in the decoder's message buffer.
+   * Adds a fragment of the message in progress: text goes to the UTF-8
+   * stream decoder; binary is already in the decoder's message buffer
+   * (`assembled`), or is inflated output, which is copied.
    */
-  #addFragment(payload: Uint8Array, owned: boolean, assembled = false): void {
+  #addFragment(payload: Uint8Array, assembled: boolean): void {
     if (this.#messageOpcode === OPCODE_TEXT) {
       this.#text ??= new Utf8StreamDecoder();
       // RFC 6455 8.1: fail as soon as the bytes prove the text invalid.
@@ -352,7 +353,7 @@ export class Protocol {
     } else if (assembled) {
       this.#partsSize += payload.length;
     } else if (payload.length > 0) {
-      this.#parts.push(owned ? payload : copyBytes(payload));
+      this.#parts.push(copyBytes(payload));
       this.#partsSize += payload.length;
     }
   }
