@@ -17,6 +17,7 @@ import {
 } from "./handshake.ts";
 import { closeQuietly, readHead } from "./http_head.ts";
 import { deadlinesOf } from "./deadlines.ts";
+import { type Member, Members } from "./members.ts";
 import {
   bodyLength,
   buildRequest,
@@ -228,6 +229,9 @@ class PendingConn {
   #abort: AbortController | null = null;
   #aborted: Promise<never> | null = null;
   #cut = false;
+  /** Where the server's {@linkcode ConnTracker} follows it. */
+  phase: "handshake" | "request" = "handshake";
+  member: Member<PendingConn> | null = null;
 
   constructor(conn: Deno.Conn) {
     this.conn = conn;
@@ -304,12 +308,12 @@ export class Server {
   #handler: (sock: Socket) => void | Promise<void>;
   #config: HandshakeConfig;
   #topics: Topics;
-  #handshaking = new Set<PendingConn>();
-  #requests = new Set<PendingConn>();
-  #sockets = new Set<Socket>();
-  #tasks = new Set<Promise<void>>();
+  // Members, not Sets: see members.ts for what a Set costs under churn.
+  #pending = new Members<PendingConn>();
+  #sockets = new Members<Socket>();
+  #tasks = new Members<Promise<void>>();
   #maxConnections: number;
-  #refusing = new Set<Promise<void>>();
+  #refusing = new Members<Promise<void>>();
   #acceptLoop: Promise<void>;
   #closing: Promise<void> | null = null;
   #resolveFinished!: () => void;
@@ -317,17 +321,14 @@ export class Server {
   #onAbort = () => void this.close();
   #tracker: ConnTracker = {
     enter: (pending, phase) => {
-      const [to, from] = phase === "handshake"
-        ? [this.#handshaking, this.#requests]
-        : [this.#requests, this.#handshaking];
-      from.delete(pending);
+      pending.phase = phase;
       // Arrived after shutdown cut the others: cut it too.
       if (this.#closing !== null && phase === "handshake") pending.cut();
-      to.add(pending);
+      pending.member ??= this.#pending.add(pending);
     },
     leave: (pending) => {
-      this.#handshaking.delete(pending);
-      this.#requests.delete(pending);
+      if (pending.member !== null) this.#pending.remove(pending.member);
+      pending.member = null;
     },
   };
 
@@ -442,15 +443,19 @@ export class Server {
       // Already closed.
     }
     await this.#acceptLoop;
-    for (const pending of this.#handshaking) pending.cut();
-    for (const sock of this.#sockets) {
+    for (const pending of this.#pending.values()) {
+      if (pending.phase === "handshake") pending.cut();
+    }
+    for (const sock of this.#sockets.values()) {
       sock.close(GOING_AWAY, "Server shutting down").catch(noop);
     }
     const timer = setTimeout(() => {
-      for (const pending of this.#requests) pending.cut();
+      for (const pending of this.#pending.values()) {
+        if (pending.phase === "request") pending.cut();
+      }
     }, this.#config.limits.closeTimeout);
-    while (this.#tasks.size > 0) await Promise.all(this.#tasks);
-    await Promise.all(this.#refusing);
+    while (this.#tasks.size > 0) await Promise.all(this.#tasks.values());
+    await Promise.all(this.#refusing.values());
     clearTimeout(timer);
     this.#resolveFinished();
   }
@@ -474,15 +479,15 @@ export class Server {
         continue;
       }
       const task = this.#serve(conn).catch((error) => this.#report(error));
-      this.#tasks.add(task);
-      task.finally(() => this.#tasks.delete(task));
+      const member = this.#tasks.add(task);
+      task.finally(() => this.#tasks.remove(member));
     }
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
     const sock = await handshake(conn, this.#config, this.#tracker);
     if (sock === null) return;
-    this.#sockets.add(sock);
+    const member = this.#sockets.add(sock);
     // The server is done with a connection when its socket is closed, not
     // when its handler returns: a handler stuck elsewhere cannot hold up
     // close().
@@ -491,7 +496,7 @@ export class Server {
       : this.#runHandler(sock);
     handled.catch((error) => this.#report(error));
     await sock.closed;
-    this.#sockets.delete(sock);
+    this.#sockets.remove(member);
   }
 
   async #runHandler(sock: Socket): Promise<void> {
@@ -519,8 +524,8 @@ export class Server {
       `Server busy: ${this.#maxConnections} connections open`,
     )
       .then(() => clearTimeout(timer), noop);
-    this.#refusing.add(task);
-    task.finally(() => this.#refusing.delete(task));
+    const member = this.#refusing.add(task);
+    task.finally(() => this.#refusing.remove(member));
   }
 
   #report(error: unknown): void {
