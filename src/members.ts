@@ -51,6 +51,15 @@ export class Members<T> {
     member.index = -1;
   }
 
+  /**
+   * Calls `fn` with each member, in no particular order. `fn` must not add
+   * or remove members (walk {@linkcode values} for that).
+   */
+  forEach(fn: (value: T) => void): void {
+    const items = this.#items;
+    for (let i = 0; i < items.length; i++) fn(items[i].value);
+  }
+
   /** The members now, in no particular order (a copy: removing is safe while walking it). */
   values(): T[] {
     return this.#items.map((member) => member.value);

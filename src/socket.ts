@@ -26,6 +26,7 @@ import { type Message, Protocol, type ProtocolSink } from "./protocol.ts";
 import { ReadQueue } from "./read_queue.ts";
 import { type Deadline, deadlinesOf } from "./deadlines.ts";
 import { readBuffers } from "./http_head.ts";
+import type { Member } from "./members.ts";
 import { WriteQueue } from "./write_queue.ts";
 
 /** The frame types `Socket.write` sends. */
@@ -209,9 +210,9 @@ export interface SocketInit {
  * calls `remove` when its connection is over.
  */
 export interface TopicRegistry {
-  subscribe(sock: Socket, topic: string): void;
-  unsubscribe(sock: Socket, topic: string): void;
-  remove(sock: Socket): void;
+  /** Adds `sock` to the topic's subscribers; the handle removes it. */
+  subscribe(sock: Socket, topic: string): Member<Socket>;
+  unsubscribe(topic: string, member: Member<Socket>): void;
 }
 
 let enqueue: (sock: Socket, frame: Uint8Array) => boolean;
@@ -309,6 +310,8 @@ export class Socket implements AsyncIterable<Message> {
   // sure to fit one frame and the write buffer.
   #smallTextLimit: number;
   #topics: TopicRegistry | undefined;
+  /** This socket's topics, each with its place among the topic's subscribers. */
+  #subscriptions: Map<string, Member<Socket>> | null = null;
   #deflate: PerMessageDeflate | null;
 
   #resolveClosed!: (info: CloseInfo) => void;
@@ -432,7 +435,12 @@ export class Socket implements AsyncIterable<Message> {
         "Cannot subscribe: only sockets accepted by a server have topics",
       );
     }
-    if (!this.#finished) this.#topics.subscribe(this, String(topic));
+    topic = String(topic);
+    if (this.#finished || this.#subscriptions?.has(topic)) return;
+    (this.#subscriptions ??= new Map()).set(
+      topic,
+      this.#topics.subscribe(this, topic),
+    );
   }
 
   /**
@@ -447,7 +455,11 @@ export class Socket implements AsyncIterable<Message> {
         "Cannot unsubscribe: only sockets accepted by a server have topics",
       );
     }
-    this.#topics.unsubscribe(this, String(topic));
+    topic = String(topic);
+    const member = this.#subscriptions?.get(topic);
+    if (member === undefined) return;
+    this.#subscriptions!.delete(topic);
+    this.#topics.unsubscribe(topic, member);
   }
 
   /**
@@ -750,7 +762,12 @@ export class Socket implements AsyncIterable<Message> {
   #finish(): void {
     this.#finished = true;
     this.#deflate?.close();
-    this.#topics?.remove(this);
+    if (this.#subscriptions !== null) {
+      for (const [topic, member] of this.#subscriptions) {
+        this.#topics!.unsubscribe(topic, member);
+      }
+      this.#subscriptions = null;
+    }
     this.#closeTimer?.cancel();
     clearInterval(this.#pingTimer);
     clearTimeout(this.#pongTimer);

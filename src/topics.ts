@@ -11,6 +11,7 @@ import {
   OPCODE_CONTINUATION,
   OPCODE_TEXT,
 } from "./frame.ts";
+import { Members } from "./members.ts";
 import { enqueueEncoded, type Socket, type TopicRegistry } from "./socket.ts";
 
 const encoder = new TextEncoder();
@@ -85,36 +86,26 @@ export class Topics {
     registryOf = (topics) => topics.#registry;
   }
 
-  #subscribers = new Map<string, Set<Socket>>();
-  #subscriptions = new Map<Socket, Set<string>>();
+  // Subscribers are Members, not Sets, and each socket keeps its own
+  // subscriptions: no table keyed by sockets that come and go (see
+  // members.ts for what that costs under churn).
+  #subscribers = new Map<string, Members<Socket>>();
   #maxPublishBacklog: number;
   #fragmentSize: number;
   #registry: TopicRegistry = {
     subscribe: (sock, topic) => {
       let sockets = this.#subscribers.get(topic);
       if (sockets === undefined) {
-        sockets = new Set();
+        sockets = new Members();
         this.#subscribers.set(topic, sockets);
       }
-      sockets.add(sock);
-      let topics = this.#subscriptions.get(sock);
-      if (topics === undefined) {
-        topics = new Set();
-        this.#subscriptions.set(sock, topics);
-      }
-      topics.add(topic);
+      return sockets.add(sock);
     },
-    unsubscribe: (sock, topic) => {
-      const topics = this.#subscriptions.get(sock);
-      if (topics === undefined || !topics.delete(topic)) return;
-      if (topics.size === 0) this.#subscriptions.delete(sock);
-      this.#forget(sock, topic);
-    },
-    remove: (sock) => {
-      const topics = this.#subscriptions.get(sock);
-      if (topics === undefined) return;
-      this.#subscriptions.delete(sock);
-      for (const topic of topics) this.#forget(sock, topic);
+    unsubscribe: (topic, member) => {
+      const sockets = this.#subscribers.get(topic);
+      if (sockets === undefined) return;
+      sockets.remove(member);
+      if (sockets.size === 0) this.#subscribers.delete(topic);
     },
   };
 
@@ -191,18 +182,13 @@ export class Topics {
     );
     const limit = this.#maxPublishBacklog;
     let queued = 0;
-    for (const sock of sockets) {
-      if (sock.bufferedAmount > limit) continue;
-      if (enqueueEncoded(sock, frames)) queued++;
-    }
+    // Queuing never removes a subscriber: walking the members is safe.
+    sockets.forEach((sock) => {
+      if (sock.bufferedAmount <= limit && enqueueEncoded(sock, frames)) {
+        queued++;
+      }
+    });
     return queued;
-  }
-
-  #forget(sock: Socket, topic: string): void {
-    const sockets = this.#subscribers.get(topic);
-    if (sockets === undefined) return;
-    sockets.delete(sock);
-    if (sockets.size === 0) this.#subscribers.delete(topic);
   }
 }
 

@@ -6,48 +6,53 @@ import assert from "node:assert/strict";
 // promoted to the old generation, about 3 KB each here. Counted from V8's
 // own trace of each young-generation collection (scavenge) after a warm-up
 // and a full collection.
-Deno.test("churn: ended connections die young (few bytes promoted per connection)", async () => {
-  const fixture = new URL("./fixtures/churn_gc.ts", import.meta.url);
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--v8-flags=--trace-gc-nvp,--expose-gc",
-      fixture.pathname,
-      "1000",
-      "5000",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const out = new TextDecoder().decode(stdout);
-  const err = new TextDecoder().decode(stderr);
-  assert.equal(code, 0, err);
-  const mark = Number(/^MARK ([\d.]+)$/m.exec(err)?.[1]);
-  const conns = Number(/^CONNS (\d+)$/m.exec(err)?.[1]);
-  assert.equal(conns, 5000);
-  let scavenges = 0;
-  let promoted = 0;
-  for (const line of out.split("\n")) {
-    // [pid:isolate:0]     1346 ms: GC: {"pause":0.3,...,"gc":"s",...}
-    const match = /\s(\d+) ms: GC: (\{.*\})\s*$/.exec(line);
-    if (match === null || Number(match[1]) < mark) continue;
-    let gc;
-    try {
-      gc = JSON.parse(match[2]);
-    } catch {
-      continue; // Another trace line ran into this one.
+for (const subscribe of [false, true]) {
+  Deno.test(`churn${subscribe ? " with a topic each" : ""}: ended connections die young (few bytes promoted per connection)`, async () => {
+    const fixture = new URL("./fixtures/churn_gc.ts", import.meta.url);
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--v8-flags=--trace-gc-nvp,--expose-gc",
+        fixture.pathname,
+        "1000",
+        "5000",
+        subscribe ? "subscribe" : "",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(stdout);
+    const err = new TextDecoder().decode(stderr);
+    assert.equal(code, 0, err);
+    const mark = Number(/^MARK ([\d.]+)$/m.exec(err)?.[1]);
+    const conns = Number(/^CONNS (\d+)$/m.exec(err)?.[1]);
+    assert.equal(conns, 5000);
+    let scavenges = 0;
+    let promoted = 0;
+    for (const line of out.split("\n")) {
+      // [pid:isolate:0]     1346 ms: GC: {"pause":0.3,...,"gc":"s",...}
+      const match = /\s(\d+) ms: GC: (\{.*\})\s*$/.exec(line);
+      if (match === null || Number(match[1]) < mark) continue;
+      let gc;
+      try {
+        gc = JSON.parse(match[2]);
+      } catch {
+        continue; // Another trace line ran into this one.
+      }
+      if (gc.gc !== "s") continue;
+      scavenges++;
+      promoted += gc.promoted;
     }
-    if (gc.gc !== "s") continue;
-    scavenges++;
-    promoted += gc.promoted;
-  }
-  // Enough young collections that a connection kept across two of them
-  // would have been promoted.
-  assert.ok(scavenges >= 5, `only ${scavenges} scavenges after the warm-up`);
-  const perConn = promoted / conns;
-  assert.ok(
-    perConn < 1024,
-    `${perConn.toFixed(0)} B promoted per connection (${scavenges} scavenges)`,
-  );
-});
+    // Enough young collections that a connection kept across two of them
+    // would have been promoted.
+    assert.ok(scavenges >= 5, `only ${scavenges} scavenges after the warm-up`);
+    const perConn = promoted / conns;
+    assert.ok(
+      perConn < 1024,
+      `${
+        perConn.toFixed(0)
+      } B promoted per connection (${scavenges} scavenges)`,
+    );
+  });
+}

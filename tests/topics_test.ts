@@ -162,6 +162,68 @@ Deno.test("unsubscribe() stops a socket hearing a topic; others keep hearing it"
   await closeAll([stayer]);
 });
 
+Deno.test("subscribers leaving from the middle, the front and twice: each of the rest hears a publish once", async () => {
+  await using server = serve(subscriber);
+  const clients = await subscribe(server, ["room"], 5);
+  for (const i of [2, 0, 2]) {
+    await clients[i].write("unsubscribe room", "text");
+    assert.deepEqual(await within(clients[i].read()), {
+      type: "text",
+      data: "done",
+    });
+  }
+  // Never subscribed to it: nothing happens.
+  await clients[1].write("unsubscribe elsewhere", "text");
+  assert.deepEqual(await within(clients[1].read()), {
+    type: "text",
+    data: "done",
+  });
+  assert.equal(server.subscriberCount("room"), 3);
+  assert.equal(server.publish("room", "hello", "text"), 3);
+  assert.equal(server.publish("room", "again", "text"), 3);
+  for (const i of [1, 3, 4]) {
+    assert.deepEqual(await within(clients[i].read()), {
+      type: "text",
+      data: "hello",
+    });
+    assert.deepEqual(await within(clients[i].read()), {
+      type: "text",
+      data: "again",
+    });
+  }
+  await closeAll(clients);
+  assert.deepEqual(await within(readAll(clients[0])), [
+    { type: "close", code: 1000, reason: "" },
+  ]);
+});
+
+Deno.test("subscribing twice to a topic counts once; unsubscribing and subscribing again works", async () => {
+  await using server = serve(async (sock) => {
+    sock.subscribe("dup");
+    sock.subscribe("dup");
+    for await (const msg of sock) {
+      if (msg.type !== "text") continue;
+      if (msg.data === "leave") sock.unsubscribe("dup");
+      if (msg.data === "join") sock.subscribe("dup");
+      await sock.write("done", "text");
+    }
+  });
+  const client = await within(connect(urlOf(server)));
+  await waitFor(() => server.subscriberCount("dup") === 1, "the subscription");
+  assert.equal(server.publish("dup", "once", "text"), 1);
+  assert.deepEqual(await within(client.read()), { type: "text", data: "once" });
+  await client.write("leave", "text");
+  assert.deepEqual(await within(client.read()), { type: "text", data: "done" });
+  assert.equal(server.subscriberCount("dup"), 0);
+  assert.equal(server.publish("dup", "nobody", "text"), 0);
+  await client.write("join", "text");
+  assert.deepEqual(await within(client.read()), { type: "text", data: "done" });
+  assert.equal(server.publish("dup", "back", "text"), 1);
+  assert.deepEqual(await within(client.read()), { type: "text", data: "back" });
+  await within(client.close());
+  await waitFor(() => server.subscriberCount("dup") === 0, "the socket to go");
+});
+
 Deno.test("a socket leaves its topics when its connection ends, cleanly or not", async () => {
   await using server = serve(subscriber);
   const [clean] = await subscribe(server, ["x", "y"], 1);
