@@ -6,6 +6,8 @@
  * @module
  */
 
+import { encodeUtf8 } from "./utf8.ts";
+
 /** 1000: the purpose for which the connection was established is fulfilled. */
 export const NORMAL_CLOSURE = 1000;
 /** 1001: an endpoint is going away (server shutdown, page navigation). */
@@ -44,7 +46,6 @@ export function isValidCloseCode(code: number): boolean {
     (code >= 3000 && code <= 4999);
 }
 
-const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", {
   fatal: true,
   ignoreBOM: true,
@@ -57,7 +58,7 @@ const strictDecoder = new TextDecoder("utf-8", {
  */
 export function encodeClosePayload(code: number, reason: string): Uint8Array {
   if (code === NO_STATUS_RECEIVED) return new Uint8Array(0);
-  const reasonBytes = encoder.encode(reason);
+  const reasonBytes = encodeUtf8(reason);
   const payload = new Uint8Array(2 + reasonBytes.length);
   payload[0] = code >>> 8;
   payload[1] = code & 0xff;

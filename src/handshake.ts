@@ -7,6 +7,7 @@
  */
 
 import { sha1 } from "./sha1.ts";
+import { encodeUtf8 } from "./utf8.ts";
 
 /** RFC 6455 1.3: the GUID appended to the key before hashing. */
 export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -170,7 +171,7 @@ export function hasToken(value: string | null, token: string): boolean {
  * base64 of the SHA-1 of the key and the GUID.
  */
 export function acceptKey(key: string): string {
-  return base64(sha1(encoder.encode(key + WEBSOCKET_GUID)));
+  return base64(sha1(encodeUtf8(key + WEBSOCKET_GUID)));
 }
 
 const BASE64 =

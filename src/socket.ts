@@ -579,7 +579,11 @@ export class Socket implements AsyncIterable<Message> {
         ),
       );
     }
-    if (typeof reason !== "string" || encoder.encode(reason).length > 123) {
+    if (
+      typeof reason !== "string" ||
+      // 41 UTF-16 code units are 123 bytes of UTF-8 at most.
+      (reason.length > 41 && encoder.encode(reason).length > 123)
+    ) {
       return Promise.reject(
         new RangeError(
           "Cannot close: reason must be a string of 123 bytes or less",

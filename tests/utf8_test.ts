@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { decodeUtf8, isValidUtf8, Utf8StreamDecoder } from "../src/utf8.ts";
+import {
+  decodeUtf8,
+  encodeUtf8,
+  isValidUtf8,
+  Utf8StreamDecoder,
+} from "../src/utf8.ts";
 
 // -- Helpers --
 
@@ -287,4 +292,29 @@ Deno.test("decodeUtf8() agrees with a fatal TextDecoder on 20,000 random near-UT
   }
   // Both outcomes were exercised.
   assert.ok(invalid > 1000 && invalid < 19_000, `${invalid} invalid`);
+});
+
+Deno.test("encodeUtf8() gives TextEncoder's bytes: ASCII and not, around the 128-character shortcut, lone surrogates", () => {
+  const encoder = new TextEncoder();
+  const texts = [
+    "",
+    "dGhlIHNhbXBsZSBub25jZQ==258EAFA5-E914-47DA-95CA-C5AB0DC85B11",
+    "x".repeat(127),
+    "x".repeat(128),
+    "x".repeat(129),
+    "x".repeat(127) + "é",
+    "é" + "x".repeat(127),
+    "\x7f\x80",
+    "€😀",
+    "a\ud800b",
+    "\udc00",
+    "x".repeat(200) + "😀",
+  ];
+  for (const text of texts) {
+    assert.deepEqual(
+      encodeUtf8(text),
+      encoder.encode(text),
+      JSON.stringify(text),
+    );
+  }
 });
