@@ -153,6 +153,8 @@ interface Contestant {
   cmd: string[];
   /** The scenarios it serves, when not all. */
   scenarios?: string[];
+  /** Environment for the server process (on top of `PORT`). */
+  env?: Record<string, string>;
 }
 
 const DENO = Deno.execPath();
@@ -189,6 +191,20 @@ const SERVERS: Record<string, Contestant> = {
     label: "bare `Deno.Conn` echo (a floor: no API, no checks)",
     cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/bare.ts`],
     scenarios: ["S1", "S2", "S3", "S4"],
+  },
+  bare_text: {
+    name: "bare_text",
+    label: "bare echo that decodes and re-encodes text (the floor for S2)",
+    cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/bare.ts`],
+    env: { BARE: "text" },
+    scenarios: ["S2"],
+  },
+  bare_reuse: {
+    name: "bare_reuse",
+    label: "bare echo with one reused buffer per connection (S3 memory floor)",
+    cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/bare.ts`],
+    env: { BARE: "reuse" },
+    scenarios: ["S3"],
   },
 };
 
@@ -430,7 +446,10 @@ async function startServer(
   core: number,
   settings: Settings,
 ): Promise<{ proc: Proc; port: number }> {
-  const proc = new Proc(pinned(server.cmd, core, settings.pin), { PORT: "0" });
+  const proc = new Proc(pinned(server.cmd, core, settings.pin), {
+    PORT: "0",
+    ...server.env,
+  });
   const ready = await proc.waitLine((l) => l.startsWith("READY "), 20_000);
   if (ready === null) {
     await proc.kill();
@@ -813,7 +832,7 @@ async function main(): Promise<number> {
   }
   if (bunVersion) servers.push(SERVERS.bun);
   else notes.push("`bun` not found: Bun contestant skipped.");
-  servers.push(SERVERS.bare);
+  servers.push(SERVERS.bare, SERVERS.bare_text, SERVERS.bare_reuse);
   const serverList = servers.filter((c) => !wanted || wanted.includes(c.name));
   const clientList = [CLIENTS.builtin, CLIENTS.ours].filter((c) =>
     !wanted || wanted.includes(c.name)

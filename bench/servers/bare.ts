@@ -10,6 +10,16 @@
  * messages, a read queue, promises) and of the checks (RFC 6455 rules, UTF-8
  * validation, limits).
  *
+ * Two variants, each a floor for one question:
+ * - `BARE=text`: a text frame is decoded to a string (Deno's `TextDecoder`,
+ *   with the same U+FFFD check this library makes) and encoded back
+ *   (`encodeInto`), as any API that hands out strings must. The floor for
+ *   S2.
+ * - `BARE=reuse`: a payload that spans reads goes into one buffer per
+ *   connection, reused, instead of a new one per message: the floor for
+ *   S3's memory when no message outlives its echo, which an API that hands
+ *   the message to the caller cannot assume.
+ *
  * Path `/fanout` is not served. Prints `READY <port>` when listening.
  *
  * Run: PORT=0 deno run --allow-net --allow-env bench/servers/bare.ts
@@ -18,6 +28,11 @@ import { acceptKey } from "../../src/handshake.ts";
 import { mask } from "../../src/mask.ts";
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+const variant = Deno.env.get("BARE") ?? "";
+const TEXT = variant === "text";
+const REUSE = variant === "reuse";
+const textOut = new Uint8Array(256 * 1024 * 3);
 const listener = Deno.listen({
   hostname: "127.0.0.1",
   port: Number(Deno.env.get("PORT") ?? "0"),
@@ -30,7 +45,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let o = 0; o < bytes.length;) o += await conn.write(bytes.subarray(o));
 }
 
-async function serve(conn: Deno.Conn): Promise<void> {
+async function serve(conn: Deno.TcpConn): Promise<void> {
   conn.setNoDelay(true);
   const buf = new Uint8Array(256 * 1024);
   let len = 0;
@@ -58,6 +73,7 @@ async function serve(conn: Deno.Conn): Promise<void> {
   buf.copyWithin(0, headEnd + 4, len);
   len -= headEnd + 4;
   const out = new Uint8Array(256 * 1024 + 16);
+  let spare = new Uint8Array(0);
   for (;;) {
     // Every whole frame in buf[0, len).
     let pos = 0;
@@ -87,7 +103,8 @@ async function serve(conn: Deno.Conn): Promise<void> {
         header[1] &= 0x7f;
         await writeAll(conn, out.subarray(0, outLen));
         outLen = 0;
-        const payload = new Uint8Array(size);
+        if (REUSE && spare.length < size) spare = new Uint8Array(size);
+        const payload = REUSE ? spare.subarray(0, size) : new Uint8Array(size);
         let got = len - start;
         payload.set(buf.subarray(start, len));
         while (got < size) {
@@ -101,8 +118,17 @@ async function serve(conn: Deno.Conn): Promise<void> {
         pos = len = 0;
         break;
       }
-      const payload = buf.subarray(start, start + size);
+      let payload = buf.subarray(start, start + size);
       mask(payload, key);
+      if (TEXT && (b0 & 0x0f) === 0x1) {
+        const text = decoder.decode(payload);
+        if (text.indexOf("\uFFFD") !== -1) return conn.close();
+        payload = textOut.subarray(
+          0,
+          encoder.encodeInto(text, textOut).written,
+        );
+        if (payload.length !== size) return conn.close();
+      }
       if (outLen + hdr + size > out.length) {
         await writeAll(conn, out.subarray(0, outLen));
         outLen = 0;
