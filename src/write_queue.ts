@@ -25,6 +25,10 @@ const SHARE_LIMIT = 16 * 1024;
 const INITIAL_CAPACITY = 4 * 1024;
 /** A buffer bigger than this is not kept by its queue once written... */
 const KEEP_LIMIT = 256 * 1024;
+// Queued bytes from which a write starts at once (in a microtask, so what
+// the caller queues in the same job still joins it) instead of at the end
+// of the event-loop turn.
+const EAGER_FLUSH = 64 * 1024;
 /**
  * ...but goes to a pool shared by every queue, at most POOL_BYTES in all:
  * a new buffer is zero-filled, which cost as much as copying the frames
@@ -167,6 +171,7 @@ export class WriteQueue {
   #sealed = 0;
   #batch: Batch | null = null;
   #scheduled = false;
+  #eager = false;
   #flushing = false;
   #failure: unknown = null;
   #makeFailure: (() => unknown) | null = null;
@@ -311,7 +316,15 @@ export class WriteQueue {
   }
 
   #schedule(): void {
-    if (!this.#scheduled && !this.#flushing) {
+    if (this.#flushing) return;
+    if (this.bufferedAmount >= EAGER_FLUSH) {
+      // Enough to make a write worth it now: waiting for the turn's end
+      // only delays it (a big echo waited for the next message's reads).
+      if (!this.#eager) {
+        this.#eager = true;
+        queueMicrotask(this.#flush);
+      }
+    } else if (!this.#scheduled) {
       this.#scheduled = true;
       scheduleFlush(this.#flush);
     }
@@ -393,7 +406,9 @@ export class WriteQueue {
   }
 
   #flush = async (): Promise<void> => {
-    this.#scheduled = false;
+    this.#scheduled = this.#eager = false;
+    // Scheduled twice (at the turn's end, then eagerly): one flush runs.
+    if (this.#flushing) return;
     this.#flushing = true;
     while (this.#batch !== null && this.#makeFailure === null) {
       const batch = this.#batch;

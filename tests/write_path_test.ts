@@ -180,3 +180,42 @@ Deno.test("small write buffers passed between queues are never one still being w
     assert.deepEqual(new Set(payload), new Set([0x10 + i]), `queue ${i}`);
   });
 });
+
+Deno.test("64 KiB queued starts its write after the caller's job, not at the end of the turn; less waits and coalesces", async () => {
+  const calls: number[] = [];
+  const writer = {
+    write(p: Uint8Array): Promise<number> {
+      calls.push(p.length);
+      return Promise.resolve(p.length);
+    },
+  };
+  const queue = new WriteQueue(writer, false, (e) => e);
+  const microtasks = async () => {
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+  };
+  // Small frames wait for the end of the event-loop turn.
+  queue.push(true, false, 2, new Uint8Array(100));
+  queue.push(true, false, 2, new Uint8Array(100));
+  await microtasks();
+  assert.deepEqual(calls, []);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(calls, [2 * 102]);
+  // A message sent as 16 fragments, pushed in one job: one write, started
+  // before any other task runs.
+  calls.length = 0;
+  for (let i = 0; i < 16; i++) {
+    queue.push(i === 15, false, i === 0 ? 2 : 0, new Uint8Array(60_000));
+  }
+  await microtasks();
+  assert.deepEqual(calls, [16 * (60_000 + 4)]);
+  // Small frames queued first join the big one when it comes.
+  calls.length = 0;
+  queue.push(true, false, 2, new Uint8Array(100));
+  // (70,000 bytes: a 10-byte header)
+  queue.push(true, false, 2, new Uint8Array(70_000));
+  await microtasks();
+  assert.deepEqual(calls, [102 + 70_010]);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(calls, [102 + 70_010]); // the turn's flush finds nothing
+  await queue.idle();
+});
