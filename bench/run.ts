@@ -16,6 +16,8 @@
  *   --json FILE         also write every run's raw numbers to FILE
  *   --report FILE       re-render the report of a --json FILE (runs nothing)
  *   --no-pin            do not pin processes to cores
+ *   --fast-server NAME  the echo server of the client scenarios (default:
+ *                       bun when installed, else ws_node, else builtin)
  *   --retry-disturbed N rerun a run up to N times while the rest of the
  *                       machine used over 25 % CPU during it (default 1)
  *
@@ -838,11 +840,16 @@ async function main(): Promise<number> {
     !wanted || wanted.includes(c.name)
   );
   // The fixed server for the client scenarios: the fastest available.
-  const fastServer = bunVersion
+  const fastServer = flags["fast-server"] !== undefined
+    ? SERVERS[flags["fast-server"]]
+    : bunVersion
     ? SERVERS.bun
     : wsVersion
     ? SERVERS.ws_node
     : SERVERS.builtin;
+  if (fastServer === undefined) {
+    throw new Error(`--fast-server: no server ${flags["fast-server"]}`);
+  }
 
   const settings: Settings = { warmup, duration, pin, fastServer };
   // Every server and client process loads the library as it is on disk
