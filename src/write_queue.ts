@@ -8,7 +8,7 @@
 import { setImmediate } from "node:timers";
 import { BufferPool } from "./buffer_pool.ts";
 import { frameHeaderSize, writeFrameHeader } from "./frame.ts";
-import { mask } from "./mask.ts";
+import { mask, maskInto } from "./mask.ts";
 
 /** The part of a `Deno.Conn` the queue writes to. */
 export interface Writer {
@@ -233,8 +233,8 @@ export class WriteQueue {
         length,
         key,
       );
-      buffer.set(payload, offset);
-      if (key) mask(buffer.subarray(offset, offset + length), key);
+      if (key) maskInto(payload, key, buffer, offset);
+      else buffer.set(payload, offset);
       offset += length;
       this.#length = offset;
     } else {

@@ -173,3 +173,41 @@ Deno.test("maskInto() copies the masked bytes into the target and leaves the sou
     }
   }
 });
+
+Deno.test("maskInto() matches the reference on the one-pass path: every source and target alignment, around 512 B and at 64 KiB", () => {
+  for (const length of [511, 512, 513, 520, 1027, 65_536]) {
+    for (let sourceShift = 0; sourceShift < 8; sourceShift++) {
+      for (let targetShift = 0; targetShift < 16; targetShift++) {
+        const label =
+          `length ${length}, source at ${sourceShift}, target at ${targetShift}`;
+        const source = pattern(length + sourceShift, length).subarray(
+          sourceShift,
+        );
+        const sourceCopy = source.slice();
+        // The target itself is a view at an offset, as a pooled buffer may be.
+        const backing = new Uint8Array(length + 32).fill(0x5c);
+        const target = backing.subarray(3);
+        maskInto(source, KEY, target, targetShift);
+        assert.ok(bytesEqual(source, sourceCopy), `${label}: source untouched`);
+        assert.ok(
+          bytesEqual(
+            target.subarray(targetShift, targetShift + length),
+            naiveMask(source, KEY),
+          ),
+          `${label}: masked bytes`,
+        );
+        assert.ok(
+          backing.subarray(0, 3 + targetShift).every((b) => b === 0x5c) &&
+            backing.subarray(3 + targetShift + length).every((b) => b === 0x5c),
+          `${label}: nothing written outside`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("maskInto() throws a RangeError, writing nothing, when the source does not fit", () => {
+  const target = new Uint8Array(1024);
+  assert.throws(() => maskInto(pattern(1024), KEY, target, 8), RangeError);
+  assert.ok(target.every((b) => b === 0));
+});
