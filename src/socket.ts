@@ -207,7 +207,8 @@ export interface SocketInit {
 
 /**
  * The server's side of topics: which sockets hear which topic. A socket
- * calls `remove` when its connection is over.
+ * keeps the handle of each subscription and gives each back when its
+ * connection is over.
  */
 export interface TopicRegistry {
   /** Adds `sock` to the topic's subscribers; the handle removes it. */
