@@ -69,8 +69,15 @@ function maskWide(
   const head = (8 - (data.byteOffset & 7)) & 7;
   for (; i < head; i++) data[i] ^= maskingKey[(offset + i) & 3];
   const words = (length - i) >>> 3;
-  // The key rotated so that its byte 0 lines up with data[i], twice.
-  const k = (offset + i) & 3;
+  const word = wideKey(maskingKey, (offset + i) & 3);
+  const view = new BigUint64Array(data.buffer, data.byteOffset + i, words);
+  for (let w = 0; w < words; w++) view[w] ^= word;
+  i += words << 3;
+  for (; i < length; i++) data[i] ^= maskingKey[(offset + i) & 3];
+}
+
+/** The key rotated so that its byte `k` comes first, twice over 64 bits. */
+function wideKey(maskingKey: Uint8Array, k: number): bigint {
   const b0 = maskingKey[k];
   const b1 = maskingKey[(k + 1) & 3];
   const b2 = maskingKey[(k + 2) & 3];
@@ -80,11 +87,7 @@ function maskWide(
       ? (b0 | (b1 << 8) | (b2 << 16) | (b3 << 24))
       : ((b0 << 24) | (b1 << 16) | (b2 << 8) | b3)) >>> 0,
   );
-  const word = half | (half << 32n);
-  const view = new BigUint64Array(data.buffer, data.byteOffset + i, words);
-  for (let w = 0; w < words; w++) view[w] ^= word;
-  i += words << 3;
-  for (; i < length; i++) data[i] ^= maskingKey[(offset + i) & 3];
+  return half | (half << 32n);
 }
 
 /**
@@ -118,16 +121,7 @@ export function maskInto(
     target[targetOffset + i] = source[i] ^ maskingKey[i & 3];
   }
   const words = (length - i) >>> 3;
-  const b0 = maskingKey[i & 3];
-  const b1 = maskingKey[(i + 1) & 3];
-  const b2 = maskingKey[(i + 2) & 3];
-  const b3 = maskingKey[(i + 3) & 3];
-  const half = BigInt(
-    (LITTLE_ENDIAN
-      ? (b0 | (b1 << 8) | (b2 << 16) | (b3 << 24))
-      : ((b0 << 24) | (b1 << 16) | (b2 << 8) | b3)) >>> 0,
-  );
-  const word = half | (half << 32n);
+  const word = wideKey(maskingKey, i & 3);
   const from = new BigUint64Array(source.buffer, source.byteOffset + i, words);
   const to = new BigUint64Array(target.buffer, start + i, words);
   for (let w = 0; w < words; w++) to[w] = from[w] ^ word;
