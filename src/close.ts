@@ -6,7 +6,7 @@
  * @module
  */
 
-import { encodeUtf8 } from "./utf8.ts";
+import { decodeUtf8, encodeUtf8 } from "./utf8.ts";
 
 /** 1000: the purpose for which the connection was established is fulfilled. */
 export const NORMAL_CLOSURE = 1000;
@@ -46,11 +46,6 @@ export function isValidCloseCode(code: number): boolean {
     (code >= 3000 && code <= 4999);
 }
 
-const strictDecoder = new TextDecoder("utf-8", {
-  fatal: true,
-  ignoreBOM: true,
-});
-
 /**
  * Encodes a close payload: the code in network byte order and the UTF-8
  * reason. Code 1005 means "no code" and gives an empty payload.
@@ -58,11 +53,11 @@ const strictDecoder = new TextDecoder("utf-8", {
  */
 export function encodeClosePayload(code: number, reason: string): Uint8Array {
   if (code === NO_STATUS_RECEIVED) return new Uint8Array(0);
-  const reasonBytes = encodeUtf8(reason);
-  const payload = new Uint8Array(2 + reasonBytes.length);
+  const reasonBytes = reason === "" ? null : encodeUtf8(reason);
+  const payload = new Uint8Array(2 + (reasonBytes?.length ?? 0));
   payload[0] = code >>> 8;
   payload[1] = code & 0xff;
-  payload.set(reasonBytes, 2);
+  if (reasonBytes !== null) payload.set(reasonBytes, 2);
   return payload;
 }
 
@@ -92,10 +87,9 @@ export function decodeClosePayload(payload: Uint8Array): ClosePayload {
       message: `Invalid close frame: close code ${code}`,
     };
   }
-  let reason: string;
-  try {
-    reason = strictDecoder.decode(payload.subarray(2));
-  } catch {
+  // Most close frames have no reason: no decoder for those.
+  const reason = payload.length === 2 ? "" : decodeUtf8(payload.subarray(2));
+  if (reason === undefined) {
     return {
       ok: false,
       closeCode: INVALID_FRAME_PAYLOAD_DATA,

@@ -200,3 +200,23 @@ Deno.test("decodeClosePayload() recovers after a reason with invalid UTF-8", () 
   assert.equal(result.ok, false);
   assert.equal(!result.ok && result.closeCode, 1007);
 });
+
+Deno.test("close payloads: a code alone both ways, U+FFFD sent as it is, and invalid bytes after ASCII", () => {
+  assert.deepEqual(encodeClosePayload(1000, ""), new Uint8Array([0x03, 0xe8]));
+  assert.deepEqual(decodeClosePayload(new Uint8Array([0x0f, 0xa0])), {
+    ok: true,
+    code: 4000,
+    reason: "",
+  });
+  assert.deepEqual(decodeClosePayload(encodeClosePayload(1001, "a\uFFFDb")), {
+    ok: true,
+    code: 1001,
+    reason: "a\uFFFDb",
+  });
+  for (
+    const tail of [[0x61, 0xff], [0x61, 0x62, 0xc3], [0x61, 0xed, 0xa0, 0x80]]
+  ) {
+    const result = decodeClosePayload(new Uint8Array([0x03, 0xe8, ...tail]));
+    assert.equal(!result.ok && result.closeCode, 1007, JSON.stringify(tail));
+  }
+});
