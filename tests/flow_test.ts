@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { connect, type Message } from "../mod.ts";
 import { clientFrame, RawClient, serve, urlOf } from "./_helpers.ts";
+import { within } from "./_raw_helpers.ts";
 
 function deadline<T>(promise: Promise<T>, ms = 5000): Promise<T> {
   let timer: ReturnType<typeof setTimeout>;
@@ -224,4 +225,49 @@ Deno.test("messages kept after their connection ended stay intact while new conn
       assert.deepEqual(data, payload(id, i), `connection ${id}, message ${i}`)
     );
   }
+});
+
+Deno.test("a connection that never runs dry lets the event loop turn at least every 4 MiB it reads", async () => {
+  // Reads that find data waiting complete at once; without a turn of the
+  // event loop now and then, one busy socket held up timers, other sockets
+  // and the runtime's own tasks while it read 33-55 MiB.
+  const count = 64;
+  let sinceTurn = 0;
+  let most = 0;
+  let turning = true;
+  const turn = () => {
+    sinceTurn = 0;
+    if (turning) setImmediate(turn);
+  };
+  setImmediate(turn);
+  const done = Promise.withResolvers<void>();
+  let received = 0;
+  await using server = serve(async (sock) => {
+    for await (const msg of sock) {
+      if (msg.type !== "binary") continue;
+      sinceTurn += msg.data.length;
+      most = Math.max(most, sinceTurn);
+      if (++received === count) break;
+    }
+    turning = false;
+    done.resolve();
+  }, { maxQueuedBytes: 256 * 1024 * 1024 });
+  const sender = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      new URL("./fixtures/blast.ts", import.meta.url).pathname,
+      String(server.addr.port),
+      String(count),
+    ],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  await within(done.promise, "64 MiB from the sender");
+  await server.close();
+  assert.equal((await sender.status).code, 0);
+  // 4 MiB, the read that crossed it (up to a message) and the message that
+  // was half read at the last turn.
+  const MiB = 1024 * 1024;
+  assert.ok(most <= 6 * MiB, `${(most / MiB).toFixed(1)} MiB between turns`);
 });
