@@ -25,10 +25,6 @@ const SHARE_LIMIT = 16 * 1024;
 const INITIAL_CAPACITY = 4 * 1024;
 /** A buffer bigger than this is not kept by its queue once written... */
 const KEEP_LIMIT = 256 * 1024;
-// Queued bytes from which a write starts at once (in a microtask, so what
-// the caller queues in the same job still joins it) instead of at the end
-// of the event-loop turn.
-const EAGER_FLUSH = 64 * 1024;
 /**
  * ...but goes to a pool shared by every queue, at most POOL_BYTES in all:
  * a new buffer is zero-filled, which cost as much as copying the frames
@@ -41,6 +37,11 @@ let pooledBytes = 0;
 
 // Idle buffers of INITIAL_CAPACITY, for new queues.
 const smallBuffers = new BufferPool(INITIAL_CAPACITY, 256);
+
+// Queued bytes from which a write starts at once (in a microtask, so what
+// the caller queues in the same job still joins it) instead of at the end
+// of the event-loop turn.
+const EAGER_FLUSH = 64 * 1024;
 
 /** A pooled buffer of at least `size` bytes, or a new one. */
 function takeBuffer(size: number): Uint8Array {
