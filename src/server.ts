@@ -41,8 +41,7 @@ import {
   negotiateDeflate,
   PerMessageDeflate,
 } from "./deflate.ts";
-
-const encoder = new TextEncoder();
+import { encodeUtf8 } from "./utf8.ts";
 
 /** Where a connection comes from, as the `upgrade` and `onRequest` hooks see it. */
 export interface ConnectionInfo {
@@ -640,7 +639,7 @@ async function handshake(
     }
     await writeAll(
       conn,
-      headBytes(encodeHead(101, "Switching Protocols", fields)),
+      encodeUtf8(encodeHead(101, "Switching Protocols", fields)),
     );
     return new Socket({
       conn,
@@ -722,7 +721,7 @@ async function serveRequest(
   if (length !== null) {
     // RFC 9110 10.1.1: tell a client that waits for it to send the body.
     if (hasToken(head.headers.get("expect"), "100-continue")) {
-      await writeAll(conn, encoder.encode("HTTP/1.1 100 Continue\r\n\r\n"));
+      await writeAll(conn, encodeUtf8("HTTP/1.1 100 Continue\r\n\r\n"));
     }
     const read = await readBody(conn, rest, length, config.maxRequestBodySize);
     if (!(read instanceof Uint8Array)) {
@@ -887,20 +886,6 @@ function upgradeUrl(scheme: string, host: string, target: string): string {
   }
   lastUrl = { scheme, host, target, url };
   return url;
-}
-
-/**
- * `encoder.encode(head)`, without the call into the runtime when the head
- * is ASCII, as a 101 is unless the upgrade hook added other headers.
- */
-function headBytes(head: string): Uint8Array {
-  const bytes = new Uint8Array(head.length);
-  for (let i = 0; i < head.length; i++) {
-    const c = head.charCodeAt(i);
-    if (c > 0x7f) return encoder.encode(head);
-    bytes[i] = c;
-  }
-  return bytes;
 }
 
 function connectionInfo(conn: Deno.Conn): ConnectionInfo {

@@ -46,14 +46,14 @@ export function decodeUtf8(bytes: Uint8Array): string | undefined {
 }
 
 const encoder = new TextEncoder();
-// A handshake key with the GUID is 60 characters; close reasons are 123
-// bytes at most.
-const ASCII_ENCODE_MAX = 128;
+// A handshake key with the GUID is 60 characters, a close reason 123 bytes
+// at most, a 101 response about 130 unless the upgrade hook adds headers.
+const ASCII_ENCODE_MAX = 256;
 
 /**
  * The UTF-8 bytes of `text`. Short ASCII text (handshake keys, close
- * reasons) is copied in JS: a call into the runtime's encoder costs more
- * (about 0.8 µs for a handshake key).
+ * reasons, the 101 response) is copied in JS: a call into the runtime's
+ * encoder costs more (about 0.8 µs for a handshake key).
  */
 export function encodeUtf8(text: string): Uint8Array {
   const length = text.length;

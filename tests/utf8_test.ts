@@ -294,7 +294,7 @@ Deno.test("decodeUtf8() agrees with a fatal TextDecoder on 20,000 random near-UT
   assert.ok(invalid > 1000 && invalid < 19_000, `${invalid} invalid`);
 });
 
-Deno.test("encodeUtf8() gives TextEncoder's bytes: ASCII and not, around the 128-character shortcut, lone surrogates", () => {
+Deno.test("encodeUtf8() gives TextEncoder's bytes: ASCII and not, around the 256-character shortcut, lone surrogates", () => {
   const encoder = new TextEncoder();
   const texts = [
     "",
@@ -302,8 +302,12 @@ Deno.test("encodeUtf8() gives TextEncoder's bytes: ASCII and not, around the 128
     "x".repeat(127),
     "x".repeat(128),
     "x".repeat(129),
+    "x".repeat(255),
+    "x".repeat(256),
+    "x".repeat(257),
     "x".repeat(127) + "é",
     "é" + "x".repeat(127),
+    "x".repeat(255) + "é",
     "\x7f\x80",
     "€😀",
     "a\ud800b",
