@@ -256,6 +256,7 @@ Deno.test("a connection that never runs dry lets the event loop turn at least ev
     args: [
       "run",
       "--allow-net",
+      "--allow-read", // the shared test helpers read the test certificate
       new URL("./fixtures/blast.ts", import.meta.url).pathname,
       String(server.addr.port),
       String(count),

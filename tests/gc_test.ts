@@ -13,6 +13,7 @@ for (const subscribe of [false, true]) {
       args: [
         "run",
         "--allow-net",
+        "--allow-read", // the shared test helpers read the test certificate
         "--v8-flags=--trace-gc-nvp,--expose-gc",
         fixture.pathname,
         "1000",
