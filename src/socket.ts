@@ -64,11 +64,21 @@ export interface SocketOptions {
    */
   maxQueuedBytes?: number;
   /**
+   * `bufferedAmount` up to which a `write` resolves at once. A write that
+   * takes it over resolves only once the OS has taken enough to bring it
+   * back to this: an awaiting writer waits for a slow peer instead of
+   * buffering for it. 0 makes every write wait for its bytes to be handed
+   * to the OS.
+   * @default {65536}
+   */
+  writeHighWaterMark?: number;
+  /**
    * Bytes accepted by `write` and not yet taken by the OS beyond which the
    * peer counts as not reading: the next write that would go past it drops
    * the connection (close message 1006, the write rejects with
    * `SOCKET_CLOSED`). A single write to an empty buffer may be bigger.
-   * Awaiting each `write` keeps the buffer small and never hits this.
+   * Awaiting each `write` keeps the buffer near `writeHighWaterMark` and
+   * never hits this; code that does not await is bounded by it.
    * @default {16777216}
    */
   maxBufferedAmount?: number;
@@ -92,6 +102,7 @@ export interface SocketLimits {
   fragmentSize: number;
   closeTimeout: number;
   maxQueuedBytes: number;
+  writeHighWaterMark: number;
   maxBufferedAmount: number;
   pingInterval: number;
   pongTimeout: number;
@@ -137,6 +148,12 @@ export function socketLimits(options: SocketOptions): SocketLimits {
       "maxQueuedBytes",
       options.maxQueuedBytes,
       1024 * 1024,
+      true,
+    ),
+    writeHighWaterMark: positive(
+      "writeHighWaterMark",
+      options.writeHighWaterMark,
+      64 * 1024,
       true,
     ),
     maxBufferedAmount: positive(
@@ -398,6 +415,7 @@ export class Socket implements AsyncIterable<Message> {
           { closeCode: ABNORMAL_CLOSURE, cause },
         );
       },
+      init.limits.writeHighWaterMark,
     );
     if (init.limits.pingInterval > 0) {
       this.#pingTimer = setInterval(
@@ -495,11 +513,32 @@ export class Socket implements AsyncIterable<Message> {
    * interleave; data longer than `fragmentSize` goes as several frames.
    * Writes made in one turn of the event loop go out in one system call.
    *
-   * Do not modify a `Uint8Array` passed here until the promise resolves.
+   * The promise is backpressure, not delivery: it resolves at once while
+   * `bufferedAmount` is at or under `writeHighWaterMark` (64 KiB), and
+   * otherwise once the OS has taken enough to bring it back there, so
+   * `await sock.write(x)` in a loop runs at full speed and still waits for
+   * a peer that reads slowly. Not awaiting is fine too: the buffer is then
+   * bounded by `maxBufferedAmount`. A frame queued and then lost because the
+   * connection died does not reject its write: `closed` reports it, and
+   * later writes reject. Use {@linkcode flush} to wait until the bytes were
+   * handed to the OS.
+   *
+   * A `Uint8Array` passed here is yours again once the write resolves:
+   * small payloads are copied at once, big ones (256 KiB and up, unmasked)
+   * are written from your buffer and their write resolves once they were.
+   *
+   * @example Echo, awaiting each write
+   * ```ts ignore
+   * for await (const msg of sock) {
+   *   if (msg.type === "text" || msg.type === "binary") {
+   *     await sock.write(msg.data, msg.type);
+   *   }
+   * }
+   * ```
    *
    * @param data the payload; strings are sent as UTF-8, `null` as empty
    * @param type the frame type; `"close"` is the same as {@linkcode close}
-   * @returns resolves when the bytes were handed to the OS
+   * @returns resolves when the writer may go on (see above)
    * @throws {RangeError} (as a rejection) a ping, pong or close payload over 125 bytes
    * @throws {TypeError} (as a rejection) an unknown `type` or `data` of the wrong kind
    * @throws {WebSocketError} (as a rejection, code `SOCKET_CLOSED`) the close handshake began or the connection was lost
@@ -533,7 +572,7 @@ export class Socket implements AsyncIterable<Message> {
       ) {
         return this.#overflow(buffered + data.length);
       }
-      return this.#writes.pushString(opcode, data);
+      return this.#queued(this.#writes.pushString(opcode, data));
     }
     let payload: Uint8Array;
     if (data === null || data === undefined) payload = EMPTY;
@@ -567,9 +606,69 @@ export class Socket implements AsyncIterable<Message> {
       payload.length >= this.#deflate.threshold
     ) return this.#writeCompressed(opcode, payload);
     if (opcode >= OPCODE_PING) {
-      return this.#writes.push(true, false, opcode, payload);
+      return this.#queued(this.#writes.push(true, false, opcode, payload));
     }
     return this.#writeMessage(opcode, payload, false);
+  }
+
+  /**
+   * Sends a data message the web platform's way: a string as text, bytes
+   * as binary. Resolves as {@linkcode write} does.
+   *
+   * @example
+   * ```ts ignore
+   * await sock.send("hello");                  // text
+   * await sock.send(new Uint8Array([1, 2, 3])); // binary
+   * ```
+   *
+   * @param data a string (text) or bytes (binary): a `Uint8Array`, another
+   *   `ArrayBufferView` or an `ArrayBuffer`
+   * @returns resolves when the writer may go on
+   * @throws {TypeError} (as a rejection) `data` of another kind
+   * @throws {WebSocketError} (as a rejection, code `SOCKET_CLOSED`) the close handshake began or the connection was lost
+   */
+  send(data: string | ArrayBufferView | ArrayBuffer): Promise<void> {
+    if (typeof data === "string") return this.write(data, "text");
+    if (data instanceof Uint8Array) return this.write(data, "binary");
+    if (ArrayBuffer.isView(data)) {
+      return this.write(
+        new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+        "binary",
+      );
+    }
+    if (data instanceof ArrayBuffer) {
+      return this.write(new Uint8Array(data), "binary");
+    }
+    return Promise.reject(
+      new TypeError(
+        `Cannot send: data must be a string, an ArrayBufferView or an ArrayBuffer, received ${typeof data}`,
+      ),
+    );
+  }
+
+  /**
+   * Resolves when everything written so far was handed to the OS (which is
+   * not the peer having read it). Rejects with a `WebSocketError`
+   * (`SOCKET_CLOSED`) when the connection was lost first.
+   *
+   * @example Wait until a last message went out
+   * ```ts ignore
+   * await sock.write("bye", "text");
+   * await sock.flush();
+   * ```
+   *
+   * @returns resolves once the queued bytes are with the OS
+   * @throws {WebSocketError} (as a rejection, code `SOCKET_CLOSED`) the connection was lost first
+   */
+  flush(): Promise<void> {
+    return this.#writes.flush();
+  }
+
+  /** What a write returns once its frames were pushed (or not). */
+  #queued(ok: boolean): Promise<void> {
+    return ok
+      ? this.#writes.ready()
+      : closedError("Cannot write: the connection is closed");
   }
 
   /**
@@ -635,21 +734,21 @@ export class Socket implements AsyncIterable<Message> {
   ): Promise<void> {
     const fragmentSize = this.#limits.fragmentSize;
     if (bytes.length <= fragmentSize) {
-      return this.#writes.push(true, rsv1, opcode, bytes);
+      return this.#queued(this.#writes.push(true, rsv1, opcode, bytes));
     }
     // Room for every fragment at once, rather than growing per fragment.
     this.#writes.reserveFragments(bytes.length, fragmentSize);
-    let promise: Promise<void> | undefined;
-    for (let offset = 0; offset < bytes.length; offset += fragmentSize) {
+    let ok = true;
+    for (let offset = 0; ok && offset < bytes.length; offset += fragmentSize) {
       const end = Math.min(offset + fragmentSize, bytes.length);
-      promise = this.#writes.push(
+      ok = this.#writes.push(
         end === bytes.length,
         rsv1 && offset === 0,
         offset === 0 ? opcode : OPCODE_CONTINUATION,
         bytes.subarray(offset, end),
       );
     }
-    return promise!;
+    return this.#queued(ok);
   }
 
   #writeClose(data: string | Uint8Array | null | undefined): Promise<void> {

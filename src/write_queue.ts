@@ -122,12 +122,13 @@ function nextMaskingKey(): Uint8Array {
 }
 
 /**
- * Frames waiting for the OS, and the promise their writers wait on, made
- * only if a writer asks for it (`publish` and control frames do not).
+ * Frames waiting for the OS, and the promise that `flush()` waits on, made
+ * only if somebody asks for it.
  */
 class Batch {
   parts: Uint8Array[] = [];
-  bytes = 0;
+  // A part is the caller's own buffer, not a copy.
+  borrowed = false;
   #promise: Promise<void> | null = null;
   #resolve: (() => void) | null = null;
   #reject: ((error: unknown) => void) | null = null;
@@ -135,7 +136,7 @@ class Batch {
   get promise(): Promise<void> {
     if (this.#promise === null) {
       const { promise, resolve, reject } = Promise.withResolvers<void>();
-      // A write nobody awaits must not become an unhandled rejection that
+      // A flush nobody awaits must not become an unhandled rejection that
       // kills the process when the peer goes away; awaiting callers still
       // see the error.
       promise.catch(noop);
@@ -155,10 +156,14 @@ class Batch {
   }
 }
 
+const RESOLVED = Promise.resolve();
+
 /**
  * Encodes frames into a shared buffer and flushes it once per event-loop
- * turn. Every `write` of a turn returns the same promise, resolved when the
- * bytes were handed to the OS.
+ * turn. Pushing never waits: {@linkcode WriteQueue.ready} says when the
+ * writer may go on (at once under the high-water mark, else once the OS has
+ * taken enough), {@linkcode WriteQueue.flush} when the bytes were handed to
+ * the OS.
  */
 export class WriteQueue {
   #writer: Writer;
@@ -171,6 +176,11 @@ export class WriteQueue {
   // Bytes of #buffer already moved into the batch's parts.
   #sealed = 0;
   #batch: Batch | null = null;
+  // The batch being written, for flush() callers who come while it is.
+  #writing: Batch | null = null;
+  #highWaterMark: number;
+  // Writers waiting for bufferedAmount to drop to the high-water mark.
+  #drain: PromiseWithResolvers<void> | null = null;
   #scheduled = false;
   #eager = false;
   #flushing = false;
@@ -185,16 +195,47 @@ export class WriteQueue {
    * @param writer where bytes go
    * @param maskFrames mask every frame with a fresh key (client side)
    * @param onError called once when a write fails; returns the error that
-   *   pending and later writes reject with
+   *   pending flushes and later writes reject with
+   * @param highWaterMark bytes of `bufferedAmount` up to which
+   *   {@linkcode ready} resolves at once
    */
   constructor(
     writer: Writer,
     maskFrames: boolean,
     onError: (error: unknown) => unknown,
+    highWaterMark = 64 * 1024,
   ) {
     this.#writer = writer;
     this.#maskFrames = maskFrames;
     this.#onError = onError;
+    this.#highWaterMark = highWaterMark;
+  }
+
+  /**
+   * What a writer awaits after pushing: resolved at once while
+   * `bufferedAmount` is at or under the high-water mark, otherwise when the
+   * OS has taken enough to bring it back under (or the queue failed: a
+   * frame lost with the connection is not its writer's error).
+   */
+  ready(): Promise<void> {
+    const batch = this.#batch;
+    if (batch !== null && batch.borrowed) {
+      // The caller's buffer is written uncopied: it is theirs again only
+      // once it was written.
+      return batch.promise.then(noop, noop);
+    }
+    if (this.bufferedAmount <= this.#highWaterMark) return RESOLVED;
+    return (this.#drain ??= Promise.withResolvers<void>()).promise;
+  }
+
+  /**
+   * Resolves when everything queued so far was handed to the OS; rejects
+   * with the queue's failure when the connection was lost before that.
+   */
+  flush(): Promise<void> {
+    if (this.#makeFailure !== null) return rejected(this.#error());
+    const batch = this.#batch ?? this.#writing;
+    return batch === null ? RESOLVED : batch.promise;
   }
 
   /** Set once a write failed or the queue was closed; later writes reject with it. */
@@ -208,15 +249,16 @@ export class WriteQueue {
   }
 
   /**
-   * Queues one frame. Returns the promise of its batch.
+   * Queues one frame. Returns whether it was queued (not once the queue
+   * failed).
    */
   push(
     fin: boolean,
     rsv1: boolean,
     opcode: number,
     payload: Uint8Array,
-  ): Promise<void> {
-    if (this.#makeFailure !== null) return rejected(this.#error());
+  ): boolean {
+    if (this.#makeFailure !== null) return false;
     const length = payload.length;
     const masked = this.#maskFrames;
     const headerSize = frameHeaderSize(length, masked);
@@ -251,24 +293,24 @@ export class WriteQueue {
       );
       this.#seal(batch);
       batch.parts.push(payload);
+      batch.borrowed = true;
     }
-    batch.bytes += headerSize + length;
     this.bufferedAmount += headerSize + length;
     this.#schedule();
-    return batch.promise;
+    return true;
   }
 
   /**
    * Queues one unfragmented frame whose payload is `text` as UTF-8,
    * encoded straight into the write buffer. The caller made sure
-   * `text.length * 3` fits in one frame.
+   * `text.length * 3` fits in one frame. Returns whether it was queued.
    */
-  pushString(opcode: number, text: string): Promise<void> {
-    if (this.#makeFailure !== null) return rejected(this.#error());
+  pushString(opcode: number, text: string): boolean {
+    if (this.#makeFailure !== null) return false;
     const masked = this.#maskFrames;
     const maxLength = text.length * 3;
     const headerMax = frameHeaderSize(maxLength, masked);
-    const batch = this.#batch ??= new Batch();
+    this.#batch ??= new Batch();
     const buffer = this.#reserve(headerMax + maxLength);
     const start = this.#length;
     let payloadStart = start + headerMax;
@@ -288,10 +330,9 @@ export class WriteQueue {
     writeFrameHeader(buffer, start, true, false, opcode, length, key);
     if (key) mask(buffer.subarray(payloadStart, payloadStart + length), key);
     this.#length = payloadStart + length;
-    batch.bytes += headerSize + length;
     this.bufferedAmount += headerSize + length;
     this.#schedule();
-    return batch.promise;
+    return true;
   }
 
   /**
@@ -310,7 +351,6 @@ export class WriteQueue {
       this.#seal(batch);
       batch.parts.push(frame);
     }
-    batch.bytes += frame.length;
     this.bufferedAmount += frame.length;
     this.#schedule();
     return true;
@@ -337,7 +377,7 @@ export class WriteQueue {
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
-  /** Fails the queue: pending and later writes reject with `error`. */
+  /** Fails the queue: pending flushes and later writes reject with `error`. */
   fail(error: unknown): void {
     this.failWith(() => error);
   }
@@ -358,6 +398,7 @@ export class WriteQueue {
     this.#buffer = this.#spare = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
+    this.#wakeDrain();
     this.#wakeIdle();
   }
 
@@ -416,6 +457,7 @@ export class WriteQueue {
       this.#seal(batch);
       const written = this.#buffer;
       this.#batch = null;
+      this.#writing = batch;
       this.#buffer = null;
       this.#length = this.#sealed = 0;
       try {
@@ -423,17 +465,25 @@ export class WriteQueue {
         const writer = this.#writer;
         for (const part of batch.parts) {
           let offset = await writer.write(part);
+          // Counted down as the OS takes bytes, so a writer waiting at the
+          // high-water mark goes on before a big batch is done.
+          this.bufferedAmount -= offset;
+          if (this.#drain !== null) this.#wakeDrain();
           while (offset < part.length) {
-            offset += await writer.write(part.subarray(offset));
+            const n = await writer.write(part.subarray(offset));
+            offset += n;
+            this.bufferedAmount -= n;
+            if (this.#drain !== null) this.#wakeDrain();
           }
         }
       } catch (cause) {
+        this.#writing = null;
         const error = this.#onError(cause);
         batch.reject(error);
         this.fail(error);
         break;
       }
-      this.bufferedAmount -= batch.bytes;
+      this.#writing = null;
       if (written !== null) {
         if (written.length > KEEP_LIMIT) poolBuffer(written);
         else if (this.#spare === null) this.#spare = written;
@@ -452,6 +502,15 @@ export class WriteQueue {
     this.#flushing = false;
     this.#wakeIdle();
   };
+
+  #wakeDrain(): void {
+    if (
+      this.bufferedAmount <= this.#highWaterMark || this.#makeFailure !== null
+    ) {
+      this.#drain?.resolve();
+      this.#drain = null;
+    }
+  }
 
   #wakeIdle(): void {
     if (this.#batch !== null && this.#makeFailure === null) return;

@@ -230,7 +230,7 @@ Deno.test("a peer that resets right after its close frame: the handler reads tha
   assert.deepEqual(server.errors, []);
 });
 
-Deno.test("a peer that resets while the handler writes 16 MiB: the write rejects, read() ends with 1006", async () => {
+Deno.test("a peer that resets while the handler writes 16 MiB: the write resolves, read() ends with 1006, the next write rejects", async () => {
   await using server = recordingServer();
   const client = await within(RawClient.upgrade(server.addr.port));
   const accepted = await server.next();
@@ -243,8 +243,13 @@ Deno.test("a peer that resets while the handler writes 16 MiB: the write rejects
   assert.equal(first?.opcode, 0x2);
   await delay(20);
   client.close();
-  const error = await within(writing, "the write to settle");
-  assert.ok(error instanceof Error, `the write resolved: ${error}`);
+  // SPEC, write semantics: a frame lost with the connection is not its
+  // writer's error; `closed` reports it and later writes reject.
+  assert.equal(await within(writing, "the write to settle"), null);
+  await assert.rejects(
+    accepted.sock.write("after"),
+    (e) => e instanceof WebSocketError && e.code === "SOCKET_CLOSED",
+  );
   const { messages, closed } = await within(accepted.done, "the handler");
   assert.deepEqual(messages, [{ type: "close", code: 1006, reason: "" }]);
   assert.equal(closed.code, 1006);
@@ -262,15 +267,17 @@ Deno.test("a peer that resets while the handler writes 16 MiB: the write rejects
 // connection under a pending write it is `Interrupted: operation
 // canceled` (EINTR). src/write_queue.ts #flush rejects the batch with the
 // error `conn.write` threw (`batch.reject(error); this.fail(error)`), and
-// src/socket.ts passes it through unwrapped.
+// src/socket.ts passes it through unwrapped. Since issue 11 the write
+// itself resolves (SPEC, write semantics), and `flush()` is what rejects.
 Deno.test({
   name:
-    "a write in flight when the peer resets rejects with WebSocketError SOCKET_CLOSED",
+    "a flush in flight when the peer resets rejects with WebSocketError SOCKET_CLOSED",
   async fn() {
     await using server = recordingServer();
     const client = await within(RawClient.upgrade(server.addr.port));
     const accepted = await server.next();
-    const writing = accepted.sock.write(new Uint8Array(16 * MIB)).then(
+    accepted.sock.write(new Uint8Array(16 * MIB));
+    const writing = accepted.sock.flush().then(
       () => null,
       (e: unknown) => e,
     );
@@ -331,18 +338,27 @@ for (const { name, bytes, expected } of CLIENT_RESET_CASES) {
   });
 }
 
-Deno.test("a server that resets while our client writes 16 MiB: the write rejects and closed settles with 1006", async () => {
+Deno.test("a server that resets while our client writes 16 MiB: the write resolves, closed settles with 1006, the next write rejects", async () => {
   await using raw = new RawServer();
   const { sock, peer } = await connectToRaw(raw);
   const writing = sock.write(new Uint8Array(16 * MIB)).then(
     () => null,
     (e: unknown) => e,
   );
+  const flushing = sock.flush().then(() => null, (e: unknown) => e);
   await delay(50); // The raw server reads none of it.
   assert.ok(sock.bufferedAmount > 0);
   peer.close();
-  const error = await within(writing, "the write to settle");
-  assert.ok(error instanceof Error, `the write resolved: ${error}`);
+  assert.equal(await within(writing, "the write to settle"), null);
+  const error = await within(flushing, "the flush to settle");
+  assert.ok(
+    error instanceof WebSocketError && error.code === "SOCKET_CLOSED",
+    `the flush did not reject: ${error}`,
+  );
+  await assert.rejects(
+    sock.write("after"),
+    (e) => e instanceof WebSocketError && e.code === "SOCKET_CLOSED",
+  );
   assert.deepEqual(await within(readAll(sock)), [
     { type: "close", code: 1006, reason: "" },
   ]);
@@ -522,7 +538,8 @@ Deno.test("server.close() in the middle of every fault resolves within closeTime
     const path = new URL(sock.request.url).pathname;
     if (path === "/stuck") return never.promise;
     if (path === "/writer") {
-      writes.push(sock.write(new Uint8Array(16 * MIB)).catch((e) => e));
+      sock.write(new Uint8Array(16 * MIB));
+      writes.push(sock.flush().catch((e) => e));
     }
     if (path === "/deaf") return never.promise;
     for await (const _ of sock) { /* drain */ }
@@ -580,7 +597,7 @@ Deno.test("server.close() in the middle of every fault resolves within closeTime
   await within(storm, "the storm to end");
   await within(flooding);
   for (const error of await within(Promise.all(writes))) {
-    assert.ok(error instanceof Error, "the 16 MiB write resolved");
+    assert.ok(error instanceof Error, "the 16 MiB write was flushed");
   }
   never.resolve();
 });
