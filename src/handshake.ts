@@ -70,6 +70,121 @@ export function findHeadEnd(bytes: Uint8Array, from = 0): number {
 
 // RFC 9110 5.6.2: token characters.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** RFC 9110 5.6.2: `tchar`, as a byte table. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;
+
+const SP = 0x20;
+const CR = 0x0d;
+const LF = 0x0a;
+/** RFC 9112 2.3: `HTTP-version`, up to its minor digit (which is any DIGIT). */
+const HTTP_1 = [0x48, 0x54, 0x54, 0x50, 0x2f, 0x31, 0x2e];
+
+// Where a RequestLineChecker is: the parts of RFC 9112 3's
+// `method SP request-target SP HTTP-version CRLF`.
+const METHOD = 0;
+const TARGET = 1;
+const VERSION = 2;
+const LINE_FEED = 3;
+const LINE_DONE = 4;
+
+/**
+ * Checks the request line (RFC 9112 3) as its bytes arrive, so a
+ * connection that cannot be HTTP/1.x (random bytes, a TLS ClientHello sent
+ * to a plain port, a NUL, a method that is not a token, another HTTP
+ * version, a line that never ends) is refused at the first byte that
+ * proves it, not when its head ends or its handshake times out.
+ *
+ * Stricter than a full parse needs to be: the request target must be
+ * visible ASCII (RFC 3986 leaves no room for anything else, and RFC 9112
+ * 3.2 has no bytes over 0x7F in a target), and no empty line may come
+ * before the request line (RFC 9112 2.2 lets a server accept one; this
+ * one does not).
+ */
+export class RequestLineChecker {
+  #limit: number;
+  #state = METHOD;
+  // Bytes of the line seen, and of the part in progress.
+  #length = 0;
+  #part = 0;
+
+  /** @param limit most bytes of request line, CRLF included */
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /** Whether the whole request line came, and was valid. */
+  get done(): boolean {
+    return this.#state === LINE_DONE;
+  }
+
+  /**
+   * Checks the next bytes of the request (`bytes` from `from` on). Bytes
+   * after the request line are not looked at.
+   *
+   * @returns `null` while the bytes can still start a valid request, or
+   *   the 400 to answer with
+   */
+  check(bytes: Uint8Array, from = 0): HeadError | null {
+    for (let i = from; i < bytes.length && this.#state !== LINE_DONE; i++) {
+      if (++this.#length > this.#limit) {
+        return {
+          status: 400,
+          message:
+            `Malformed request line: no CRLF within the first ${this.#limit} bytes`,
+        };
+      }
+      const byte = bytes[i];
+      const part = this.#part++;
+      switch (this.#state) {
+        case METHOD:
+          // RFC 9112 3.1: method = token
+          if (TCHAR[byte] === 1) continue;
+          if (byte === SP && part > 0) break;
+          return this.#error(
+            byte,
+            part > 0 ? "the method is not a token" : "no method",
+          );
+        case TARGET:
+          // RFC 9112 3.2: the target ends at the next SP; it is visible ASCII.
+          if (byte > SP && byte < 0x7f) continue;
+          if (byte === SP && part > 0) break;
+          return this.#error(
+            byte,
+            part > 0 ? "the request target is not visible ASCII" : "no target",
+          );
+        case VERSION:
+          // RFC 9112 2.3: HTTP-version = "HTTP" "/" DIGIT "." DIGIT, and
+          // only HTTP/1.x is spoken on this port.
+          if (part < HTTP_1.length) {
+            if (byte === HTTP_1[part]) continue;
+          } else if (part === HTTP_1.length) {
+            if (byte >= 0x30 && byte <= 0x39) continue;
+          } else if (byte === CR) break;
+          return this.#error(byte, "the version is not HTTP/1.x");
+        case LINE_FEED:
+          if (byte === LF) break;
+          return this.#error(byte, "CR not followed by LF");
+      }
+      this.#state++;
+      this.#part = 0;
+    }
+    return null;
+  }
+
+  #error(byte: number, what: string): HeadError {
+    return {
+      status: 400,
+      message: `Malformed request line: ${what}, received byte 0x${
+        byte.toString(16).padStart(2, "0")
+      } at offset ${this.#length - 1}`,
+    };
+  }
+}
 // RFC 9110 5.5: field values are visible characters, spaces and tabs.
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
@@ -112,7 +227,8 @@ export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
     };
   }
   const [method, target, version] = parts;
-  if (!/^HTTP\/\d\.\d$/.test(version)) {
+  // Only HTTP/1.x is spoken here (see RequestLineChecker).
+  if (!/^HTTP\/1\.\d$/.test(version)) {
     return {
       status: 400,
       message: `Malformed request line: version ${

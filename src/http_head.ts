@@ -5,7 +5,11 @@
  */
 
 import { BufferPool } from "./buffer_pool.ts";
-import { findHeadEnd } from "./handshake.ts";
+import {
+  findHeadEnd,
+  type HeadError,
+  RequestLineChecker,
+} from "./handshake.ts";
 
 /** An HTTP head and the bytes that came after it in the same reads. */
 export interface HeadRead {
@@ -31,10 +35,38 @@ export const readBuffers: BufferPool = new BufferPool(8 * 1024, 128);
  * without the end of the head, `"eof"` when the peer closed first. Throws
  * what `conn.read` throws (reset, or the conn closed by a timeout).
  */
-export async function readHead(
+export function readHead(
   conn: Deno.Conn,
   maxSize: number,
 ): Promise<HeadRead | "too_large" | "eof"> {
+  return read(conn, maxSize, null) as Promise<HeadRead | "too_large" | "eof">;
+}
+
+/**
+ * {@linkcode readHead} for a server: also checks the request line as each
+ * read arrives (see {@linkcode RequestLineChecker}), and resolves with the
+ * 400 to answer as soon as the bytes cannot be an HTTP/1.x request. The
+ * request line may take at most 8 KiB, or `maxSize` if that is smaller.
+ */
+export function readRequestHead(
+  conn: Deno.Conn,
+  maxSize: number,
+): Promise<HeadRead | "too_large" | "eof" | HeadError> {
+  return read(
+    conn,
+    maxSize,
+    new RequestLineChecker(Math.min(MAX_REQUEST_LINE, maxSize)),
+  );
+}
+
+/** Most bytes of a request line, CRLF included. */
+const MAX_REQUEST_LINE = 8 * 1024;
+
+async function read(
+  conn: Deno.Conn,
+  maxSize: number,
+  checker: RequestLineChecker | null,
+): Promise<HeadRead | "too_large" | "eof" | HeadError> {
   // Room for the head plus the start of the first frame in the same read.
   let buffer = maxSize + 4096 >= readBuffers.size
     ? readBuffers.take()
@@ -52,6 +84,10 @@ export async function readHead(
     const n = await conn.read(buffer.subarray(length));
     if (n === null) return "eof";
     length += n;
+    if (checker !== null && !checker.done) {
+      const error = checker.check(buffer.subarray(0, length), length - n);
+      if (error !== null) return error;
+    }
     const end = findHeadEnd(buffer.subarray(0, length), scanned - 3);
     if (end !== -1) {
       if (end > maxSize) return "too_large";

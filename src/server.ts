@@ -15,7 +15,7 @@ import {
   type RequestHead,
   validateUpgrade,
 } from "./handshake.ts";
-import { closeQuietly, readHead } from "./http_head.ts";
+import { closeQuietly, readRequestHead } from "./http_head.ts";
 import { deadlinesOf } from "./deadlines.ts";
 import { type Member, Members } from "./members.ts";
 import {
@@ -549,15 +549,22 @@ async function handshake(
   const cancelDeadline = pending.deadline(config.handshakeTimeout);
   try {
     const maxSize = config.maxHandshakeSize;
-    const read = await readHead(conn, maxSize);
+    const read = await readRequestHead(conn, maxSize);
     if (read === "eof") return fail(conn);
+    // The client may still be sending: answer, then linger so that its
+    // unread bytes do not turn our close into a reset that loses the answer.
     if (read === "too_large") {
-      return fail(
-        conn,
+      cancelDeadline();
+      return refuseRequest(
+        pending,
         431,
-        {},
         `Request header fields too large: limit is ${maxSize} bytes`,
       );
+    }
+    if ("status" in read) {
+      // Bytes that cannot be HTTP/1.x: refused at once, not at the timeout.
+      cancelDeadline();
+      return refuseRequest(pending, read.status, read.message);
     }
     const request = parseRequestHead(read.head);
     if ("status" in request) {
@@ -800,6 +807,30 @@ async function respond(
   await lingerClose(pending);
 }
 
+/**
+ * Answers a request refused before its head was read whole with `status`
+ * and a text body (the write bounded to a second, as the linger is), then
+ * closes as {@linkcode lingerClose} does.
+ */
+async function refuseRequest(
+  pending: PendingConn,
+  status: number,
+  message: string,
+): Promise<null> {
+  const conn = pending.conn;
+  const cancel = pending.deadline(LINGER_MS);
+  try {
+    await writeAll(conn, encodeResponse(status, {}, message + "\n"));
+  } catch {
+    closeQuietly(conn);
+    return null;
+  } finally {
+    cancel();
+  }
+  await lingerClose(pending);
+  return null;
+}
+
 /** Most a lingering close reads and waits before it closes anyway. */
 const LINGER_BYTES = 1024 * 1024;
 const LINGER_MS = 1000;
@@ -1011,7 +1042,10 @@ function handshakeConfig(options: HandshakeOptions): HandshakeConfig {
  * each successful one is handed to `handler` as a {@linkcode Socket}. A
  * request that is not a valid upgrade gets 400 (malformed), 426 (plain
  * HTTP without `onRequest`, or a version other than 13) or 431 (head too
- * large), and is closed.
+ * large), and is closed. Bytes that cannot start an HTTP/1.x request line
+ * (a control byte, a method that is not a token, another HTTP version, a
+ * line over 8 KiB) get their 400 at the read that brings them, without
+ * waiting for the end of the head or `handshakeTimeout`.
  *
  * @typeParam T the type of `sock.data`, as the `upgrade` hook attaches it
  * @param options where to listen, the handler, hooks, TLS and limits

@@ -20,6 +20,7 @@ import {
   closePayload,
   concat,
   connectToRaw,
+  delay,
   type RawPeer,
   RawServer,
   readAll,
@@ -231,6 +232,128 @@ Deno.test("a client that hangs up during the handshake does not reach the handle
   await next.send(clientFrame(0x8, closePayload(1000)));
   assert.equal(await within(next.closedByPeer()), true);
   assert.equal(handled, 1);
+});
+
+// -- Requests that cannot be HTTP/1.x --
+// Hardening II: bytes that no request line may contain used to be held
+// until the handshake timeout (1,000 connections of random bytes, 1,000
+// descriptors for 10 s). They get 400 at the first read that proves them.
+
+/**
+ * Sends `request` to a server whose handshake timeout is 10 s, keeps the
+ * connection open, and checks that a 400 comes back within a second,
+ * followed by the server's FIN.
+ */
+async function assertRefusedAtOnce(
+  request: string | Uint8Array,
+): Promise<void> {
+  let handled = 0;
+  await using server = serve(() => {
+    handled++;
+  }, { handshakeTimeout: 10_000 });
+  await using client = await within(RawClient.connect(server.addr.port));
+  const start = performance.now();
+  await client.send(request);
+  const head = await within(client.readHead(), "the response head", 1000);
+  const elapsed = performance.now() - start;
+  const what = JSON.stringify(
+    typeof request === "string" ? request.slice(0, 40) : request.slice(0, 8),
+  );
+  assert.equal(statusOf(head), 400, `${what}: ${head}`);
+  assert.ok(elapsed < 1000, `${what}: answered after ${elapsed} ms`);
+  // Then EOF, while the client still holds its end open.
+  await within(client.readToEnd(), "the server's FIN", 2000);
+  assert.equal(handled, 0);
+}
+
+/** Seeded bytes (a linear congruential generator), for repeatable garbage. */
+function seededBytes(seed: number, length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let state = seed >>> 0;
+  for (let i = 0; i < length; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    bytes[i] = state >>> 24;
+  }
+  return bytes;
+}
+
+Deno.test("random bytes get 400 at once, not after the handshake timeout", async () => {
+  for (let seed = 1; seed <= 20; seed++) {
+    await assertRefusedAtOnce(seededBytes(seed, 1024 + seed * 150));
+  }
+});
+
+Deno.test("the start of a TLS ClientHello sent to a plain server gets 400 at once", async () => {
+  // A TLS record header: handshake (0x16), TLS 1.0 (0x03 0x01), then a
+  // length; what a browser sends first to an https:// URL.
+  await assertRefusedAtOnce(new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00]));
+  await assertRefusedAtOnce(new Uint8Array([0x16, 0x03, 0x01]));
+});
+
+Deno.test("a NUL in the method gets 400 before the request line ends", async () => {
+  await assertRefusedAtOnce("GE\x00T / HTTP/1.1");
+});
+
+Deno.test("a method that is not a token gets 400 at once", async () => {
+  await assertRefusedAtOnce("G(T / HTTP/1.1\r\n");
+});
+
+Deno.test("an HTTP version other than 1.x gets 400 at once", async () => {
+  await assertRefusedAtOnce("GET / HTTP/2.0\r\nHost: 127.0.0.1\r\n");
+  await assertRefusedAtOnce("GET / HTTPS/1.1\r\n");
+  await assertRefusedAtOnce("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+});
+
+Deno.test("a byte over 0x7F or a control byte in the request target gets 400 at once", async () => {
+  await assertRefusedAtOnce(utf8("GET /caf\u00e9 HTTP/1.1\r\n"));
+  await assertRefusedAtOnce("GET /a\tb HTTP/1.1\r\n");
+});
+
+Deno.test("a request line of 20 KiB without CRLF gets 400 at once", async () => {
+  await assertRefusedAtOnce("GET /" + "a".repeat(20 * 1024));
+});
+
+Deno.test("an upgrade request sent one byte at a time is accepted", async () => {
+  await using server = serve((sock) => sock.close());
+  await using client = await within(RawClient.connect(server.addr.port));
+  client.conn.setNoDelay(true);
+  const request = utf8(
+    upgradeHead(
+      { "Host": `127.0.0.1:${server.addr.port}` },
+      "GET /a?b=c HTTP/1.1",
+    ),
+  );
+  for (let i = 0; i < request.length; i++) {
+    await client.send(request.subarray(i, i + 1));
+    await delay(1);
+  }
+  const head = await within(client.readHead());
+  assert.equal(statusOf(head), 101, head);
+  assert.deepEqual(await within(client.readClose()), {
+    code: 1000,
+    reason: "",
+  });
+  await client.send(clientFrame(0x8, closePayload(1000)));
+  assert.ok(await within(client.closedByPeer()));
+});
+
+Deno.test("an upgrade with a long target and a long header is accepted", async () => {
+  await using server = serve((sock) => sock.close());
+  await using client = await within(RawClient.connect(server.addr.port));
+  await client.send(
+    upgradeHead(
+      { "X-Long": "v".repeat(6 * 1024) },
+      `GET /${"p".repeat(7 * 1024)} HTTP/1.1`,
+    ),
+  );
+  const head = await within(client.readHead());
+  assert.equal(statusOf(head), 101, head.slice(0, 80));
+  assert.deepEqual(await within(client.readClose()), {
+    code: 1000,
+    reason: "",
+  });
+  await client.send(clientFrame(0x8, closePayload(1000)));
+  assert.ok(await within(client.closedByPeer()));
 });
 
 // -- 5.1, 5.2 Framing violations from a client --

@@ -13,6 +13,7 @@ import {
   parseRequestHead,
   parseResponseHead,
   type RequestHead,
+  RequestLineChecker,
   type ResponseHead,
   type UpgradeRejection,
   type UpgradeRequest,
@@ -485,4 +486,71 @@ Deno.test("base64() matches btoa for every length 0-40 and all byte values", () 
   }
   const all = new Uint8Array(256).map((_, i) => i);
   assert.equal(base64(all), btoa(String.fromCharCode(...all)));
+});
+
+// -- RequestLineChecker (RFC 9112 3) --
+
+/** Feeds `text` whole and one byte at a time; both must agree. */
+function checkLine(text: string, limit = 8192): string | null {
+  const bytes = encoder.encode(text);
+  const whole = new RequestLineChecker(limit).check(bytes);
+  const split = new RequestLineChecker(limit);
+  let error = null;
+  for (let i = 0; i < bytes.length && error === null; i++) {
+    error = split.check(bytes.subarray(0, i + 1), i);
+  }
+  assert.deepEqual(error, whole, JSON.stringify(text));
+  return whole === null ? null : whole.message;
+}
+
+Deno.test("RequestLineChecker accepts valid request lines and their prefixes", () => {
+  for (
+    const line of [
+      "GET /chat HTTP/1.1\r\nHost: x\r\n\r\n",
+      "OPTIONS * HTTP/1.0\r\n",
+      "GET http://example.com/a?b=%C3%A9 HTTP/1.1\r\n",
+      "M-SEARCH /x HTTP/1.9\r\n",
+      "GET / HTTP/1.",
+      "G",
+      "",
+    ]
+  ) {
+    assert.equal(checkLine(line), null, line);
+  }
+  const checker = new RequestLineChecker(100);
+  checker.check(encoder.encode("GET / HTTP/1.1\r\n\x00\x01"));
+  assert.equal(checker.done, true);
+});
+
+Deno.test("RequestLineChecker refuses at the first byte that cannot be HTTP/1.x", () => {
+  for (
+    const [line, offset] of [
+      ["\x16\x03\x01", 0],
+      ["\r\nGET / HTTP/1.1\r\n", 0],
+      [" GET", 0],
+      ["GE\x00T", 2],
+      ["G(T / HTTP/1.1", 1],
+      ["GET  / HTTP/1.1", 4],
+      ["GET /caf\u00e9", 8],
+      ["GET /\x7f", 5],
+      ["GET / HTTP/2.0", 11],
+      ["GET / http/1.1", 6],
+      ["GET / HTTP/1.x", 13],
+      ["GET / HTTP/1.1 ", 14],
+      ["GET / HTTP/1.1\n", 14],
+      ["GET / HTTP/1.1\r\r", 15],
+    ] as const
+  ) {
+    const message = checkLine(line);
+    assert.ok(message !== null, JSON.stringify(line));
+    assert.match(message, new RegExp(`at offset ${offset}$`), line);
+  }
+});
+
+Deno.test("RequestLineChecker refuses a request line longer than its limit", () => {
+  assert.equal(checkLine("GET /" + "a".repeat(90), 100), null);
+  assert.match(
+    checkLine("GET /" + "a".repeat(100), 100) ?? "",
+    /no CRLF within the first 100 bytes/,
+  );
 });
