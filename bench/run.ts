@@ -117,7 +117,7 @@ const SCENARIOS: Scenario[] = [
   {
     id: "S6",
     title:
-      "fan-out: 64 B messages written to 1,000 connections, 16 broadcasts in flight",
+      "fan-out with topics: one publisher keeps 8 broadcasts of 64 B in flight to 1,000 subscribers",
     unit: "deliveries/s",
     side: "server",
     args: [
@@ -128,7 +128,7 @@ const SCENARIOS: Scenario[] = [
       "--size",
       "64",
       "--window",
-      "16",
+      "8",
     ],
   },
   {
@@ -175,8 +175,16 @@ const SERVERS: Record<string, Contestant> = {
   },
   ours: {
     name: "ours",
-    label: "@silly/websocket `listen`",
+    label:
+      "@silly/websocket `listen`, awaiting each write (the README's idiom)",
     cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/ours.ts`],
+  },
+  ours_nowait: {
+    name: "ours_nowait",
+    label: "@silly/websocket `listen`, writes not awaited",
+    cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/ours.ts`],
+    env: { NOWAIT: "1" },
+    scenarios: ["S1", "S2", "S3", "S4", "S5"],
   },
   ws_node: {
     name: "ws_node",
@@ -218,8 +226,15 @@ const CLIENTS: Record<string, Contestant> = {
   },
   ours: {
     name: "ours",
-    label: "@silly/websocket `connect`",
-    cmd: [DENO, "run", "--allow-net", `${BENCH}clients/ours.ts`],
+    label:
+      "@silly/websocket `connect`, awaiting each write (the README's idiom)",
+    cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}clients/ours.ts`],
+  },
+  ours_nowait: {
+    name: "ours_nowait",
+    label: "@silly/websocket `connect`, writes not awaited",
+    cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}clients/ours.ts`],
+    env: { NOWAIT: "1" },
   },
 };
 
@@ -499,7 +514,10 @@ async function runOnce(
       ...scenario.args,
       "--hold",
     ];
-    loadProc = new Proc(pinned(loadCmd, serverSide ? 1 : 0, settings.pin));
+    loadProc = new Proc(
+      pinned(loadCmd, serverSide ? 1 : 0, settings.pin),
+      serverSide ? {} : contestant.env,
+    );
     const subject = serverSide ? serverProc : loadProc;
     const driver = serverSide ? loadProc : serverProc;
 
@@ -822,7 +840,11 @@ async function main(): Promise<number> {
   const bunVersion = await output(["bun", "--version"]);
   const notes: string[] = [];
 
-  const servers: Contestant[] = [SERVERS.builtin, SERVERS.ours];
+  const servers: Contestant[] = [
+    SERVERS.builtin,
+    SERVERS.ours,
+    SERVERS.ours_nowait,
+  ];
   let wsVersion: string | null = null;
   const wantNode = !wanted || wanted.includes("ws_node");
   if (wantNode && nodeVersion) {
@@ -836,9 +858,8 @@ async function main(): Promise<number> {
   else notes.push("`bun` not found: Bun contestant skipped.");
   servers.push(SERVERS.bare, SERVERS.bare_text, SERVERS.bare_reuse);
   const serverList = servers.filter((c) => !wanted || wanted.includes(c.name));
-  const clientList = [CLIENTS.builtin, CLIENTS.ours].filter((c) =>
-    !wanted || wanted.includes(c.name)
-  );
+  const clientList = [CLIENTS.builtin, CLIENTS.ours, CLIENTS.ours_nowait]
+    .filter((c) => !wanted || wanted.includes(c.name));
   // The fixed server for the client scenarios: the fastest available.
   const fastServer = flags["fast-server"] !== undefined
     ? SERVERS[flags["fast-server"]]

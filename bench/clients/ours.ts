@@ -1,7 +1,8 @@
 /**
  * Client contestant (C1/C3): this library's `connect`. Opens `--conns`
  * connections to the echo server on `--port`, keeps `--window` binary
- * messages of `--size` bytes in flight on each, counts echoes.
+ * messages of `--size` bytes in flight on each, awaiting every write as the
+ * README does (`NOWAIT=1`: without awaiting), counts echoes.
  *
  * Prints `MARK start`, `MARK end`, `RESULT <json>` like load.ts.
  *
@@ -22,14 +23,24 @@ let bytes = 0;
 let errors = 0;
 let stopped = false;
 
+// The README's idiom: await every write. NOWAIT=1 is the second
+// contestant, the same loop without `await`.
+const nowait = Deno.env.get("NOWAIT") === "1";
+
 async function run(sock: Socket): Promise<void> {
-  for (let i = 0; i < windowSize; i++) sock.write(payload);
-  for await (const m of sock) {
-    if (m.type === "binary") {
-      count++;
-      bytes += m.data.length;
-      if (!stopped) sock.write(payload);
+  try {
+    for (let i = 0; i < windowSize; i++) await sock.write(payload);
+    for await (const m of sock) {
+      if (m.type === "binary") {
+        count++;
+        bytes += m.data.length;
+        if (stopped) continue;
+        if (nowait) sock.write(payload);
+        else await sock.write(payload);
+      }
     }
+  } catch {
+    // Counted below.
   }
   if (!stopped) errors++;
 }

@@ -1,9 +1,15 @@
 /**
- * Echo server for the benchmark: this library (`listen`).
+ * Echo server for the benchmark: this library (`listen`), written as the
+ * README teaches: `for await (const msg of sock) await sock.write(...)`.
+ *
+ * `NOWAIT=1` is the second contestant: the same loop without `await`, to
+ * keep the cost of awaiting visible.
  *
  * Path `/` echoes text as text and binary as binary; path `/fanout`
  * subscribes to a topic, and a message from any subscriber is published to
- * all of them (`FANOUT=loop`: a loop of writes, as the seed does). Prints `READY <port>` when listening.
+ * all of them with `server.publish` (`FANOUT=loop`: an awaited `write` to
+ * each member in turn, as the seed does). Prints `READY <port>` when
+ * listening.
  *
  * Run: PORT=0 deno run --allow-net --allow-env bench/servers/ours.ts
  */
@@ -11,6 +17,7 @@ import { listen, type Socket } from "../../mod.ts";
 
 const members = new Set<Socket>();
 const loop = Deno.env.get("FANOUT") === "loop";
+const nowait = Deno.env.get("NOWAIT") === "1";
 
 const server = listen({
   addr: `127.0.0.1:${Deno.env.get("PORT") ?? "0"}`,
@@ -18,25 +25,37 @@ const server = listen({
   onError() {},
   async handler(sock) {
     if (sock.request.url.endsWith("/fanout")) {
-      // Topics (issue 5): the frame is encoded once and the same bytes are
-      // queued on every subscriber. FANOUT=loop uses the seed's loop of
-      // write() calls instead.
       if (loop) members.add(sock);
       else sock.subscribe("fanout");
       try {
         for await (const m of sock) {
           if (m.type !== "text" && m.type !== "binary") continue;
-          if (loop) {
+          if (!loop) server.publish("fanout", m.data, m.type);
+          else if (nowait) {
             for (const member of members) member.write(m.data, m.type);
-          } else server.publish("fanout", m.data, m.type);
+          } else {
+            for (const member of members) {
+              await member.write(m.data, m.type).catch(() => {});
+            }
+          }
         }
       } finally {
         members.delete(sock);
       }
       return;
     }
-    for await (const m of sock) {
-      if (m.type === "text" || m.type === "binary") sock.write(m.data, m.type);
+    if (nowait) {
+      for await (const m of sock) {
+        if (m.type === "text" || m.type === "binary") {
+          sock.write(m.data, m.type);
+        }
+      }
+      return;
+    }
+    for await (const msg of sock) {
+      if (msg.type === "text" || msg.type === "binary") {
+        await sock.write(msg.data, msg.type);
+      }
     }
   },
 });
