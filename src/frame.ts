@@ -151,6 +151,8 @@ export class FrameDecoder {
   #maskingKey = new Uint8Array(4);
   #buffer: Uint8Array | null = null;
   #filled = 0;
+  // Bytes of #buffer that partialPayload() already unmasked.
+  #unmasked = 0;
 
   // Opcode of the fragmented data message in progress, 0 if none.
   #fragmentOpcode = 0;
@@ -276,6 +278,31 @@ export class FrameDecoder {
       );
     }
     return this.#buffer!.subarray(this.#filled);
+  }
+
+  /**
+   * The payload of the data frame still arriving, as far as it came:
+   * unmasked, a view of the frame's buffer that the next call to `next()`
+   * or `feed()` may move. `null` when no payload byte is buffered (no frame
+   * in progress, a control frame, or a fragment of a binary message that
+   * `assembleBinary` gathers elsewhere).
+   *
+   * Lets the caller look at a frame before it is whole, e.g. to fail
+   * invalid UTF-8 at the read that brings it (RFC 6455 8.1).
+   */
+  partialPayload(): Uint8Array | null {
+    const buffer = this.#buffer;
+    if (
+      this.#state !== PAYLOAD || buffer === null || this.opcode >= 0x8 ||
+      this.#assembling
+    ) return null;
+    const filled = this.#filled;
+    const unmasked = this.#unmasked;
+    if (this.#masked && unmasked < filled) {
+      mask(buffer.subarray(unmasked, filled), this.#maskingKey, unmasked);
+      this.#unmasked = filled;
+    }
+    return buffer.subarray(0, filled);
   }
 
   /** Records `n` bytes read into the {@linkcode directTarget}. */
@@ -504,7 +531,14 @@ export class FrameDecoder {
   }
 
   #complete(payload: Uint8Array, owned: boolean, assembled = false): true {
-    if (this.#masked) mask(payload, this.#maskingKey);
+    if (this.#masked) {
+      const unmasked = this.#unmasked;
+      if (unmasked === 0) mask(payload, this.#maskingKey);
+      else {
+        mask(payload.subarray(unmasked), this.#maskingKey, unmasked);
+        this.#unmasked = 0;
+      }
+    }
     this.payload = payload;
     this.payloadOwned = owned;
     this.assembled = assembled;

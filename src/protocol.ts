@@ -145,6 +145,9 @@ export class Protocol {
   // compressed.
   #deflate: PerMessageDeflate | null;
   #compressed = false;
+  // Payload bytes of the text frame still arriving that were taken in
+  // (validated, or inflated and validated) before the frame was whole.
+  #frameTaken = 0;
   #onInflated = (chunk: Uint8Array): boolean => {
     this.#addFragment(chunk, false);
     return !this.closeReceived;
@@ -190,6 +193,7 @@ export class Protocol {
         this.#onFrame(decoder);
         if (this.closeReceived) return;
       }
+      this.#takePartial(decoder);
     } catch (error) {
       this.#onError(error);
     }
@@ -262,9 +266,41 @@ export class Protocol {
     }
   }
 
+  /**
+   * Takes in what came of a text frame still arriving: RFC 6455 8.1 has
+   * the connection fail as soon as the bytes prove the text invalid, and a
+   * frame can be large and slow.
+   */
+  #takePartial(decoder: FrameDecoder): void {
+    const opcode = decoder.opcode;
+    let compressed: boolean;
+    if (opcode === OPCODE_TEXT) compressed = decoder.rsv1;
+    else if (
+      opcode === OPCODE_CONTINUATION && this.#messageOpcode === OPCODE_TEXT
+    ) compressed = this.#compressed;
+    else return;
+    const received = decoder.partialPayload();
+    if (received === null || received.length === this.#frameTaken) return;
+    const piece = received.subarray(this.#frameTaken);
+    this.#frameTaken = received.length;
+    if (opcode === OPCODE_TEXT) {
+      // The message starts before its first frame is whole.
+      this.#messageOpcode = OPCODE_TEXT;
+      this.#compressed = compressed;
+    }
+    if (compressed) this.#deflate!.inflate(piece, false, this.#onInflated);
+    else this.#addFragment(piece, false);
+  }
+
   #onFrame(decoder: FrameDecoder): void {
     const opcode = decoder.opcode;
-    const payload = decoder.payload;
+    let payload = decoder.payload;
+    const taken = this.#frameTaken;
+    if (taken > 0 && opcode < 0x8) {
+      // The frame's first bytes went in while it arrived.
+      payload = payload.subarray(taken);
+      this.#frameTaken = 0;
+    }
     switch (opcode) {
       case OPCODE_TEXT:
       case OPCODE_BINARY:
@@ -273,8 +309,11 @@ export class Protocol {
           this.#messageOpcode = opcode;
           this.#compressed = true;
           this.#inflate(payload, decoder.fin);
-        } else if (decoder.fin) {
+        } else if (decoder.fin && taken === 0) {
           this.#deliverWhole(opcode, payload, decoder.payloadOwned);
+        } else if (decoder.fin) {
+          this.#addFragment(payload, false);
+          this.#endFragmented();
         } else {
           this.#messageOpcode = opcode;
           this.#addFragment(payload, decoder.assembled);

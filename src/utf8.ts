@@ -1,17 +1,16 @@
 /**
  * UTF-8 validation for text messages and close reasons.
  *
- * Pure: no I/O. Built on `TextDecoder` with `fatal: true`, which rejects
- * a sequence at the first byte that proves it invalid, also in streaming
- * mode, so a text message split across fragments fails at the fragment that
- * breaks it (RFC 6455 8.1), not at the end of the message.
+ * Pure: no I/O. Built on `TextDecoder`: the non-fatal one for speed, the
+ * fatal one to confirm what the fast one flags. Text that arrives in pieces
+ * is checked piece by piece, so a message fails at the piece that breaks it
+ * (RFC 6455 8.1), not at the end of the message.
  *
  * @module
  */
 
 // ignoreBOM: a leading U+FEFF is message content, not a byte order mark.
 const OPTIONS = { fatal: true, ignoreBOM: true } as const;
-const STREAM = { stream: true } as const;
 const wholeDecoder = new TextDecoder("utf-8", OPTIONS);
 // Deno's non-fatal UTF-8 decoder validates and converts in one fast pass;
 // its fatal one takes a slower general path (2-3x at 256 B and at 64 KiB).
@@ -75,21 +74,49 @@ export function isValidUtf8(bytes: Uint8Array): boolean {
 }
 
 /**
- * Decodes a text message that arrives in pieces, failing at the first
- * piece that proves it invalid.
+ * Decodes a text message that arrives in pieces (fragments, or the reads of
+ * a frame still arriving), failing at the first piece that proves it
+ * invalid (RFC 6455 8.1).
+ *
+ * Each piece goes through {@linkcode decodeUtf8}'s fast path, cut before a
+ * character that it ends inside of. Those bytes (three at most) wait for
+ * the next piece, and only when they can still begin a valid character:
+ * a piece that ends in 0xFF or in 0xE0 0x80 fails with that piece.
  */
 export class Utf8StreamDecoder {
-  #decoder = new TextDecoder("utf-8", OPTIONS);
   #text = "";
+  // The start of a character that the last piece cut.
+  #pending = new Uint8Array(4);
+  #pendingLength = 0;
 
   /** Adds a piece; returns false if the text is now known to be invalid. */
   push(bytes: Uint8Array): boolean {
-    try {
-      this.#text += this.#decoder.decode(bytes, STREAM);
-      return true;
-    } catch {
-      return false;
+    const length = bytes.length;
+    let start = 0;
+    if (this.#pendingLength > 0) {
+      const pending = this.#pending;
+      const need = sequenceLength(pending[0]);
+      while (this.#pendingLength < need && start < length) {
+        pending[this.#pendingLength++] = bytes[start++];
+      }
+      if (this.#pendingLength < need) {
+        return isSequenceStart(pending, 0, this.#pendingLength);
+      }
+      const char = decodeUtf8(pending.subarray(0, need));
+      this.#pendingLength = 0;
+      if (char === undefined) return false;
+      this.#text += char;
     }
+    const cut = cutBeforeIncomplete(bytes, start);
+    if (cut > start) {
+      const text = decodeUtf8(bytes.subarray(start, cut));
+      if (text === undefined) return false;
+      this.#text += text;
+    }
+    for (let i = cut; i < length; i++) {
+      this.#pending[this.#pendingLength++] = bytes[i];
+    }
+    return true;
   }
 
   /**
@@ -97,10 +124,44 @@ export class Utf8StreamDecoder {
    * multi-byte sequence.
    */
   end(): string | undefined {
-    try {
-      return this.#text + this.#decoder.decode();
-    } catch {
-      return undefined;
-    }
+    return this.#pendingLength > 0 ? undefined : this.#text;
   }
+}
+
+/** Bytes of the sequence that lead byte `byte` (0xC2 to 0xF4) starts. */
+function sequenceLength(byte: number): number {
+  return byte < 0xe0 ? 2 : byte < 0xf0 ? 3 : 4;
+}
+
+/**
+ * Whether `bytes[from..to)`, shorter than its sequence, can still grow
+ * into a valid character (RFC 3629 4: the second byte's range depends on
+ * the lead byte, so neither overlong forms nor surrogates pass).
+ */
+function isSequenceStart(bytes: Uint8Array, from: number, to: number): boolean {
+  const lead = bytes[from];
+  if (lead < 0xc2 || lead > 0xf4) return false;
+  if (to - from < 2) return true;
+  const second = bytes[from + 1];
+  const low = lead === 0xe0 ? 0xa0 : lead === 0xf0 ? 0x90 : 0x80;
+  const high = lead === 0xed ? 0x9f : lead === 0xf4 ? 0x8f : 0xbf;
+  if (second < low || second > high) return false;
+  return to - from < 3 || (bytes[from + 2] & 0xc0) === 0x80;
+}
+
+/**
+ * Where to cut `bytes` (from `start` on) so that the part before is whole
+ * characters: before a sequence that the bytes end inside of and that can
+ * still become valid, or at the end.
+ */
+function cutBeforeIncomplete(bytes: Uint8Array, start: number): number {
+  const end = bytes.length;
+  for (let i = end - 1; i >= start && i >= end - 3; i--) {
+    const byte = bytes[i];
+    if ((byte & 0xc0) === 0x80) continue;
+    return end - i < sequenceLength(byte) && isSequenceStart(bytes, i, end)
+      ? i
+      : end;
+  }
+  return end;
 }

@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import zlib from "node:zlib";
 import {
   type CloseInfo,
   connect,
@@ -15,7 +16,14 @@ import {
   WebSocketError,
 } from "../mod.ts";
 import { acceptKey } from "../src/handshake.ts";
-import { clientFrame, RawClient, serve, TEST_KEY } from "./_helpers.ts";
+import {
+  clientFrame,
+  drain,
+  echo,
+  RawClient,
+  serve,
+  TEST_KEY,
+} from "./_helpers.ts";
 import {
   closePayload,
   concat,
@@ -455,6 +463,150 @@ Deno.test("a text message that ends inside a UTF-8 sequence fails with 1007", as
       clientFrame(0x1, new Uint8Array([0x68, 0xe2, 0x82]), { fin: false }),
       clientFrame(0x0, "", { fin: true }),
     ),
+  );
+});
+
+// -- 8.1 UTF-8, in a frame still arriving --
+// Hardening II: invalid UTF-8 inside a text frame was found only once the
+// whole frame had come, however long the peer took to send the rest. The
+// frame below arrives in three reads: valid text, a chunk with 0xFF, and
+// the rest, which is never sent: the close must come before it.
+
+const VALID_PREFIX = utf8("Grüße, 世界! ".repeat(4));
+/** A text payload with 0xFF at `VALID_PREFIX.length`, then more text. */
+const BROKEN_TEXT = concat(
+  VALID_PREFIX,
+  new Uint8Array([0xff]),
+  utf8(" and more text after it"),
+);
+
+/** The bytes of `frame` before byte `invalidAt`, and that byte alone. */
+function threeParts(
+  frame: Uint8Array,
+  invalidAt: number,
+): [Uint8Array, Uint8Array] {
+  return [
+    frame.subarray(0, invalidAt),
+    frame.subarray(invalidAt, invalidAt + 1),
+  ];
+}
+
+/** Raw deflate of `bytes` as permessage-deflate sends it, in stored blocks. */
+function storedDeflate(bytes: Uint8Array): Uint8Array {
+  const out = zlib.deflateRawSync(bytes, {
+    level: 0,
+    finishFlush: zlib.constants.Z_SYNC_FLUSH,
+  });
+  // RFC 7692 7.2.1: the 0x00 0x00 0xff 0xff of the flush is not sent.
+  return new Uint8Array(out.subarray(0, out.length - 4));
+}
+
+/**
+ * Upgrades a raw client (with permessage-deflate if `extensions`), sends
+ * `before`, then `invalid` and checks that the server's close frame with
+ * 1007 comes within a second, while the rest of the frame is unsent.
+ */
+async function assertServerFailsMidFrame(
+  before: Uint8Array,
+  invalid: Uint8Array,
+  extensions = "",
+): Promise<void> {
+  await using server = serve(drain, { compression: extensions !== "" });
+  await using client = await within(
+    RawClient.upgrade(server.addr.port, extensions),
+  );
+  await client.send(before);
+  await delay(30);
+  await client.send(invalid);
+  const close = await within(client.readClose(), "the close frame", 1000);
+  assert.equal(close?.code, 1007, JSON.stringify(close));
+}
+
+Deno.test("invalid UTF-8 in a text frame still arriving fails with 1007 before the frame ends", async () => {
+  const frame = clientFrame(0x1, BROKEN_TEXT);
+  const [before, invalid] = threeParts(frame, 6 + VALID_PREFIX.length);
+  await assertServerFailsMidFrame(before, invalid);
+});
+
+Deno.test("invalid UTF-8 in a continuation frame still arriving fails with 1007 before the frame ends", async () => {
+  const first = clientFrame(0x1, "first fragment, ", { fin: false });
+  const frame = clientFrame(0x0, BROKEN_TEXT);
+  const [before, invalid] = threeParts(frame, 6 + VALID_PREFIX.length);
+  await assertServerFailsMidFrame(concat(first, before), invalid);
+});
+
+Deno.test("a text frame still arriving that ends inside a character waits for the rest", async () => {
+  // é is 0xC3 0xA9; each read below ends between the two bytes, where the
+  // text is not invalid yet. 240 bytes: an 8-byte header with the mask.
+  const text = "caf\u00e9 ".repeat(40);
+  await using server = serve(echo);
+  await using client = await within(RawClient.upgrade(server.addr.port));
+  const frame = clientFrame(0x1, text);
+  for (const [from, to] of [[0, 12], [12, 72], [72, frame.length]]) {
+    await client.send(frame.subarray(from, to));
+    await delay(10);
+  }
+  const echoed = await within(client.readFrame());
+  assert.equal(decoder.decode(echoed?.payload), text);
+  await client.send(clientFrame(0x8, closePayload(1000)));
+  assert.equal((await within(client.readClose()))?.code, 1000);
+});
+
+Deno.test("invalid UTF-8 in a compressed text frame still arriving fails with 1007 before the frame ends", async () => {
+  const payload = storedDeflate(BROKEN_TEXT);
+  const frame = clientFrame(0x1, payload, { rsv1: true });
+  // A stored block: a 5-byte block header, then the bytes as they are.
+  const [before, invalid] = threeParts(frame, 8 + 5 + VALID_PREFIX.length);
+  await assertServerFailsMidFrame(
+    before,
+    invalid,
+    "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+  );
+});
+
+/** The client's side of the above: a raw server sends the frame in parts. */
+async function assertClientFailsMidFrame(
+  before: Uint8Array,
+  invalid: Uint8Array,
+  compression = false,
+): Promise<void> {
+  await using raw = new RawServer();
+  const { sock, peer } = await connectToRaw(
+    raw,
+    { compression },
+    compression ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "",
+  );
+  await peer.send(before);
+  await delay(30);
+  await peer.send(invalid);
+  const close = await within(peer.readClose(), "the close frame", 1000);
+  assert.equal(close?.code, 1007, JSON.stringify(close));
+  peer.close();
+  const messages = await within(readAll(sock));
+  assert.equal((messages.at(-1) as { code: number }).code, 1007);
+}
+
+Deno.test("invalid UTF-8 in a text frame still arriving fails the client's connection with 1007 before the frame ends", async () => {
+  const frame = serverFrame(0x1, BROKEN_TEXT);
+  await assertClientFailsMidFrame(
+    ...threeParts(frame, 2 + VALID_PREFIX.length),
+  );
+});
+
+Deno.test("invalid UTF-8 in a continuation frame still arriving fails the client's connection with 1007 before the frame ends", async () => {
+  const first = serverFrame(0x1, "first fragment, ", { fin: false });
+  const [before, invalid] = threeParts(
+    serverFrame(0x0, BROKEN_TEXT),
+    2 + VALID_PREFIX.length,
+  );
+  await assertClientFailsMidFrame(concat(first, before), invalid);
+});
+
+Deno.test("invalid UTF-8 in a compressed text frame still arriving fails the client's connection with 1007 before the frame ends", async () => {
+  const frame = serverFrame(0x1, storedDeflate(BROKEN_TEXT), { rsv1: true });
+  await assertClientFailsMidFrame(
+    ...threeParts(frame, 4 + 5 + VALID_PREFIX.length),
+    true,
   );
 });
 

@@ -613,6 +613,72 @@ Deno.test("FrameDecoder offers no direct target outside a payload or below the m
   assert.equal(target.length, 254);
 });
 
+// -- partialPayload: a frame still arriving --
+
+Deno.test("partialPayload() gives the unmasked bytes of a data frame still arriving, and the whole payload stays right", () => {
+  const key = new Uint8Array([0x12, 0x34, 0x56, 0x78]);
+  const payload = new Uint8Array(300).map((_, i) => (i * 7) & 0xff);
+  for (const [maskingKey, header] of [[key, 8], [undefined, 4]] as const) {
+    const frame = encodeFrame(OPCODE_TEXT, payload, { maskingKey });
+    const decoder = new FrameDecoder({
+      requireMask: maskingKey !== undefined,
+      maxFrameSize: 1 << 20,
+      maxMessageSize: 1 << 20,
+    });
+    // Uneven reads: every key offset comes up.
+    const cuts = [
+      header + 1,
+      header + 6,
+      header + 7,
+      header + 150,
+      frame.length,
+    ];
+    let from = 0;
+    for (const cut of cuts) {
+      decoder.feed(frame.subarray(from, cut));
+      from = cut;
+      if (cut < frame.length) {
+        assert.equal(decoder.next(), false);
+        assert.deepEqual(
+          decoder.partialPayload(),
+          payload.subarray(0, cut - header),
+        );
+        // Asking twice unmasks nothing twice.
+        assert.deepEqual(
+          decoder.partialPayload(),
+          payload.subarray(0, cut - header),
+        );
+      } else {
+        assert.equal(decoder.next(), true);
+      }
+    }
+    assert.deepEqual(decoder.payload, payload);
+    assert.equal(decoder.partialPayload(), null);
+  }
+});
+
+Deno.test("partialPayload() is null between frames, for control frames and for gathered binary fragments", () => {
+  const decoder = new FrameDecoder({
+    requireMask: false,
+    maxFrameSize: 1 << 20,
+    maxMessageSize: 1 << 20,
+    assembleBinary: true,
+  });
+  assert.equal(decoder.partialPayload(), null);
+  const ping = encodeFrame(OPCODE_PING, new Uint8Array(100));
+  decoder.feed(ping.subarray(0, 50));
+  assert.equal(decoder.next(), false);
+  assert.equal(decoder.partialPayload(), null);
+  decoder.feed(ping.subarray(50));
+  assert.equal(decoder.next(), true);
+  const fragment = encodeFrame(OPCODE_BINARY, new Uint8Array(100), {
+    fin: false,
+  });
+  decoder.feed(fragment.subarray(0, 50));
+  assert.equal(decoder.next(), false);
+  assert.equal(decoder.partialPayload(), null);
+});
+
 // -- assembleBinary: fragments gathered into one message buffer --
 
 /** A fragmented binary message with a ping between its fragments. */

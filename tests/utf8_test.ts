@@ -294,6 +294,81 @@ Deno.test("decodeUtf8() agrees with a fatal TextDecoder on 20,000 random near-UT
   assert.ok(invalid > 1000 && invalid < 19_000, `${invalid} invalid`);
 });
 
+Deno.test("Utf8StreamDecoder fails at the same piece as a fatal streaming TextDecoder, on 5,000 random inputs cut at random", () => {
+  // Hardening II: the pieces are now the reads of a frame still arriving,
+  // so the decoder must fail at the piece that proves the text invalid,
+  // as the WHATWG decoder does, and never earlier.
+  const pieces = [
+    ...[..."aZ é✓😀\uFFFD\uFEFF"].map((c) => [...encoder.encode(c)]),
+    [0x80],
+    [0xc1],
+    [0xe0, 0x80],
+    [0xed, 0xa0],
+    [0xf0, 0x80],
+    [0xf4, 0x90],
+    [0xf5],
+    [0xff],
+  ];
+  let seed = 777;
+  const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  let invalid = 0;
+  for (let n = 0; n < 5000; n++) {
+    const input: number[] = [];
+    const count = Math.floor(random() * 60);
+    for (let i = 0; i < count; i++) {
+      const piece = random() < 0.97
+        ? pieces[Math.floor(random() * 8)]
+        : pieces[Math.floor(random() * pieces.length)];
+      input.push(...piece);
+    }
+    const bytes = new Uint8Array(input);
+    const cuts = [0];
+    while (cuts.at(-1)! < bytes.length) {
+      cuts.push(
+        Math.min(bytes.length, cuts.at(-1)! + 1 + Math.floor(random() * 6)),
+      );
+    }
+    const reference = new TextDecoder("utf-8", {
+      fatal: true,
+      ignoreBOM: true,
+    });
+    const decoder = new Utf8StreamDecoder();
+    let expected = "";
+    let failedAt = -1;
+    for (let i = 1; i < cuts.length; i++) {
+      const piece = bytes.subarray(cuts[i - 1], cuts[i]);
+      let referenceFailed = false;
+      try {
+        expected += reference.decode(piece, { stream: true });
+      } catch {
+        referenceFailed = true;
+      }
+      assert.equal(
+        decoder.push(piece),
+        !referenceFailed,
+        `input ${input}, cuts ${cuts}, piece ${i}`,
+      );
+      if (referenceFailed) {
+        failedAt = i;
+        break;
+      }
+    }
+    if (failedAt !== -1) {
+      invalid++;
+      continue;
+    }
+    let end: string | undefined;
+    try {
+      end = expected + reference.decode();
+    } catch {
+      end = undefined;
+      invalid++;
+    }
+    assert.equal(decoder.end(), end, `input ${input}`);
+  }
+  assert.ok(invalid > 500 && invalid < 4500, `${invalid} invalid`);
+});
+
 Deno.test("encodeUtf8() gives TextEncoder's bytes: ASCII and not, around the 256-character shortcut, lone surrogates", () => {
   const encoder = new TextEncoder();
   const texts = [
