@@ -59,7 +59,10 @@ export interface SocketOptions {
   closeTimeout?: number;
   /**
    * When this many bytes of received messages wait unread, the socket stops
-   * reading from TCP until the application catches up (backpressure).
+   * reading from TCP until the application catches up (backpressure). It
+   * also stops reading while more than this (or `writeHighWaterMark`, if
+   * larger) waits to be sent, so a peer that does not read what it makes
+   * us send (pongs to a ping flood, echoes) is throttled, not buffered for.
    * @default {1048576}
    */
   maxQueuedBytes?: number;
@@ -810,6 +813,11 @@ export class Socket implements AsyncIterable<Message> {
     const protocol = this.#protocol;
     const queue = this.#queue;
     const limit = this.#limits.maxQueuedBytes;
+    // Unsent bytes past which reading stops: what the peer makes us send on
+    // our own (pongs, close replies) must not grow without bound when it
+    // does not read them, and neither may what the application echoes.
+    const sendLimit = Math.max(limit, this.#limits.writeHighWaterMark);
+    const writes = this.#writes;
     const conn = this.conn;
     let buffer = readBuffer ?? readBuffers.take();
     let readSinceTurn = 0;
@@ -827,6 +835,14 @@ export class Socket implements AsyncIterable<Message> {
             queue.drained(limit >>> 1),
             this.#closing.promise,
           ]);
+          this.#paused = false;
+          continue;
+        }
+        if (writes.bufferedAmount > sendLimit) {
+          // The peer is not reading what we send: stop reading what it
+          // sends (a ping flood throttles the flooder) until half is out.
+          this.#paused = true;
+          await writes.drained(sendLimit >>> 1);
           this.#paused = false;
           continue;
         }

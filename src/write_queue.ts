@@ -181,6 +181,9 @@ export class WriteQueue {
   #highWaterMark: number;
   // Writers waiting for bufferedAmount to drop to the high-water mark.
   #drain: PromiseWithResolvers<void> | null = null;
+  // The read loop, waiting for bufferedAmount to drop to #lowWaterMark.
+  #lowWaiter: (() => void) | null = null;
+  #lowWaterMark = 0;
   #scheduled = false;
   #eager = false;
   #flushing = false;
@@ -226,6 +229,18 @@ export class WriteQueue {
     }
     if (this.bufferedAmount <= this.#highWaterMark) return RESOLVED;
     return (this.#drain ??= Promise.withResolvers<void>()).promise;
+  }
+
+  /**
+   * Resolves once `bufferedAmount` is at or under `lowWaterMark`, or the
+   * queue failed (one waiter at a time: the socket's read loop).
+   */
+  drained(lowWaterMark: number): Promise<void> {
+    if (this.bufferedAmount <= lowWaterMark || this.#makeFailure !== null) {
+      return RESOLVED;
+    }
+    this.#lowWaterMark = lowWaterMark;
+    return new Promise((resolve) => this.#lowWaiter = resolve);
   }
 
   /**
@@ -468,12 +483,12 @@ export class WriteQueue {
           // Counted down as the OS takes bytes, so a writer waiting at the
           // high-water mark goes on before a big batch is done.
           this.bufferedAmount -= offset;
-          if (this.#drain !== null) this.#wakeDrain();
+          this.#wakeDrain();
           while (offset < part.length) {
             const n = await writer.write(part.subarray(offset));
             offset += n;
             this.bufferedAmount -= n;
-            if (this.#drain !== null) this.#wakeDrain();
+            this.#wakeDrain();
           }
         }
       } catch (cause) {
@@ -504,11 +519,18 @@ export class WriteQueue {
   };
 
   #wakeDrain(): void {
-    if (
-      this.bufferedAmount <= this.#highWaterMark || this.#makeFailure !== null
-    ) {
+    const failed = this.#makeFailure !== null;
+    if (this.bufferedAmount <= this.#highWaterMark || failed) {
       this.#drain?.resolve();
       this.#drain = null;
+    }
+    if (
+      this.#lowWaiter !== null &&
+      (this.bufferedAmount <= this.#lowWaterMark || failed)
+    ) {
+      const wake = this.#lowWaiter;
+      this.#lowWaiter = null;
+      wake();
     }
   }
 
