@@ -677,6 +677,24 @@ export class PerMessageDeflate {
   #messageSize = 0;
   #messageInput = 0;
   #closed = false;
+  // RFC 7692 7.2.3.4: a peer may end its DEFLATE stream with a final block
+  // (BFINAL) at the end of a message; zlib then stops, and the next bytes
+  // start a new stream that, with context takeover, still refers to the
+  // old window. Raw inflate here cannot keep a window across streams nor
+  // take one as a dictionary (Deno's node:zlib ignores `dictionary` for
+  // raw streams), so the codec keeps the last window of output itself and
+  // replays it into the new stream as stored blocks. It records output
+  // during the first message of a stream, and from then on only for a
+  // peer that has ended a stream: a peer that never does costs nothing
+  // after its first message.
+  #history: Uint8Array | null = null;
+  #historyAt = 0;
+  #historyLength = 0;
+  // Whether #history holds the current stream's whole window.
+  #historyValid = true;
+  #streamMessages = 0;
+  #peerEndsStreams = false;
+  #messageRestarts = 0;
 
   constructor(init: PerMessageDeflateInit) {
     const { client, params, config } = init;
@@ -813,6 +831,13 @@ export class PerMessageDeflate {
   #endMessage(): void {
     this.#messageSize = 0;
     this.#messageInput = 0;
+    this.#messageRestarts = 0;
+    this.#streamMessages++;
+    if (!this.#peerEndsStreams && this.#history !== null) {
+      // Past its first message without a final block: stop recording.
+      this.#history = null;
+      this.#historyValid = false;
+    }
     if (this.#inflateReset && this.#inflater !== null) {
       release(this.#inflater);
       this.#inflater = null;
@@ -827,9 +852,10 @@ export class PerMessageDeflate {
   ): boolean {
     const stream = this.#inflater ??= acquire(false, this.#inflateBits, 0);
     const buffer = scratch ??= new Uint8Array(SCRATCH_SIZE);
+    const record = !this.#inflateReset &&
+      (this.#streamMessages === 0 || this.#peerEndsStreams);
     let offset = 0;
     let remaining = input.length;
-    let restarted = false;
     for (;;) {
       // Ask for one byte over the limit at most: the message fails as soon
       // as that byte exists, and no more is inflated.
@@ -850,24 +876,87 @@ export class PerMessageDeflate {
             `Message too big: limit is ${this.#maxMessageSize} bytes, inflated to more`,
           );
         }
+        if (record) this.#record(buffer.subarray(0, n));
         if (!sink(buffer.subarray(0, n))) return false;
       }
       if (n === room) continue;
       if (remaining === 0) return true;
-      // Room left and input left: the peer ended the deflate stream with
-      // a final block (RFC 7692 7.2.3.4 allows it). What follows starts a
-      // new stream.
-      if (tail) {
-        // Only our own 0x00 0x00 0xff 0xff is left.
-        stream.reset();
-        return true;
+      // Room left and input left: the peer ended the DEFLATE stream with a
+      // final block (RFC 7692 7.2.3.4). What follows starts a new stream:
+      // the empty stored block of the example's last byte and our tail, or
+      // the next message. One per message: a peer cannot make us replay
+      // the window for every few bytes it sends.
+      if (this.#messageRestarts > 0) {
+        throw new Error("more than one final block in a message");
       }
-      if (this.#messageInput > 0 || restarted) {
-        throw new Error("data after the final block");
-      }
-      // The previous message ended the stream; this one starts a new one.
-      stream.reset();
-      restarted = true;
+      this.#messageRestarts++;
+      this.#restart(stream);
+      // Only (part of) our 0x00 0x00 0xff 0xff is left: it would just
+      // open an empty block of the new stream.
+      if (tail) return true;
     }
+  }
+
+  /** Starts a new stream after a final block, with the window if kept. */
+  #restart(stream: ZlibStream): void {
+    stream.reset();
+    this.#streamMessages = 0;
+    if (this.#inflateReset) return;
+    const window = this.#historyValid ? this.#window() : null;
+    this.#peerEndsStreams = true;
+    this.#historyValid = true;
+    if (window === null) {
+      // The window was not kept: the new stream starts empty, and a
+      // reference into the old one fails as invalid data (1007), never as
+      // wrong bytes.
+      this.#history = null;
+      this.#historyLength = this.#historyAt = 0;
+      return;
+    }
+    if (window.length === 0) return;
+    // A stored block (RFC 1951 3.2.4), not final, whose output (the old
+    // window) is dropped: the new stream's window is the old one.
+    const length = window.length;
+    const block = new Uint8Array(5 + length);
+    block[1] = length & 0xff;
+    block[2] = length >>> 8;
+    block[3] = ~length & 0xff;
+    block[4] = (~length >>> 8) & 0xff;
+    block.set(window, 5);
+    const buffer = scratch ??= new Uint8Array(SCRATCH_SIZE);
+    stream.write(block, 0, block.length, buffer, SCRATCH_SIZE);
+  }
+
+  /** Keeps the last window of output (see #history). */
+  #record(chunk: Uint8Array): void {
+    const size = 1 << this.#inflateBits;
+    const ring = this.#history ??= new Uint8Array(size);
+    const length = chunk.length;
+    if (length >= size) {
+      ring.set(chunk.subarray(length - size));
+      this.#historyAt = 0;
+      this.#historyLength = size;
+      return;
+    }
+    const at = this.#historyAt;
+    const first = Math.min(length, size - at);
+    ring.set(chunk.subarray(0, first), at);
+    if (first < length) ring.set(chunk.subarray(first), 0);
+    this.#historyAt = (at + length) % size;
+    this.#historyLength = Math.min(size, this.#historyLength + length);
+  }
+
+  /** The kept window, oldest byte first. */
+  #window(): Uint8Array {
+    const ring = this.#history;
+    if (ring === null) return new Uint8Array(0);
+    if (this.#historyLength < ring.length) {
+      return ring.slice(0, this.#historyLength);
+    }
+    const at = this.#historyAt;
+    const window = new Uint8Array(ring.length);
+    window.set(ring.subarray(at));
+    window.set(ring.subarray(0, at), ring.length - at);
+    return window;
   }
 }

@@ -597,13 +597,100 @@ Deno.test("PerMessageDeflate reads messages that end the deflate stream with a f
     decoder.decode(inflateAll(pair.client, [tail])),
     "and a normal one",
   );
-  // Data after the final block inside one message is not valid.
+  // A new stream may follow the final block inside a message (the RFC's
+  // example does, with an empty stored block), but only one: a second
+  // final block in one message is refused.
   const final = new Uint8Array(zlib.deflateRawSync(utf8("x")));
+  assert.equal(
+    decoder.decode(
+      inflateAll(pair.client, [concat(final, deflateMessage("y"))]),
+    ),
+    "xy",
+  );
   assertFrameError(
     () =>
-      pair.client.inflate(concat(final, deflateMessage("y")), true, () => true),
+      pair.client.inflate(
+        concat(final, new Uint8Array(zlib.deflateRawSync(utf8("y")))),
+        true,
+        () => true,
+      ),
     1007,
   );
+});
+
+// Hardening II: the payload of RFC 7692 7.2.3.4, "Hello" in a block with
+// BFINAL set, then a 0x00 that opens an empty stored block which the
+// receiver's 0x00 0x00 0xff 0xff completes. It was refused with 1007
+// ("data after the final block").
+const RFC_FINAL_HELLO = new Uint8Array([
+  0xf3,
+  0x48,
+  0xcd,
+  0xc9,
+  0xc9,
+  0x07,
+  0x00,
+  0x00,
+]);
+// RFC 7692 7.2.3.2: "Hello" again, as a back-reference into the window
+// (distance 5, length 5): only right with the first message's window.
+const RFC_HELLO_AGAIN = new Uint8Array([0xf2, 0x00, 0x11, 0x00, 0x00]);
+// RFC 7692 7.2.3.1: "Hello" on its own.
+const RFC_HELLO = new Uint8Array([0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+
+Deno.test("PerMessageDeflate reads RFC 7692 7.2.3.4's final-block message, and keeps its window for the next message", () => {
+  using pair = codecs("permessage-deflate");
+  for (let i = 0; i < 3; i++) {
+    assert.equal(
+      decoder.decode(inflateAll(pair.client, [RFC_FINAL_HELLO])),
+      "Hello",
+    );
+    assert.equal(
+      decoder.decode(inflateAll(pair.client, [RFC_HELLO_AGAIN])),
+      "Hello",
+    );
+  }
+  // Split at every byte, as frames or reads of a frame.
+  for (let cut = 1; cut < RFC_FINAL_HELLO.length; cut++) {
+    const frames = [
+      RFC_FINAL_HELLO.subarray(0, cut),
+      RFC_FINAL_HELLO.subarray(cut),
+    ];
+    assert.equal(decoder.decode(inflateAll(pair.client, frames)), "Hello");
+    assert.equal(
+      decoder.decode(inflateAll(pair.client, [RFC_HELLO_AGAIN])),
+      "Hello",
+    );
+  }
+});
+
+Deno.test("PerMessageDeflate keeps a window longer than one message across final blocks", () => {
+  // Our compressor with context takeover refers back into earlier
+  // messages; each message is then ended with BFINAL: the empty stored
+  // block completed (0x00 0x00 0xff 0xff) and an empty final fixed block
+  // (0x03 0x00). With a 1 KiB window, the kept window wraps many times.
+  using pair = codecs(
+    "permessage-deflate; server_max_window_bits=10; client_max_window_bits=10",
+  );
+  const ending = new Uint8Array([0x00, 0x00, 0xff, 0xff, 0x03, 0x00]);
+  for (let i = 0; i < 60; i++) {
+    const text = `message ${i % 9}: ${"abcdefghij".repeat(i % 7)} ${
+      jsonText(i % 5)
+    }`;
+    const payload = concat(pair.server.compress(utf8(text))!, ending);
+    assert.equal(decoder.decode(inflateAll(pair.client, [payload])), text);
+  }
+});
+
+Deno.test("PerMessageDeflate without context takeover reads final-block messages", () => {
+  using pair = codecs("permessage-deflate; server_no_context_takeover");
+  for (let i = 0; i < 3; i++) {
+    assert.equal(
+      decoder.decode(inflateAll(pair.client, [RFC_FINAL_HELLO])),
+      "Hello",
+    );
+    assert.equal(decoder.decode(inflateAll(pair.client, [RFC_HELLO])), "Hello");
+  }
 });
 
 Deno.test("PerMessageDeflate compresses with a 9-bit window when 8 bits were agreed", () => {
@@ -967,6 +1054,38 @@ Deno.test("our server declines an invalid offer and accepts the next one", async
   }
 });
 
+Deno.test("our server reads RFC 7692 7.2.3.4's final-block message and the message after it, with and without client context takeover", async () => {
+  // Hardening II: this was refused with 1007 ("data after the final block").
+  for (const takeover of [true, false]) {
+    const { server, received, done } = recordingServer();
+    await using _ = server;
+    const { peer, head } = await rawClient(
+      server.addr.port,
+      takeover
+        ? "permessage-deflate"
+        : "permessage-deflate; client_no_context_takeover",
+    );
+    await using __ = peer;
+    assert.equal(/client_no_context_takeover/.test(head), !takeover);
+    const next = takeover ? RFC_HELLO_AGAIN : RFC_HELLO;
+    await peer.send(concat(
+      clientFrame(0x1, RFC_FINAL_HELLO, { rsv1: true }),
+      clientFrame(0x1, next, { rsv1: true }),
+      clientFrame(0x1, RFC_FINAL_HELLO, { rsv1: true }),
+      clientFrame(0x1, next, { rsv1: true }),
+      clientFrame(0x8, closePayload(1000)),
+    ));
+    await within(done, "the handler");
+    assert.deepEqual(received, [
+      { type: "text", data: "Hello" },
+      { type: "text", data: "Hello" },
+      { type: "text", data: "Hello" },
+      { type: "text", data: "Hello" },
+      { type: "close", code: 1000, reason: "" },
+    ]);
+  }
+});
+
 // -- Over sockets: our client against a raw server --
 
 Deno.test("our client offers permessage-deflate and inflates what the server compressed", async () => {
@@ -1006,6 +1125,38 @@ Deno.test("our client offers permessage-deflate and inflates what the server com
     reason: "",
     wasClean: true,
   });
+});
+
+Deno.test("our client reads RFC 7692 7.2.3.4's final-block message and the message after it, with and without server context takeover", async () => {
+  // Hardening II: this was refused with 1007 ("data after the final block").
+  for (const takeover of [true, false]) {
+    await using raw = new RawServer();
+    const { sock, peer } = await connectToRaw(
+      raw,
+      { compression: true },
+      `Sec-WebSocket-Extensions: permessage-deflate${
+        takeover ? "" : "; server_no_context_takeover"
+      }\r\n`,
+    );
+    const next = takeover ? RFC_HELLO_AGAIN : RFC_HELLO;
+    await peer.send(concat(
+      serverFrame(0x1, RFC_FINAL_HELLO, { rsv1: true }),
+      serverFrame(0x1, next, { rsv1: true }),
+      serverFrame(0x2, RFC_FINAL_HELLO, { rsv1: true }),
+      serverFrame(0x1, next, { rsv1: true }),
+    ));
+    for (const type of ["text", "text", "binary", "text"] as const) {
+      const message = await within(sock.read());
+      assert.equal(message?.type, type);
+      const data = (message as { data: string | Uint8Array }).data;
+      assert.equal(
+        typeof data === "string" ? data : decoder.decode(data),
+        "Hello",
+      );
+    }
+    await peer.send(serverFrame(0x8, closePayload(1000)));
+    assert.equal((await within(sock.closed)).code, 1000);
+  }
 });
 
 Deno.test("our client fails the handshake with BAD_HANDSHAKE on a response outside its offer", async () => {
