@@ -28,6 +28,7 @@ import { type Deadline, deadlinesOf } from "./deadlines.ts";
 import { readBuffers } from "./http_head.ts";
 import type { Member } from "./members.ts";
 import { WriteQueue } from "./write_queue.ts";
+import { Keepalive, type KeepaliveHooks, type Watch } from "./keepalive.ts";
 
 /** The frame types `Socket.write` sends. */
 export type MessageType = "text" | "binary" | "ping" | "pong" | "close";
@@ -86,14 +87,16 @@ export interface SocketOptions {
    */
   maxBufferedAmount?: number;
   /**
-   * Send a ping this often, in ms; 0 turns keepalive off.
-   * @default {0}
+   * Keepalive: after this many ms without a byte from the peer, send it a
+   * ping; 0 turns keepalive off. All sockets share one timer per setting.
+   * @default {30000}
    */
   pingInterval?: number;
   /**
-   * With keepalive on, a peer that sends no pong this long after a ping is
-   * dropped: the socket ends with a 1006 close message.
-   * @default {pingInterval}
+   * With keepalive on, a peer that sends nothing (no pong, no data) this
+   * long after the ping is dropped: the socket ends with a 1006 close
+   * message.
+   * @default {30000}
    */
   pongTimeout?: number;
 }
@@ -137,7 +140,12 @@ export function socketLimits(options: SocketOptions): SocketLimits {
     options.maxMessageSize,
     16 * 1024 * 1024,
   );
-  const pingInterval = positive("pingInterval", options.pingInterval, 0, true);
+  const pingInterval = positive(
+    "pingInterval",
+    options.pingInterval,
+    30_000,
+    true,
+  );
   return {
     maxMessageSize,
     maxFrameSize: positive(
@@ -168,7 +176,7 @@ export function socketLimits(options: SocketOptions): SocketLimits {
     pongTimeout: positive(
       "pongTimeout",
       options.pongTimeout,
-      pingInterval || 1,
+      30_000,
     ),
   };
 }
@@ -273,6 +281,28 @@ const OPCODES: Record<string, number> = {
 
 function noop(): void {}
 
+const keepalives = new Map<string, Keepalive<Socket>>();
+let lastLimits: SocketLimits | null = null;
+let lastKeepalive: Keepalive<Socket> | null = null;
+
+/** The keepalive shared by every socket with these timings. */
+function keepaliveFor(
+  limits: SocketLimits,
+  hooks: KeepaliveHooks<Socket>,
+): Keepalive<Socket> {
+  // A server's sockets share one limits object: look it up once.
+  if (limits === lastLimits) return lastKeepalive!;
+  const key = `${limits.pingInterval}/${limits.pongTimeout}`;
+  let keepalive = keepalives.get(key);
+  if (keepalive === undefined) {
+    keepalive = new Keepalive(limits.pingInterval, limits.pongTimeout, hooks);
+    keepalives.set(key, keepalive);
+  }
+  lastLimits = limits;
+  lastKeepalive = keepalive;
+  return keepalive;
+}
+
 function closedError(message: string, closeCode?: number): Promise<never> {
   const promise = Promise.reject(
     new WebSocketError("SOCKET_CLOSED", message, { closeCode }),
@@ -308,6 +338,24 @@ function closedError(message: string, closeCode?: number): Promise<never> {
  * ```
  */
 export class Socket implements AsyncIterable<Message> {
+  // Keepalive acts on sockets through these, shared by all: no closures
+  // per socket.
+  static #keepaliveHooks: KeepaliveHooks<Socket> = {
+    ping(sock) {
+      if (sock.#protocol.open) {
+        sock.#writes.push(true, false, OPCODE_PING, EMPTY);
+      }
+    },
+    expire(sock) {
+      sock.#dropReason =
+        `Keepalive timeout: nothing from the peer within ${sock.#limits.pongTimeout} ms of a ping`;
+      sock.#closeConn();
+    },
+    // Paused by our own backpressure: the pong may be sitting unread, so
+    // the peer is not the one that stopped.
+    readPaused: (sock) => sock.#paused,
+  };
+
   static {
     enqueue = (sock, frame) =>
       sock.#protocol.open && sock.#writes.pushEncoded(frame);
@@ -356,8 +404,8 @@ export class Socket implements AsyncIterable<Message> {
   #closing = Promise.withResolvers<void>();
   #finished = false;
   #closeTimer: Deadline | undefined;
-  #pingTimer: ReturnType<typeof setInterval> | undefined;
-  #pongTimer: ReturnType<typeof setTimeout> | undefined;
+  #keepalive: Keepalive<Socket> | null = null;
+  #watch: Watch<Socket> | null = null;
   #dropReason = "";
 
   /**
@@ -389,7 +437,6 @@ export class Socket implements AsyncIterable<Message> {
 
     const sink: ProtocolSink = {
       deliver: (message, size) => {
-        if (message.type === "pong") this.#onPong();
         this.#queue.push(message, size + MESSAGE_OVERHEAD);
         if (message.type === "close") this.#queue.end();
       },
@@ -421,10 +468,8 @@ export class Socket implements AsyncIterable<Message> {
       init.limits.writeHighWaterMark,
     );
     if (init.limits.pingInterval > 0) {
-      this.#pingTimer = setInterval(
-        () => this.#keepalive(),
-        init.limits.pingInterval,
-      );
+      this.#keepalive = keepaliveFor(init.limits, Socket.#keepaliveHooks);
+      this.#watch = this.#keepalive.add(this);
     }
     this.#readLoop(init.head, init.readBuffer);
   }
@@ -818,6 +863,8 @@ export class Socket implements AsyncIterable<Message> {
     // does not read them, and neither may what the application echoes.
     const sendLimit = Math.max(limit, this.#limits.writeHighWaterMark);
     const writes = this.#writes;
+    const keepalive = this.#keepalive;
+    const watch = this.#watch;
     const conn = this.conn;
     let buffer = readBuffer ?? readBuffers.take();
     let readSinceTurn = 0;
@@ -841,14 +888,18 @@ export class Socket implements AsyncIterable<Message> {
         if (writes.bufferedAmount > sendLimit) {
           // The peer is not reading what we send: stop reading what it
           // sends (a ping flood throttles the flooder) until half is out.
-          this.#paused = true;
+          // Not #paused: here the peer is to blame, and keepalive may drop it.
           await writes.drained(sendLimit >>> 1);
-          this.#paused = false;
           continue;
         }
         const direct = protocol.directTarget(DIRECT_READ_MIN);
         const n = await conn.read(direct ?? buffer);
         if (n === null) break;
+        if (watch !== null) {
+          // Heard from the peer: alive, whatever it sent.
+          watch.heard = keepalive!.ticks;
+          watch.pinged = -1;
+        }
         readSinceTurn += n;
         if (direct !== null) {
           protocol.advance(n);
@@ -904,8 +955,7 @@ export class Socket implements AsyncIterable<Message> {
       this.#subscriptions = null;
     }
     this.#closeTimer?.cancel();
-    clearInterval(this.#pingTimer);
-    clearTimeout(this.#pongTimer);
+    if (this.#watch !== null) this.#keepalive!.remove(this.#watch);
     const protocol = this.#protocol;
     protocol.receiveEnd(this.#dropReason);
     this.#queue.end();
@@ -953,28 +1003,5 @@ export class Socket implements AsyncIterable<Message> {
       this.#dropReason = "Close timeout: no close frame from the peer";
       this.#closeConn();
     });
-  }
-
-  #keepalive(): void {
-    if (this.#pongTimer !== undefined || !this.#protocol.open) return;
-    this.#writes.push(true, false, OPCODE_PING, EMPTY);
-    this.#pongTimer = setTimeout(this.#pongOverdue, this.#limits.pongTimeout);
-  }
-
-  #pongOverdue = (): void => {
-    if (this.#paused) {
-      // The pong may be sitting unread behind our own backpressure: the
-      // peer is not the one that stopped. Give it another period.
-      this.#pongTimer = setTimeout(this.#pongOverdue, this.#limits.pongTimeout);
-      return;
-    }
-    this.#dropReason =
-      `Keepalive timeout: no pong within ${this.#limits.pongTimeout} ms`;
-    this.#closeConn();
-  };
-
-  #onPong(): void {
-    clearTimeout(this.#pongTimer);
-    this.#pongTimer = undefined;
   }
 }

@@ -1,0 +1,133 @@
+/**
+ * Keepalive for every socket of one setting on one timer: a ping after
+ * `pingInterval` of silence from the peer, a drop when it then stays silent
+ * for `pongTimeout`. A socket notes that it heard from the peer with two
+ * field writes per read; no socket has a timer, a closure or a promise of
+ * its own for it.
+ *
+ * @module
+ */
+
+/** What a {@linkcode Keepalive} does to the sockets it watches. */
+export interface KeepaliveHooks<T> {
+  /** The peer has been silent for `pingInterval`: send it a ping. */
+  ping(item: T): void;
+  /** The peer stayed silent for `pongTimeout` after the ping: drop it. */
+  expire(item: T): void;
+  /**
+   * Whether this side stopped reading because its own application is
+   * behind: the peer's answer may be sitting unread, so it is not blamed.
+   */
+  readPaused(item: T): boolean;
+}
+
+/** One watched socket: its place in the array and when it was heard from. */
+export interface Watch<T> {
+  readonly value: T;
+  /** Index in the array, or -1 once removed. */
+  index: number;
+  /** The tick at which the peer was last heard from. */
+  heard: number;
+  /** The tick of our outstanding ping, -1 when none. */
+  pinged: number;
+}
+
+/** The sockets of one (pingInterval, pongTimeout), swept by one timer. */
+export class Keepalive<T> {
+  /** Sweeps so far: the clock a socket reads when it hears from its peer. */
+  ticks = 0;
+  // An array, not a Set: see members.ts.
+  readonly #items: Watch<T>[] = [];
+  readonly #hooks: KeepaliveHooks<T>;
+  readonly #tickMs: number;
+  readonly #pingTicks: number;
+  readonly #pongTicks: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /**
+   * @param pingInterval ms of silence before a ping
+   * @param pongTimeout ms of silence after the ping before the drop
+   * @param hooks what to do to a socket
+   */
+  constructor(
+    pingInterval: number,
+    pongTimeout: number,
+    hooks: KeepaliveHooks<T>,
+  ) {
+    // A quarter of the shorter period, so either acts at most a quarter
+    // late; at least 10 ms and at most a second between sweeps.
+    const tickMs = Math.min(
+      1000,
+      Math.max(10, Math.floor(Math.min(pingInterval, pongTimeout) / 4)),
+    );
+    this.#tickMs = tickMs;
+    this.#pingTicks = Math.max(1, Math.round(pingInterval / tickMs));
+    this.#pongTicks = Math.max(1, Math.round(pongTimeout / tickMs));
+    this.#hooks = hooks;
+  }
+
+  /** How many sockets are watched. */
+  get size(): number {
+    return this.#items.length;
+  }
+
+  /** Watches a socket; {@linkcode remove} it when its connection is over. */
+  add(value: T): Watch<T> {
+    const watch = {
+      value,
+      index: this.#items.length,
+      heard: this.ticks,
+      pinged: -1,
+    };
+    this.#items.push(watch);
+    if (this.#timer === undefined) {
+      this.#timer = setInterval(this.#sweep, this.#tickMs);
+      // The connections' own reads keep the process alive, not keepalive.
+      Deno.unrefTimer(this.#timer);
+    }
+    return watch;
+  }
+
+  /** Stops watching; the timer stops at the first sweep with none left. */
+  remove(watch: Watch<T>): void {
+    const items = this.#items;
+    const index = watch.index;
+    if (index < 0 || items[index] !== watch) return;
+    const last = items.pop()!;
+    if (last !== watch) {
+      items[index] = last;
+      last.index = index;
+    }
+    watch.index = -1;
+  }
+
+  #sweep = (): void => {
+    const items = this.#items;
+    if (items.length === 0) {
+      // Not stopped in remove(): under churn the set empties and fills
+      // again all the time.
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+      return;
+    }
+    const ticks = ++this.ticks;
+    const hooks = this.#hooks;
+    let pings: T[] | null = null;
+    let expired: T[] | null = null;
+    for (let i = 0; i < items.length; i++) {
+      const watch = items[i];
+      if (watch.pinged < 0) {
+        if (ticks - watch.heard >= this.#pingTicks) {
+          watch.pinged = ticks;
+          (pings ??= []).push(watch.value);
+        }
+      } else if (ticks - watch.pinged >= this.#pongTicks) {
+        if (hooks.readPaused(watch.value)) watch.pinged = ticks; // once more
+        else (expired ??= []).push(watch.value);
+      }
+    }
+    // Acted on after the walk: a socket may leave the array meanwhile.
+    if (pings !== null) { for (const item of pings) hooks.ping(item); }
+    if (expired !== null) { for (const item of expired) hooks.expire(item); }
+  };
+}
