@@ -177,6 +177,18 @@ export class FrameDecoder {
     this.#pos = 0;
   }
 
+  /**
+   * Forgets the last frame's payload and message and the fed chunk, once
+   * they were taken: a connection that goes quiet must not keep its last
+   * message (or the read buffer it came in) alive until the next frame.
+   */
+  release(): void {
+    this.payload = EMPTY;
+    this.message = null;
+    this.#chunk = EMPTY;
+    this.#pos = 0;
+  }
+
   /** Bytes of the fed chunk not consumed yet. */
   get pending(): number {
     return this.#chunk.length - this.#pos;

@@ -24,11 +24,17 @@ export interface HeadRead {
 }
 
 /**
- * A connection's first read buffers (head, then frames), 8 KiB each: the
- * socket reads on into the one its head came in, and gives it back here
- * when its reading is over.
+ * Read buffers of busy connections, 8 KiB each: a socket takes one when a
+ * read fills its small buffer, and gives it back when it goes quiet.
  */
 export const readBuffers: BufferPool = new BufferPool(8 * 1024, 128);
+
+/**
+ * The size of a connection's first read buffer (an upgrade request is a
+ * few hundred bytes) and of the buffer a quiet socket reads into: a
+ * pending read holds its buffer for as long as the peer is silent.
+ */
+export const SMALL_READ = 2048;
 
 /**
  * Reads until `\r\n\r\n`. Resolves `"too_large"` when `maxSize` bytes came
@@ -67,10 +73,9 @@ async function read(
   maxSize: number,
   checker: RequestLineChecker | null,
 ): Promise<HeadRead | "too_large" | "eof" | HeadError> {
-  // Room for the head plus the start of the first frame in the same read.
-  let buffer = maxSize + 4096 >= readBuffers.size
-    ? readBuffers.take()
-    : new Uint8Array(maxSize + 4096);
+  // Small, and the socket's own afterwards: most heads fit, and a bigger
+  // one grows it.
+  let buffer = new Uint8Array(SMALL_READ);
   let length = 0;
   let scanned = 0;
   for (;;) {

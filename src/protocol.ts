@@ -191,12 +191,13 @@ export class Protocol {
     try {
       while (decoder.next()) {
         this.#onFrame(decoder);
-        if (this.closeReceived) return;
+        if (this.closeReceived) break;
       }
-      this.#takePartial(decoder);
+      if (!this.closeReceived) this.#takePartial(decoder);
     } catch (error) {
       this.#onError(error);
     }
+    decoder.release();
   }
 
   /** See {@linkcode FrameDecoder.directTarget}. */

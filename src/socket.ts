@@ -25,7 +25,7 @@ import {
 import { type Message, Protocol, type ProtocolSink } from "./protocol.ts";
 import { ReadQueue } from "./read_queue.ts";
 import { type Deadline, deadlinesOf } from "./deadlines.ts";
-import { readBuffers } from "./http_head.ts";
+import { readBuffers, SMALL_READ } from "./http_head.ts";
 import type { Member } from "./members.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { Keepalive, type KeepaliveHooks, type Watch } from "./keepalive.ts";
@@ -258,6 +258,7 @@ export function enqueueEncoded(sock: Socket, frame: Uint8Array): boolean {
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 const READ_SIZE_MAX = 256 * 1024;
+
 /** A payload spanning reads with this much left is read into directly. */
 const DIRECT_READ_MIN = 16 * 1024;
 /**
@@ -866,12 +867,22 @@ export class Socket implements AsyncIterable<Message> {
     const keepalive = this.#keepalive;
     const watch = this.#watch;
     const conn = this.conn;
-    let buffer = readBuffer ?? readBuffers.take();
+    // Every read that may wait goes into the connection's own small
+    // buffer: a pending read holds its buffer for as long as the peer is
+    // silent, and most connections are silent most of the time. A read
+    // that fills its buffer means more is waiting: the next one (which
+    // completes at once) takes a pooled 8 KiB buffer, then a bigger one;
+    // a read that drains the socket goes back to the small buffer.
+    const small = readBuffer !== undefined && readBuffer.length === SMALL_READ
+      ? readBuffer
+      : new Uint8Array(SMALL_READ);
+    let buffer = readBuffer ?? small;
     let readSinceTurn = 0;
     try {
       // Processed before the first read, which may overwrite it: the
       // protocol copies what it keeps.
       if (head.length > 0) protocol.receive(head);
+      buffer = this.#nextReadBuffer(buffer, small, 0);
       while (!protocol.closeReceived && !this.#connClosed) {
         if (queue.bytes > limit && protocol.open) {
           // Backpressure: stop reading until the application catches up,
@@ -903,11 +914,13 @@ export class Socket implements AsyncIterable<Message> {
         readSinceTurn += n;
         if (direct !== null) {
           protocol.advance(n);
+          // Drained, or more waiting: the next buffered read follows suit.
+          if (n < direct.length) {
+            buffer = this.#nextReadBuffer(buffer, small, 0);
+          }
         } else {
           protocol.receive(buffer.subarray(0, n));
-          if (n === buffer.length && buffer.length < READ_SIZE_MAX) {
-            buffer = new Uint8Array(buffer.length * 2);
-          }
+          buffer = this.#nextReadBuffer(buffer, small, n);
         }
         if (readSinceTurn >= TURN_BYTES) {
           readSinceTurn = 0;
@@ -943,6 +956,25 @@ export class Socket implements AsyncIterable<Message> {
     this.#finish();
     // Nothing reads into it any more, and nothing delivered is a view of it.
     readBuffers.give(buffer);
+  }
+
+  /**
+   * The buffer for the next read after `n` bytes came into `buffer`: a
+   * bigger one when they filled it, the small one when they did not.
+   */
+  #nextReadBuffer(
+    buffer: Uint8Array,
+    small: Uint8Array,
+    n: number,
+  ): Uint8Array {
+    if (n === buffer.length) {
+      if (buffer === small) return readBuffers.take();
+      if (buffer.length >= READ_SIZE_MAX) return buffer;
+      readBuffers.give(buffer);
+      return new Uint8Array(buffer.length * 2);
+    }
+    if (buffer !== small) readBuffers.give(buffer);
+    return small;
   }
 
   #finish(): void {

@@ -515,6 +515,12 @@ export class WriteQueue {
       batch.resolve();
     }
     this.#flushing = false;
+    if (this.#batch === null && this.#spare !== null) {
+      // Nothing queued: an idle socket holds no write buffer. A small one
+      // goes back to the pool, a bigger one (from a burst) is let go.
+      smallBuffers.give(this.#spare);
+      this.#spare = null;
+    }
     this.#wakeIdle();
   };
 

@@ -1,0 +1,34 @@
+import assert from "node:assert/strict";
+
+// An idle connection holds a small read buffer of its own (2 KiB) and no write
+// buffer: a pending read holds its buffer for as long as the peer is
+// silent, so a connection that had read its head into a pooled 8 KiB
+// buffer, or echoed a burst into a 64 KiB one, kept that much per idle
+// connection (issue 12). Counted as ArrayBuffer memory (`external`) per
+// connection, in a subprocess, after a full collection.
+for (const size of [16, 48 * 1024]) {
+  Deno.test(`an idle connection that echoed ${size} B holds about 2 KiB of buffers`, async () => {
+    const fixture = new URL("./fixtures/idle_memory.ts", import.meta.url);
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-read", // the shared test helpers read the test certificate
+        "--v8-flags=--expose-gc",
+        fixture.pathname,
+        "500",
+        String(size),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(stdout);
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const perConn = Number(/^EXTERNAL_PER_CONN (-?[\d.]+)$/m.exec(out)?.[1]);
+    assert.ok(Number.isFinite(perConn), out);
+    assert.ok(
+      perConn < 3072,
+      `${perConn.toFixed(0)} B of buffers per idle connection`,
+    );
+  });
+}
