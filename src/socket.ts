@@ -878,6 +878,8 @@ export class Socket implements AsyncIterable<Message> {
       : new Uint8Array(SMALL_READ);
     let buffer = readBuffer ?? small;
     let readSinceTurn = 0;
+    // The last buffered read filled its buffer.
+    let filled = false;
     try {
       // Processed before the first read, which may overwrite it: the
       // protocol copies what it keeps.
@@ -920,7 +922,13 @@ export class Socket implements AsyncIterable<Message> {
           }
         } else {
           protocol.receive(buffer.subarray(0, n));
-          buffer = this.#nextReadBuffer(buffer, small, n);
+          const full = n === buffer.length;
+          // The tail of a burst that filled the last buffer keeps the big
+          // one: bursts of a few KiB would otherwise take two reads each.
+          if (full || n >= SMALL_READ || !filled) {
+            buffer = this.#nextReadBuffer(buffer, small, n);
+          }
+          filled = full;
         }
         if (readSinceTurn >= TURN_BYTES) {
           readSinceTurn = 0;
@@ -973,6 +981,9 @@ export class Socket implements AsyncIterable<Message> {
       readBuffers.give(buffer);
       return new Uint8Array(buffer.length * 2);
     }
+    // Drained with a little: quiet again. With more (a burst that fits),
+    // the same buffer suits the next burst.
+    if (n >= SMALL_READ) return buffer;
     if (buffer !== small) readBuffers.give(buffer);
     return small;
   }
