@@ -17,6 +17,11 @@ export class BufferPool {
     this.#max = max;
   }
 
+  /** Bytes held by the idle buffers. */
+  get idleBytes(): number {
+    return this.#idle.length * this.size;
+  }
+
   /** An idle buffer, or a new one. */
   take(): Uint8Array {
     return this.#idle.pop() ?? new Uint8Array(this.size);
