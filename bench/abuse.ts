@@ -141,13 +141,13 @@ class Fixture {
   #ended = false;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
 
-  constructor(name: string, cmd: string[]) {
+  constructor(name: string, cmd: string[], env: Record<string, string> = {}) {
     this.name = name;
     const [exe, ...args] = withUlimit(cmd);
     this.child = new Deno.Command(exe, {
       args,
       cwd: ROOT,
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", ...env },
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -259,7 +259,7 @@ class Fixture {
   }
 }
 
-type ServerKind = "ours" | "builtin" | "bun";
+type ServerKind = "ours" | "builtin" | "bun" | "bare" | "bare_noread";
 
 /** Starts an attacked server; resolves once it printed `READY <port>`. */
 async function startServer(
@@ -271,8 +271,14 @@ async function startServer(
     ? [...deno, "bench/abuse/server.ts", ...args]
     : kind === "builtin"
     ? [...deno, "bench/abuse/builtin_server.ts"]
+    : kind === "bare" || kind === "bare_noread"
+    ? [...deno, "bench/abuse/bare_server.ts"]
     : ["bun", "bench/servers/bun.ts"];
-  const fixture = new Fixture(`${kind} server`, cmd);
+  const fixture = new Fixture(
+    `${kind} server`,
+    cmd,
+    kind === "bare_noread" ? { BARE_READ: "0" } : {},
+  );
   try {
     const port = Number(await fixture.expect("READY", 30_000));
     return { fixture, port };
@@ -811,7 +817,9 @@ async function idle(): Promise<void> {
       `Need ${count + 200} descriptors, have ${limits.soft} (ulimit -n)`,
     );
   }
-  for (const kind of ["ours", "builtin", "bun"] as const) {
+  for (
+    const kind of ["ours", "builtin", "bun", "bare", "bare_noread"] as const
+  ) {
     if (kind === "bun" && !await hasBun()) {
       log("idle: bun not found, skipping its reference row");
       continue;
@@ -853,6 +861,10 @@ async function idle(): Promise<void> {
             ? "ours"
             : kind === "builtin"
             ? "Deno.serve + upgradeWebSocket"
+            : kind === "bare"
+            ? "bare Deno.Conn, one 16 B read pending"
+            : kind === "bare_noread"
+            ? "bare Deno.Conn, no read pending"
             : "Bun.serve"
         })`,
         side: "server",
