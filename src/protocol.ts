@@ -148,10 +148,8 @@ export class Protocol {
   // Payload bytes of the text frame still arriving that were taken in
   // (validated, or inflated and validated) before the frame was whole.
   #frameTaken = 0;
-  #onInflated = (chunk: Uint8Array): boolean => {
-    this.#addFragment(chunk, false);
-    return !this.closeReceived;
-  };
+  // Where inflated bytes go: made with the codec, not for every connection.
+  #onInflated: ((chunk: Uint8Array) => boolean) | null = null;
 
   /** A close frame was sent. */
   closeSent = false;
@@ -289,8 +287,15 @@ export class Protocol {
       this.#messageOpcode = OPCODE_TEXT;
       this.#compressed = compressed;
     }
-    if (compressed) this.#deflate!.inflate(piece, false, this.#onInflated);
+    if (compressed) this.#deflate!.inflate(piece, false, this.#inflated());
     else this.#addFragment(piece, false);
+  }
+
+  #inflated(): (chunk: Uint8Array) => boolean {
+    return this.#onInflated ??= (chunk) => {
+      this.#addFragment(chunk, false);
+      return !this.closeReceived;
+    };
   }
 
   #onFrame(decoder: FrameDecoder): void {
@@ -370,7 +375,7 @@ export class Protocol {
    */
   #inflate(payload: Uint8Array, fin: boolean): void {
     if (fin) this.#compressed = false;
-    this.#deflate!.inflate(payload, fin, this.#onInflated);
+    this.#deflate!.inflate(payload, fin, this.#inflated());
     if (fin) this.#endFragmented();
   }
 

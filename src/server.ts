@@ -310,7 +310,9 @@ export class Server {
   // Members, not Sets: see members.ts for what a Set costs under churn.
   #pending = new Members<PendingConn>();
   #sockets = new Members<Socket>();
-  #tasks = new Members<Promise<void>>();
+  // Connections being served (handshake to close), and who waits for none.
+  #active = 0;
+  #allServed: PromiseWithResolvers<void> | null = null;
   #maxConnections: number;
   #refusing = new Members<Promise<void>>();
   #acceptLoop: Promise<void>;
@@ -453,7 +455,9 @@ export class Server {
         if (pending.phase === "request") pending.cut();
       }
     }, this.#config.limits.closeTimeout);
-    while (this.#tasks.size > 0) await Promise.all(this.#tasks.values());
+    if (this.#active > 0) {
+      await (this.#allServed = Promise.withResolvers<void>()).promise;
+    }
     await Promise.all(this.#refusing.values());
     clearTimeout(timer);
     this.#resolveFinished();
@@ -473,29 +477,35 @@ export class Server {
         await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }
-      if (this.#tasks.size >= this.#maxConnections) {
+      if (this.#active >= this.#maxConnections) {
         this.#refuse(conn);
         continue;
       }
-      const task = this.#serve(conn).catch((error) => this.#report(error));
-      const member = this.#tasks.add(task);
-      task.finally(() => this.#tasks.remove(member));
+      // Counted, not kept: a promise, a closure and a handle fewer per
+      // connection.
+      this.#active++;
+      this.#serve(conn);
     }
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
-    const sock = await handshake(conn, this.#config, this.#tracker);
-    if (sock === null) return;
-    const member = this.#sockets.add(sock);
-    // The server is done with a connection when its socket is closed, not
-    // when its handler returns: a handler stuck elsewhere cannot hold up
-    // close().
-    const handled = this.#closing !== null
-      ? sock.close(GOING_AWAY, "Server shutting down")
-      : this.#runHandler(sock);
-    handled.catch((error) => this.#report(error));
-    await sock.closed;
-    this.#sockets.remove(member);
+    try {
+      const sock = await handshake(conn, this.#config, this.#tracker);
+      if (sock === null) return;
+      const member = this.#sockets.add(sock);
+      // The server is done with a connection when its socket is closed,
+      // not when its handler returns: a handler stuck elsewhere cannot
+      // hold up close().
+      if (this.#closing !== null) {
+        sock.close(GOING_AWAY, "Server shutting down").catch(noop);
+      } else this.#runHandler(sock).catch(noop);
+      await sock.closed;
+      this.#sockets.remove(member);
+    } catch (error) {
+      this.#report(error);
+    } finally {
+      if (--this.#active === 0) this.#allServed?.resolve();
+    }
   }
 
   async #runHandler(sock: Socket): Promise<void> {
@@ -503,10 +513,10 @@ export class Server {
       await this.#handler(sock);
     } catch (error) {
       this.#report(error);
-      await sock.close(INTERNAL_ERROR, "Internal error");
+      await sock.close(INTERNAL_ERROR, "Internal error").catch(noop);
       return;
     }
-    await sock.close(NORMAL_CLOSURE);
+    await sock.close(NORMAL_CLOSURE).catch(noop);
   }
 
   /**

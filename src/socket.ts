@@ -395,14 +395,17 @@ export class Socket implements AsyncIterable<Message> {
 
   #resolveClosed!: (info: CloseInfo) => void;
   #connClosed = false;
-  #transportDone: Promise<void>;
-  #resolveTransportDone!: () => void;
+  // Made only when the read loop has to wait for the conn to close.
+  #transportDone: PromiseWithResolvers<void> | null = null;
   #shuttingDown = false;
   #lingering = false;
   // Reading is paused by backpressure (the application is behind).
   #paused = false;
   // Resolves once a close frame was sent (or the transport closed).
-  #closing = Promise.withResolvers<void>();
+  // Whether a close frame was sent (or the transport closed); the promise
+  // only when backpressure has to wait for it.
+  #closingStarted = false;
+  #closing: PromiseWithResolvers<void> | null = null;
   #finished = false;
   #closeTimer: Deadline | undefined;
   #keepalive: Keepalive<Socket> | null = null;
@@ -432,9 +435,6 @@ export class Socket implements AsyncIterable<Message> {
     this.#topics = init.topics;
     this.data = init.data;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
-    this.#transportDone = new Promise((resolve) =>
-      this.#resolveTransportDone = resolve
-    );
 
     const sink: ProtocolSink = {
       deliver: (message, size) => {
@@ -893,7 +893,7 @@ export class Socket implements AsyncIterable<Message> {
           this.#paused = true;
           await Promise.race([
             queue.drained(limit >>> 1),
-            this.#closing.promise,
+            this.#closingPromise(),
           ]);
           this.#paused = false;
           continue;
@@ -957,7 +957,9 @@ export class Socket implements AsyncIterable<Message> {
       this.#closeConn();
     } else if (protocol.closeReceived) {
       // Our close frame (reply or failure) is being flushed; wait for it.
-      await this.#transportDone;
+      if (!this.#connClosed) {
+        await (this.#transportDone = Promise.withResolvers<void>()).promise;
+      }
     } else {
       this.#closeConn();
     }
@@ -1035,12 +1037,23 @@ export class Socket implements AsyncIterable<Message> {
     } catch {
       // Already closed by the runtime.
     }
-    this.#closing.resolve();
-    this.#resolveTransportDone();
+    this.#closingStarts();
+    this.#transportDone?.resolve();
+  }
+
+  #closingPromise(): Promise<void> {
+    this.#closing ??= Promise.withResolvers<void>();
+    if (this.#closingStarted) this.#closing.resolve();
+    return this.#closing.promise;
+  }
+
+  #closingStarts(): void {
+    this.#closingStarted = true;
+    this.#closing?.resolve();
   }
 
   #armCloseTimer(): void {
-    this.#closing.resolve();
+    this.#closingStarts();
     if (this.#closeTimer !== undefined || this.#connClosed) return;
     this.#closeTimer = deadlinesOf(this.#limits.closeTimeout).add(() => {
       this.#dropReason = "Close timeout: no close frame from the peer";

@@ -95,20 +95,20 @@ function noop(): void {}
 
 // Every queue with frames waiting is flushed from one setImmediate per
 // event-loop turn, not one each: a publish to 1,000 sockets schedules once.
-let flushes: (() => void)[] = [];
-let spareFlushes: (() => void)[] = [];
+let flushes: WriteQueue[] = [];
+let spareFlushes: WriteQueue[] = [];
 
 function runFlushes(): void {
   const due = flushes;
   flushes = spareFlushes;
-  for (let i = 0; i < due.length; i++) due[i]();
+  for (let i = 0; i < due.length; i++) due[i].writeNow();
   due.length = 0;
   spareFlushes = due;
 }
 
-function scheduleFlush(flush: () => void): void {
+function scheduleFlush(queue: WriteQueue): void {
   if (flushes.length === 0) setImmediate(runFlushes);
-  flushes.push(flush);
+  flushes.push(queue);
 }
 
 const encoder = new TextEncoder();
@@ -386,11 +386,11 @@ export class WriteQueue {
       // only delays it (a big echo waited for the next message's reads).
       if (!this.#eager) {
         this.#eager = true;
-        queueMicrotask(this.#flush);
+        queueMicrotask(() => this.#flush());
       }
     } else if (!this.#scheduled) {
       this.#scheduled = true;
-      scheduleFlush(this.#flush);
+      scheduleFlush(this);
     }
   }
 
@@ -470,7 +470,15 @@ export class WriteQueue {
     }
   }
 
-  #flush = async (): Promise<void> => {
+  /**
+   * Starts writing what is queued (internal: the per-turn scheduler calls
+   * it; a method rather than a closure per queue).
+   */
+  writeNow(): void {
+    this.#flush();
+  }
+
+  async #flush(): Promise<void> {
     this.#scheduled = this.#eager = false;
     // Scheduled twice (at the turn's end, then eagerly): one flush runs.
     if (this.#flushing) return;
@@ -530,7 +538,7 @@ export class WriteQueue {
       this.#spare = null;
     }
     this.#wakeIdle();
-  };
+  }
 
   #wakeDrain(): void {
     const failed = this.#makeFailure !== null;

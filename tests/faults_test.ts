@@ -417,6 +417,28 @@ Deno.test("server.close() frees a socket whose handler never reads after its pee
   release.resolve();
 });
 
+Deno.test("an onError that throws does not stop the server either", async () => {
+  let calls = 0;
+  await using server = serve((sock) => {
+    if (new URL(sock.request.url).pathname === "/throw") {
+      throw new Error("boom");
+    }
+  }, {
+    onError() {
+      calls++;
+      throw new Error("onError failed too");
+    },
+  });
+  for (let i = 0; i < 3; i++) {
+    const sock = await within(connect(urlOf(server, "/throw")));
+    const messages = await within(readAll(sock));
+    assert.equal((messages.at(-1) as { code: number }).code, 1011);
+  }
+  assert.equal(calls, 3);
+  await waitFor(() => server.connections === 0, "every socket to end");
+  await assertStillServing(server);
+});
+
 Deno.test("handlers that throw, reject with a non-Error, return at once or never settle do not stop the server from accepting", async () => {
   const errors: unknown[] = [];
   const never = Promise.withResolvers<void>();
