@@ -8,6 +8,8 @@
  * @module
  */
 
+import { type Member, Members } from "./members.ts";
+
 /** What a {@linkcode Keepalive} does to the sockets it watches. */
 export interface KeepaliveHooks<T> {
   /** The peer has been silent for `pingInterval`: send it a ping. */
@@ -21,11 +23,8 @@ export interface KeepaliveHooks<T> {
   readPaused(item: T): boolean;
 }
 
-/** One watched socket: its place in the array and when it was heard from. */
-export interface Watch<T> {
-  readonly value: T;
-  /** Index in the array, or -1 once removed. */
-  index: number;
+/** One watched socket: its place among the others and when it was heard from. */
+export interface Watch<T> extends Member<T> {
   /** The tick at which the peer was last heard from. */
   heard: number;
   /** The tick of our outstanding ping, -1 when none. */
@@ -36,8 +35,7 @@ export interface Watch<T> {
 export class Keepalive<T> {
   /** Sweeps so far: the clock a socket reads when it hears from its peer. */
   ticks = 0;
-  // An array, not a Set: see members.ts.
-  readonly #items: Watch<T>[] = [];
+  readonly #watches = new Members<T, Watch<T>>();
   readonly #hooks: KeepaliveHooks<T>;
   readonly #tickMs: number;
   readonly #pingTicks: number;
@@ -68,18 +66,17 @@ export class Keepalive<T> {
 
   /** How many sockets are watched. */
   get size(): number {
-    return this.#items.length;
+    return this.#watches.size;
   }
 
   /** Watches a socket; {@linkcode remove} it when its connection is over. */
   add(value: T): Watch<T> {
-    const watch = {
+    const watch = this.#watches.insert({
       value,
-      index: this.#items.length,
+      index: 0,
       heard: this.ticks,
       pinged: -1,
-    };
-    this.#items.push(watch);
+    });
     if (this.#timer === undefined) {
       this.#timer = setInterval(this.#sweep, this.#tickMs);
       // The connections' own reads keep the process alive, not keepalive.
@@ -90,20 +87,11 @@ export class Keepalive<T> {
 
   /** Stops watching; the timer stops at the first sweep with none left. */
   remove(watch: Watch<T>): void {
-    const items = this.#items;
-    const index = watch.index;
-    if (index < 0 || items[index] !== watch) return;
-    const last = items.pop()!;
-    if (last !== watch) {
-      items[index] = last;
-      last.index = index;
-    }
-    watch.index = -1;
+    this.#watches.remove(watch);
   }
 
   #sweep = (): void => {
-    const items = this.#items;
-    if (items.length === 0) {
+    if (this.#watches.size === 0) {
       // Not stopped in remove(): under churn the set empties and fills
       // again all the time.
       clearInterval(this.#timer);
@@ -112,22 +100,21 @@ export class Keepalive<T> {
     }
     const ticks = ++this.ticks;
     const hooks = this.#hooks;
-    let pings: T[] | null = null;
-    let expired: T[] | null = null;
-    for (let i = 0; i < items.length; i++) {
-      const watch = items[i];
+    const pings: T[] = [];
+    const expired: T[] = [];
+    this.#watches.forEachMember((watch) => {
       if (watch.pinged < 0) {
         if (ticks - watch.heard >= this.#pingTicks) {
           watch.pinged = ticks;
-          (pings ??= []).push(watch.value);
+          pings.push(watch.value);
         }
       } else if (ticks - watch.pinged >= this.#pongTicks) {
         if (hooks.readPaused(watch.value)) watch.pinged = ticks; // once more
-        else (expired ??= []).push(watch.value);
+        else expired.push(watch.value);
       }
-    }
+    });
     // Acted on after the walk: a socket may leave the array meanwhile.
-    if (pings !== null) { for (const item of pings) hooks.ping(item); }
-    if (expired !== null) { for (const item of expired) hooks.expire(item); }
+    for (const item of pings) hooks.ping(item);
+    for (const item of expired) hooks.expire(item);
   };
 }

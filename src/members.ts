@@ -24,9 +24,12 @@ export interface Member<T> {
   index: number;
 }
 
-/** Members with O(1) add and remove and no hash table. */
-export class Members<T> {
-  #items: Member<T>[] = [];
+/**
+ * Members with O(1) add and remove and no hash table. `M` is the handle's
+ * type, for callers that keep more in it (see {@linkcode Members.insert}).
+ */
+export class Members<T, M extends Member<T> = Member<T>> {
+  #items: M[] = [];
 
   /** How many members there are. */
   get size(): number {
@@ -35,13 +38,18 @@ export class Members<T> {
 
   /** Adds `value`; the returned handle removes it. */
   add(value: T): Member<T> {
-    const member = { value, index: this.#items.length };
+    return this.insert({ value, index: 0 } as M);
+  }
+
+  /** Adds a handle the caller made (its `index` is set here); returns it. */
+  insert(member: M): M {
+    member.index = this.#items.length;
     this.#items.push(member);
     return member;
   }
 
   /** Removes a member; does nothing if it was removed already or is another set's. */
-  remove(member: Member<T>): void {
+  remove(member: M): void {
     const items = this.#items;
     const index = member.index;
     if (index < 0 || items[index] !== member) return;
@@ -60,6 +68,12 @@ export class Members<T> {
   forEach(fn: (value: T) => void): void {
     const items = this.#items;
     for (let i = 0; i < items.length; i++) fn(items[i].value);
+  }
+
+  /** Like {@linkcode forEach}, with the handles. */
+  forEachMember(fn: (member: M) => void): void {
+    const items = this.#items;
+    for (let i = 0; i < items.length; i++) fn(items[i]);
   }
 
   /** The members now, in no particular order (a copy: removing is safe while walking it). */

@@ -123,3 +123,34 @@ export function upgradeRequest(port: number, extraHeaders = ""): string {
   return `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
     `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extraHeaders}\r\n`;
 }
+
+/**
+ * Runs `tests/fixtures/<name>` in its own process (`--allow-net`, and
+ * `--allow-read` for these helpers' certificate) with V8 flags; resolves
+ * with its exit code and output.
+ */
+export async function runFixture(
+  name: string,
+  v8Flags: string,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const fixture = new URL(`./fixtures/${name}`, import.meta.url);
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      `--v8-flags=${v8Flags}`,
+      fixture.pathname,
+      ...args,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code,
+    stdout: decoder.decode(stdout),
+    stderr: decoder.decode(stderr),
+  };
+}

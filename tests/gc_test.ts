@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { runFixture } from "./_helpers.ts";
 
 // Under connection churn, a server's own bookkeeping must not keep ended
 // connections alive until a full collection. It did when open connections
@@ -8,23 +9,11 @@ import assert from "node:assert/strict";
 // and a full collection.
 for (const subscribe of [false, true]) {
   Deno.test(`churn${subscribe ? " with a topic each" : ""}: ended connections die young (few bytes promoted per connection)`, async () => {
-    const fixture = new URL("./fixtures/churn_gc.ts", import.meta.url);
-    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-read", // the shared test helpers read the test certificate
-        "--v8-flags=--trace-gc-nvp,--expose-gc",
-        fixture.pathname,
-        "1000",
-        "5000",
-        subscribe ? "subscribe" : "",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const out = new TextDecoder().decode(stdout);
-    const err = new TextDecoder().decode(stderr);
+    const { code, stdout: out, stderr: err } = await runFixture(
+      "churn_gc.ts",
+      "--trace-gc-nvp,--expose-gc",
+      ["1000", "5000", subscribe ? "subscribe" : ""],
+    );
     assert.equal(code, 0, err);
     const mark = Number(/^MARK ([\d.]+)$/m.exec(err)?.[1]);
     const conns = Number(/^CONNS (\d+)$/m.exec(err)?.[1]);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { runFixture } from "./_helpers.ts";
 
 // An idle connection holds a small read buffer of its own (2 KiB) and no write
 // buffer: a pending read holds its buffer for as long as the peer is
@@ -8,22 +9,12 @@ import assert from "node:assert/strict";
 // connection, in a subprocess, after a full collection.
 for (const size of [16, 48 * 1024]) {
   Deno.test(`an idle connection that echoed ${size} B holds about 2 KiB of buffers`, async () => {
-    const fixture = new URL("./fixtures/idle_memory.ts", import.meta.url);
-    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-read", // the shared test helpers read the test certificate
-        "--v8-flags=--expose-gc",
-        fixture.pathname,
-        "500",
-        String(size),
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const out = new TextDecoder().decode(stdout);
-    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const { code, stdout: out, stderr } = await runFixture(
+      "idle_memory.ts",
+      "--expose-gc",
+      ["500", String(size)],
+    );
+    assert.equal(code, 0, stderr);
     const perConn = Number(/^EXTERNAL_PER_CONN (-?[\d.]+)$/m.exec(out)?.[1]);
     assert.ok(Number.isFinite(perConn), out);
     assert.ok(
