@@ -60,3 +60,21 @@ Deno.test("Members: values() is a copy, safe to remove from while walking it", (
   assert.deepEqual(seen.sort(), [1, 2, 3]);
   assert.equal(members.size, 0);
 });
+
+Deno.test("Members.insert keeps the caller's handle (with its own fields); forEachMember walks the handles", () => {
+  const members = new Members<
+    string,
+    { value: string; index: number; n: number }
+  >();
+  const a = members.insert({ value: "a", index: -5, n: 1 });
+  const b = members.insert({ value: "b", index: -5, n: 2 });
+  const c = members.insert({ value: "c", index: -5, n: 3 });
+  assert.deepEqual([a.index, b.index, c.index], [0, 1, 2]);
+  members.remove(a);
+  assert.equal(a.index, -1);
+  const seen: [string, number][] = [];
+  members.forEachMember((m) => seen.push([m.value, m.n]));
+  assert.deepEqual(seen.sort(), [["b", 2], ["c", 3]]);
+  members.remove(a); // twice: nothing
+  assert.equal(members.size, 2);
+});
