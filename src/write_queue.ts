@@ -41,6 +41,27 @@ let pooledBytes = 0;
 // turn without allocating.
 const smallBuffers = new BufferPool(INITIAL_CAPACITY, 1024);
 
+// Idle buffers of 8 KiB to 256 KiB, by power of two, about 3.5 MiB in all:
+// a queue that gives its buffer back when idle takes a grown one again for
+// its next burst instead of zero-filling a new one.
+const mediumBuffers = [64, 32, 16, 8, 4, 4].map((max, i) =>
+  new BufferPool(INITIAL_CAPACITY << (i + 1), max)
+);
+
+/** The pool of medium buffers that serves `size` (8 KiB < size ≤ 256 KiB). */
+function mediumPool(size: number): BufferPool {
+  // 2^13 = 8 KiB is the first class.
+  return mediumBuffers[Math.max(0, 32 - Math.clz32(size - 1) - 13)];
+}
+
+/** Gives a buffer nothing writes from any more back to its pool, if any. */
+function giveBuffer(buffer: Uint8Array): void {
+  const length = buffer.length;
+  if (length <= INITIAL_CAPACITY) smallBuffers.give(buffer);
+  else if (length <= KEEP_LIMIT) mediumPool(length).give(buffer);
+  else poolBuffer(buffer);
+}
+
 // Queued bytes from which a write starts at once (in a microtask, so what
 // the caller queues in the same job still joins it) instead of at the end
 // of the event-loop turn.
@@ -49,15 +70,14 @@ const EAGER_FLUSH = 64 * 1024;
 /** A pooled buffer of at least `size` bytes, or a new one. */
 function takeBuffer(size: number): Uint8Array {
   if (size <= INITIAL_CAPACITY) return smallBuffers.take();
-  if (size > KEEP_LIMIT) {
-    for (let i = 0; i < pool.length; i++) {
-      if (pool[i].length >= size) {
-        const buffer = pool[i];
-        pool[i] = pool[pool.length - 1];
-        pool.pop();
-        pooledBytes -= buffer.length;
-        return buffer;
-      }
+  if (size <= KEEP_LIMIT) return mediumPool(size).take();
+  for (let i = 0; i < pool.length; i++) {
+    if (pool[i].length >= size) {
+      const buffer = pool[i];
+      pool[i] = pool[pool.length - 1];
+      pool.pop();
+      pooledBytes -= buffer.length;
+      return buffer;
     }
   }
   return new Uint8Array(size);
@@ -86,9 +106,11 @@ export function pooledWriteBytes(): number {
   return pooledBytes;
 }
 
-/** Bytes held by the pool of small write buffers (for tests). */
+/** Bytes held by the pools of small and medium write buffers (for tests). */
 export function pooledSmallWriteBytes(): number {
-  return smallBuffers.idleBytes;
+  let bytes = smallBuffers.idleBytes;
+  for (const pool of mediumBuffers) bytes += pool.idleBytes;
+  return bytes;
 }
 
 function noop(): void {}
@@ -417,7 +439,7 @@ export class WriteQueue {
     this.#batch = null;
     if (batch !== null) batch.reject(this.#error());
     // The spare is never part of a write in progress (the buffer may be).
-    if (this.#spare !== null) smallBuffers.give(this.#spare);
+    if (this.#spare !== null) giveBuffer(this.#spare);
     this.#buffer = this.#spare = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
@@ -525,7 +547,7 @@ export class WriteQueue {
           const other = this.#spare;
           const keepWritten = written.length > other.length;
           this.#spare = keepWritten ? written : other;
-          smallBuffers.give(keepWritten ? other : written);
+          giveBuffer(keepWritten ? other : written);
         }
       }
       batch.resolve();
@@ -533,8 +555,8 @@ export class WriteQueue {
     this.#flushing = false;
     if (this.#batch === null && this.#spare !== null) {
       // Nothing queued: an idle socket holds no write buffer. A small one
-      // goes back to the pool, a bigger one (from a burst) is let go.
-      smallBuffers.give(this.#spare);
+      // goes back to the pool of its size.
+      giveBuffer(this.#spare);
       this.#spare = null;
     }
     this.#wakeIdle();

@@ -181,6 +181,37 @@ Deno.test("small write buffers passed between queues are never one still being w
   });
 });
 
+Deno.test("medium write buffers (8 to 256 KiB) passed between queues are never one still being written", async () => {
+  // The same for the pools of grown buffers, by power of two: 20 KiB
+  // frames grow a queue's buffer to 32 KiB, which goes back to its pool
+  // once written.
+  const onError = (e: unknown) => e;
+  const writers = [0, 1, 2, 3].map(() => new HeldWriter());
+  const queues = writers.map((w) => new WriteQueue(w, false, onError));
+  const turn = () => new Promise((r) => setTimeout(r, 0));
+  for (let round = 0; round < 20; round++) {
+    // Every queue gets frames while its previous write is held, then the
+    // writes of half the queues complete.
+    queues.forEach((q, i) =>
+      q.push(true, false, 2, new Uint8Array(20_000).fill(0x10 + i))
+    );
+    await turn();
+    writers.forEach((w, i) => (i + round) % 2 === 0 && w.release());
+    await turn();
+  }
+  for (let i = 0; i < 10; i++) {
+    writers.forEach((w) => w.release());
+    await turn();
+  }
+  await Promise.all(queues.map((q) => q.idle()));
+  writers.forEach((w, i) => {
+    // 20 frames of a 4-byte header and 20,000 payload bytes, all its own.
+    assert.equal(w.wire.length, 20 * 20_004, `queue ${i}`);
+    const payload = w.wire.filter((_, j) => j % 20_004 >= 4);
+    assert.deepEqual(new Set(payload), new Set([0x10 + i]), `queue ${i}`);
+  });
+});
+
 Deno.test("64 KiB queued starts its write after the caller's job, not at the end of the turn; less waits and coalesces", async () => {
   const calls: number[] = [];
   const writer = {
