@@ -150,67 +150,45 @@ Deno.test("a pooled write buffer is not handed to another queue while its write 
   assert.deepEqual(bytes(fast), new Set([0xbb]));
 });
 
-Deno.test("small write buffers passed between queues are never one still being written", async () => {
-  // Queues keep one idle buffer and give any second one to a pool that
-  // other queues take from; a buffer given away while its write is in
-  // progress would carry another queue's frames.
-  const onError = (e: unknown) => e;
-  const writers = [0, 1, 2, 3].map(() => new HeldWriter());
-  const queues = writers.map((w) => new WriteQueue(w, false, onError));
-  const turn = () => new Promise((r) => setTimeout(r, 0));
-  for (let round = 0; round < 20; round++) {
-    // Every queue gets frames while its previous write is held, then the
-    // writes of half the queues complete.
-    queues.forEach((q, i) =>
-      q.push(true, false, 2, new Uint8Array(100).fill(0x10 + i))
-    );
-    await turn();
-    writers.forEach((w, i) => (i + round) % 2 === 0 && w.release());
-    await turn();
-  }
-  for (let i = 0; i < 10; i++) {
-    writers.forEach((w) => w.release());
-    await turn();
-  }
-  await Promise.all(queues.map((q) => q.idle()));
-  writers.forEach((w, i) => {
-    // 20 frames of a 2-byte header and 100 payload bytes, all its own.
-    assert.equal(w.wire.length, 20 * 102, `queue ${i}`);
-    const payload = w.wire.filter((_, j) => j % 102 >= 2);
-    assert.deepEqual(new Set(payload), new Set([0x10 + i]), `queue ${i}`);
+// Queues take a buffer from a pool when they have frames and give it back
+// once written: small ones (4 KiB) and grown ones (8 to 256 KiB, by power
+// of two). A buffer given away while its write is in progress would carry
+// another queue's frames.
+for (
+  const [label, size, header] of [
+    ["small write buffers", 100, 2],
+    ["medium write buffers (8 to 256 KiB)", 20_000, 4],
+  ] as const
+) {
+  Deno.test(`${label} passed between queues are never one still being written`, async () => {
+    const onError = (e: unknown) => e;
+    const writers = [0, 1, 2, 3].map(() => new HeldWriter());
+    const queues = writers.map((w) => new WriteQueue(w, false, onError));
+    const turn = () => new Promise((r) => setTimeout(r, 0));
+    for (let round = 0; round < 20; round++) {
+      // Every queue gets frames while its previous write is held, then the
+      // writes of half the queues complete.
+      queues.forEach((q, i) =>
+        q.push(true, false, 2, new Uint8Array(size).fill(0x10 + i))
+      );
+      await turn();
+      writers.forEach((w, i) => (i + round) % 2 === 0 && w.release());
+      await turn();
+    }
+    for (let i = 0; i < 10; i++) {
+      writers.forEach((w) => w.release());
+      await turn();
+    }
+    await Promise.all(queues.map((q) => q.idle()));
+    const frame = header + size;
+    writers.forEach((w, i) => {
+      // 20 frames of a header and `size` payload bytes, all its own.
+      assert.equal(w.wire.length, 20 * frame, `queue ${i}`);
+      const payload = w.wire.filter((_, j) => j % frame >= header);
+      assert.deepEqual(new Set(payload), new Set([0x10 + i]), `queue ${i}`);
+    });
   });
-});
-
-Deno.test("medium write buffers (8 to 256 KiB) passed between queues are never one still being written", async () => {
-  // The same for the pools of grown buffers, by power of two: 20 KiB
-  // frames grow a queue's buffer to 32 KiB, which goes back to its pool
-  // once written.
-  const onError = (e: unknown) => e;
-  const writers = [0, 1, 2, 3].map(() => new HeldWriter());
-  const queues = writers.map((w) => new WriteQueue(w, false, onError));
-  const turn = () => new Promise((r) => setTimeout(r, 0));
-  for (let round = 0; round < 20; round++) {
-    // Every queue gets frames while its previous write is held, then the
-    // writes of half the queues complete.
-    queues.forEach((q, i) =>
-      q.push(true, false, 2, new Uint8Array(20_000).fill(0x10 + i))
-    );
-    await turn();
-    writers.forEach((w, i) => (i + round) % 2 === 0 && w.release());
-    await turn();
-  }
-  for (let i = 0; i < 10; i++) {
-    writers.forEach((w) => w.release());
-    await turn();
-  }
-  await Promise.all(queues.map((q) => q.idle()));
-  writers.forEach((w, i) => {
-    // 20 frames of a 4-byte header and 20,000 payload bytes, all its own.
-    assert.equal(w.wire.length, 20 * 20_004, `queue ${i}`);
-    const payload = w.wire.filter((_, j) => j % 20_004 >= 4);
-    assert.deepEqual(new Set(payload), new Set([0x10 + i]), `queue ${i}`);
-  });
-});
+}
 
 Deno.test("64 KiB queued starts its write after the caller's job, not at the end of the turn; less waits and coalesces", async () => {
   const calls: number[] = [];
