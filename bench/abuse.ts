@@ -1119,23 +1119,30 @@ async function utf8Attack(
   return { code, ms, note: decoder.decode(got.payload.subarray(2)) };
 }
 
+/** The row of the UTF-8 attack on one side. */
+function utf8Row(
+  side: "server" | "client",
+  r: Awaited<ReturnType<typeof utf8Attack>>,
+): void {
+  row({
+    attack: "UTF-8 invalid mid-frame",
+    side,
+    figure: "close 1007 before the third write (≤ 1 s after the 0xFF)",
+    value: r.code === 1007
+      ? `yes (${Math.round(r.ms)} ms)`
+      : `no (${r.code ?? r.note})`,
+    bound: "yes",
+    pass: r.code === 1007,
+    details: r,
+  });
+}
+
 async function utf8Server(): Promise<void> {
   const { fixture, port } = await startServer("ours");
   try {
     const { conn, reader } = await upgrade(port);
     try {
-      const r = await utf8Attack(conn, reader, utf8Parts(true));
-      row({
-        attack: "UTF-8 invalid mid-frame",
-        side: "server",
-        figure: "close 1007 before the third write (≤ 1 s after the 0xFF)",
-        value: r.code === 1007
-          ? `yes (${Math.round(r.ms)} ms)`
-          : `no (${r.code ?? r.note})`,
-        bound: "yes",
-        pass: r.code === 1007,
-        details: r,
-      });
+      utf8Row("server", await utf8Attack(conn, reader, utf8Parts(true)));
     } finally {
       closeQuietly(conn);
     }
@@ -1147,18 +1154,10 @@ async function utf8Server(): Promise<void> {
 async function utf8Client(): Promise<void> {
   const client = await startClient();
   try {
-    const r = await utf8Attack(client.conn, client.reader, utf8Parts(false));
-    row({
-      attack: "UTF-8 invalid mid-frame",
-      side: "client",
-      figure: "close 1007 before the third write (≤ 1 s after the 0xFF)",
-      value: r.code === 1007
-        ? `yes (${Math.round(r.ms)} ms)`
-        : `no (${r.code ?? r.note})`,
-      bound: "yes",
-      pass: r.code === 1007,
-      details: r,
-    });
+    utf8Row(
+      "client",
+      await utf8Attack(client.conn, client.reader, utf8Parts(false)),
+    );
   } finally {
     await client.close();
   }
