@@ -129,6 +129,27 @@ export function truncateReason(reason: string, limit = 123): string {
 }
 
 /**
+ * Where a connection is in its life (RFC 6455 4, 7), numbered as the web's
+ * `WebSocket.readyState`. A {@linkcode Protocol} starts `OPEN` (the
+ * handshake is over when it is made); sending or receiving a close frame
+ * makes it `CLOSING`; both close frames exchanged, a failure, or the end
+ * of the transport make it `CLOSED`.
+ */
+export const State = {
+  /** The opening handshake is under way. */
+  CONNECTING: 0,
+  /** Data messages go both ways. */
+  OPEN: 1,
+  /** One close frame went one way; the other is awaited. */
+  CLOSING: 2,
+  /** The close handshake is over, or the connection failed or dropped. */
+  CLOSED: 3,
+} as const;
+
+/** One of the values of {@linkcode State}. */
+export type State = typeof State[keyof typeof State];
+
+/**
  * One connection's protocol state: frame decoding, message assembly, UTF-8
  * validation, automatic pongs and the close handshake.
  */
@@ -151,16 +172,10 @@ export class Protocol {
   // Where inflated bytes go: made with the codec, not for every connection.
   #onInflated: ((chunk: Uint8Array) => boolean) | null = null;
 
-  /** A close frame was sent. */
-  closeSent = false;
-  /** A close frame was received, or the connection failed or dropped. */
-  closeReceived = false;
-  /** How the connection ended, once it has. */
-  closeCode = ABNORMAL_CLOSURE;
-  /** The reason that goes with {@linkcode closeCode}. */
-  closeReason = "";
-  /** Whether both close frames were exchanged. */
-  wasClean = false;
+  #state: State = State.OPEN;
+  #closeCode: number = ABNORMAL_CLOSURE;
+  #closeReason = "";
+  #wasClean = false;
 
   constructor(sink: ProtocolSink, options: ProtocolOptions) {
     this.#sink = sink;
@@ -176,14 +191,49 @@ export class Protocol {
     });
   }
 
-  /** Whether the connection still accepts frames to send. */
+  /** Where the connection is: see {@linkcode State}. */
+  get state(): State {
+    return this.#state;
+  }
+
+  /** Whether the connection still accepts data frames to send (`OPEN`). */
   get open(): boolean {
-    return !this.closeSent && !this.closeReceived;
+    return this.#state === State.OPEN;
+  }
+
+  /**
+   * A close frame was sent (`CLOSING`), or nothing more will be (`CLOSED`).
+   */
+  get closeSent(): boolean {
+    return this.#state >= State.CLOSING;
+  }
+
+  /**
+   * A close frame was received, or the connection failed or dropped
+   * (`CLOSED`): nothing more is read.
+   */
+  get closeReceived(): boolean {
+    return this.#state === State.CLOSED;
+  }
+
+  /** How the connection ended, once it has (1006 until then). */
+  get closeCode(): number {
+    return this.#closeCode;
+  }
+
+  /** The reason that goes with {@linkcode closeCode}. */
+  get closeReason(): string {
+    return this.#closeReason;
+  }
+
+  /** Whether both close frames were exchanged. */
+  get wasClean(): boolean {
+    return this.#wasClean;
   }
 
   /** Processes bytes from the peer. */
   receive(chunk: Uint8Array): void {
-    if (this.closeReceived) return;
+    if (this.#state === State.CLOSED) return;
     const decoder = this.#decoder;
     decoder.feed(chunk);
     try {
@@ -200,7 +250,9 @@ export class Protocol {
 
   /** See {@linkcode FrameDecoder.directTarget}. */
   directTarget(minimum: number): Uint8Array | null {
-    return this.closeReceived ? null : this.#decoder.directTarget(minimum);
+    return this.#state === State.CLOSED
+      ? null
+      : this.#decoder.directTarget(minimum);
   }
 
   /** Processes `n` bytes read into the {@linkcode directTarget}. */
@@ -214,11 +266,11 @@ export class Protocol {
    * deliver a 1006 close message with `reason`.
    */
   receiveEnd(reason = ""): void {
-    if (this.closeReceived) return;
-    this.closeReceived = true;
-    this.closeCode = ABNORMAL_CLOSURE;
-    this.closeReason = reason;
-    this.wasClean = false;
+    if (this.#state === State.CLOSED) return;
+    this.#state = State.CLOSED;
+    this.#closeCode = ABNORMAL_CLOSURE;
+    this.#closeReason = reason;
+    this.#wasClean = false;
     this.#sink.deliver({ type: "close", code: ABNORMAL_CLOSURE, reason }, 0);
   }
 
@@ -227,9 +279,8 @@ export class Protocol {
    * and `reason`. Does nothing if a close frame was already sent.
    */
   close(code: number, reason: string): void {
-    if (this.closeSent) return;
-    this.closeSent = true;
-    if (this.closeReceived) return;
+    if (this.#state !== State.OPEN) return;
+    this.#state = State.CLOSING;
     this.#sink.sendControl(OPCODE_CLOSE, encodeClosePayload(code, reason));
   }
 
@@ -239,13 +290,13 @@ export class Protocol {
    * error becomes a close code.
    */
   failConnection(code: number, reason: string): void {
-    if (this.closeReceived) return;
-    this.closeReceived = true;
-    this.closeCode = code;
-    this.closeReason = reason;
-    this.wasClean = false;
-    if (!this.closeSent) {
-      this.closeSent = true;
+    if (this.#state === State.CLOSED) return;
+    const open = this.#state === State.OPEN;
+    this.#state = State.CLOSED;
+    this.#closeCode = code;
+    this.#closeReason = reason;
+    this.#wasClean = false;
+    if (open) {
       this.#sink.sendControl(
         OPCODE_CLOSE,
         encodeClosePayload(code, truncateReason(reason)),
@@ -294,7 +345,7 @@ export class Protocol {
   #inflated(): (chunk: Uint8Array) => boolean {
     return this.#onInflated ??= (chunk) => {
       this.#addFragment(chunk, false);
-      return !this.closeReceived;
+      return this.#state !== State.CLOSED;
     };
   }
 
@@ -337,7 +388,9 @@ export class Protocol {
         const data = copyBytes(payload);
         // RFC 6455 5.5.2: a ping is answered with a pong carrying the same
         // application data, unless a close frame was already sent.
-        if (!this.closeSent) this.#sink.sendControl(OPCODE_PONG, data);
+        if (this.#state === State.OPEN) {
+          this.#sink.sendControl(OPCODE_PONG, data);
+        }
         this.#sink.deliver({ type: "ping", data }, data.length);
         return;
       }
@@ -405,7 +458,7 @@ export class Protocol {
 
   /** Delivers the message in progress; `whole`: the decoder assembled it. */
   #endFragmented(whole: Uint8Array | null = null): void {
-    if (this.closeReceived) return;
+    if (this.#state === State.CLOSED) return;
     const size = this.#partsSize;
     if (this.#messageOpcode === OPCODE_TEXT) {
       // A compressed message that inflated to nothing had no fragment.
@@ -443,13 +496,13 @@ export class Protocol {
   #onClose(payload: Uint8Array): void {
     const close = decodeClosePayload(payload);
     if (!close.ok) return this.failConnection(close.closeCode, close.message);
-    this.closeReceived = true;
-    this.closeCode = close.code;
-    this.closeReason = close.reason;
-    this.wasClean = true;
-    if (!this.closeSent) {
+    const open = this.#state === State.OPEN;
+    this.#state = State.CLOSED;
+    this.#closeCode = close.code;
+    this.#closeReason = close.reason;
+    this.#wasClean = true;
+    if (open) {
       // RFC 6455 5.5.1: reply with a close frame, typically echoing the code.
-      this.closeSent = true;
       this.#sink.sendControl(OPCODE_CLOSE, encodeClosePayload(close.code, ""));
     }
     this.#sink.deliver({

@@ -22,7 +22,12 @@ import {
   OPCODE_PONG,
   OPCODE_TEXT,
 } from "./frame.ts";
-import { type Message, Protocol, type ProtocolSink } from "./protocol.ts";
+import {
+  type Message,
+  Protocol,
+  type ProtocolSink,
+  State,
+} from "./protocol.ts";
 import { ReadQueue } from "./read_queue.ts";
 import { type Deadline, deadlinesOf } from "./deadlines.ts";
 import { readBuffers, SMALL_READ } from "./http_head.ts";
@@ -885,7 +890,7 @@ export class Socket implements AsyncIterable<Message> {
       // protocol copies what it keeps.
       if (head.length > 0) protocol.receive(head);
       buffer = this.#nextReadBuffer(buffer, small, 0);
-      while (!protocol.closeReceived && !this.#connClosed) {
+      while (protocol.state !== State.CLOSED && !this.#connClosed) {
         if (queue.bytes > limit && protocol.open) {
           // Backpressure: stop reading until the application catches up,
           // or until a close frame is sent: then the peer's reply must be
@@ -955,7 +960,7 @@ export class Socket implements AsyncIterable<Message> {
       }
       await this.#writes.idle();
       this.#closeConn();
-    } else if (protocol.closeReceived) {
+    } else if (protocol.state === State.CLOSED) {
       // Our close frame (reply or failure) is being flushed; wait for it.
       if (!this.#connClosed) {
         await (this.#transportDone = Promise.withResolvers<void>()).promise;
