@@ -31,12 +31,8 @@
  */
 
 import { FrameDecoder, FrameError } from "../src/frame.ts";
-import {
-  acceptKey,
-  parseRequestHead,
-  parseResponseHead,
-  validateUpgrade,
-} from "../src/handshake.ts";
+import { acceptKey, validateUpgrade } from "../src/handshake.ts";
+import { parseRequestHead, parseResponseHead } from "../src/http.ts";
 import { accept } from "../src/server.ts";
 import type { Message } from "../src/protocol.ts";
 import {

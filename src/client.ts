@@ -5,20 +5,13 @@
  */
 
 import { WebSocketError } from "./errors.ts";
-import {
-  acceptKey,
-  encodeRequest,
-  generateKey,
-  hasToken,
-  parseResponseHead,
-} from "./handshake.ts";
+import { clientRequest, generateKey, processResponse } from "./handshake.ts";
+import { parseResponseHead } from "./http.ts";
 import { closeQuietly, readHead } from "./http_head.ts";
 import {
-  acceptDeflate,
   type CompressionConfig,
   compressionConfig,
   type CompressionOptions,
-  deflateOffer,
   PerMessageDeflate,
 } from "./deflate.ts";
 import { Socket, socketLimits, type SocketOptions } from "./socket.ts";
@@ -225,14 +218,8 @@ async function handshake(
   maxSize: number,
   compression: CompressionConfig | null,
 ): Promise<Socket> {
-  const key = generateKey();
-  const request = encodeRequest(
-    url,
-    key,
-    protocols,
-    headers,
-    compression === null ? "" : deflateOffer(compression),
-  );
+  const offer = { key: generateKey(), protocols, compression };
+  const request = clientRequest(url, headers, offer);
   for (let offset = 0; offset < request.length;) {
     offset += await conn.write(request.subarray(offset));
   }
@@ -248,70 +235,24 @@ async function handshake(
   }
   const response = parseResponseHead(read.head);
   if (typeof response === "string") throw bad(`Handshake failed: ${response}`);
-  if (response.status !== 101) {
-    throw bad(
-      `Handshake failed: expected 101, received ${response.version} ${response.status} ${response.statusText}`
-        .trimEnd(),
-    );
-  }
-  const h = response.headers;
-  if (!hasToken(h.get("upgrade"), "websocket")) {
-    throw bad(
-      `Handshake failed: Upgrade header must be websocket, received ${
-        h.get("upgrade") ?? "none"
-      }`,
-    );
-  }
-  if (!hasToken(h.get("connection"), "upgrade")) {
-    throw bad(
-      `Handshake failed: Connection header must contain Upgrade, received ${
-        h.get("connection") ?? "none"
-      }`,
-    );
-  }
-  const accept = h.get("sec-websocket-accept");
-  const expected = acceptKey(key);
-  if (accept !== expected) {
-    throw bad(
-      `Handshake failed: Sec-WebSocket-Accept must be ${expected}, received ${
-        accept ?? "none"
-      }`,
-    );
-  }
-  const protocol = h.get("sec-websocket-protocol") ?? "";
-  if (protocol !== "" && !protocols.includes(protocol)) {
-    throw bad(
-      `Handshake failed: the server chose subprotocol ${protocol}, which was not offered`,
-    );
-  }
-  const extensions = h.get("sec-websocket-extensions")?.trim() ?? "";
-  let deflate: PerMessageDeflate | null = null;
-  if (extensions !== "") {
-    if (compression === null) {
-      throw bad(
-        `Handshake failed: the server chose extensions ${extensions}, which were not offered`,
-      );
-    }
-    // RFC 7692 7.1: a response the offer did not allow fails the connection.
-    const params = acceptDeflate(extensions, compression);
-    if (typeof params === "string") throw bad(`Handshake failed: ${params}`);
-    deflate = new PerMessageDeflate({
-      client: true,
-      params,
-      config: compression,
-      maxMessageSize: limits.maxMessageSize,
-    });
-  }
+  const agreed = processResponse(response, offer);
+  if (agreed instanceof WebSocketError) throw agreed;
+  const deflate = agreed.deflate === null ? null : new PerMessageDeflate({
+    client: true,
+    params: agreed.deflate,
+    config: compression!,
+    maxMessageSize: limits.maxMessageSize,
+  });
   const requestHeaders = new Headers(headers);
   return new Socket({
     conn,
     client: true,
     head: read.rest,
     readBuffer: read.buffer,
-    protocol,
-    extensions,
+    protocol: agreed.protocol,
+    extensions: agreed.extensions,
     request: { method: "GET", url: url.href, headers: requestHeaders },
-    response: { status: response.status, headers: h },
+    response: { status: response.status, headers: response.headers },
     limits,
     deflate,
   });

@@ -1,286 +1,38 @@
 /**
- * The HTTP/1.1 upgrade (RFC 6455 4), both directions, hand-written.
+ * The opening handshake (RFC 6455 4), both sides, decided with no I/O: the
+ * server validates a parsed request and builds its 101 (or says what to
+ * reject it with); the client builds its request and checks the response.
+ * `server.ts` and `client.ts` only move the bytes. Model: Python
+ * `websockets`' `ServerProtocol.accept` / `reject` and
+ * `ClientProtocol.process_response`.
  *
- * Pure: no I/O, no promises.
+ * Pure: no I/O, no timers, no promises.
  *
  * @module
  */
 
+import {
+  acceptDeflate,
+  type CompressionConfig,
+  deflateOffer,
+  type DeflateParams,
+  negotiateDeflate,
+} from "./deflate.ts";
+import { WebSocketError } from "./errors.ts";
+import {
+  hasToken,
+  headerList,
+  isToken,
+  type RequestHead,
+  type ResponseHead,
+} from "./http.ts";
 import { sha1 } from "./sha1.ts";
 import { encodeUtf8 } from "./utf8.ts";
 
-/** RFC 6455 1.3: the GUID appended to the key before hashing. */
-export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/**
- * Bytes to a string of the same code units (ISO-8859-1). Not TextDecoder's
- * "latin1", which is windows-1252 and maps 0x80-0x9F above U+00FF, so UTF-8
- * in a header value would be rejected. Header values stay byte strings, as
- * `Headers` and Deno.serve keep them.
- */
-export function latin1(bytes: Uint8Array): string {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 8192) {
-    text += String.fromCharCode.apply(
-      null,
-      bytes.subarray(i, i + 8192) as unknown as number[],
-    );
-  }
-  return text;
-}
 const encoder = new TextEncoder();
 
-/** A parsed HTTP request head. */
-export interface RequestHead {
-  method: string;
-  target: string;
-  version: string;
-  headers: Headers;
-}
-
-/** A parsed HTTP response head. */
-export interface ResponseHead {
-  version: string;
-  status: number;
-  statusText: string;
-  headers: Headers;
-}
-
-/** Why a head could not be parsed: the HTTP status to answer with. */
-export interface HeadError {
-  status: 400 | 431;
-  message: string;
-}
-
-/**
- * Finds the end of an HTTP head (`\r\n\r\n`) in `bytes`, scanning from
- * `from` (pass how far an earlier scan got, minus 3).
- *
- * @returns the index just past the blank line, or -1
- */
-export function findHeadEnd(bytes: Uint8Array, from = 0): number {
-  for (let i = Math.max(0, from); i + 3 < bytes.length; i++) {
-    if (
-      bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 &&
-      bytes[i + 3] === 10
-    ) return i + 4;
-  }
-  return -1;
-}
-
-// RFC 9110 5.6.2: token characters.
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-
-/** RFC 9110 5.6.2: `tchar`, as a byte table. */
-const TCHAR = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
-for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
-for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
-for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;
-
-const SP = 0x20;
-const CR = 0x0d;
-const LF = 0x0a;
-/** RFC 9112 2.3: `HTTP-version`, up to its minor digit (which is any DIGIT). */
-const HTTP_1 = [0x48, 0x54, 0x54, 0x50, 0x2f, 0x31, 0x2e];
-
-// Where a RequestLineChecker is: the parts of RFC 9112 3's
-// `method SP request-target SP HTTP-version CRLF`.
-const METHOD = 0;
-const TARGET = 1;
-const VERSION = 2;
-const LINE_FEED = 3;
-const LINE_DONE = 4;
-
-/**
- * Checks the request line (RFC 9112 3) as its bytes arrive, so a
- * connection that cannot be HTTP/1.x (random bytes, a TLS ClientHello sent
- * to a plain port, a NUL, a method that is not a token, another HTTP
- * version, a line that never ends) is refused at the first byte that
- * proves it, not when its head ends or its handshake times out.
- *
- * Stricter than a full parse needs to be: the request target must be
- * visible ASCII (RFC 3986 leaves no room for anything else, and RFC 9112
- * 3.2 has no bytes over 0x7F in a target), and no empty line may come
- * before the request line (RFC 9112 2.2 lets a server accept one; this
- * one does not).
- */
-export class RequestLineChecker {
-  #limit: number;
-  #state = METHOD;
-  // Bytes of the line seen, and of the part in progress.
-  #length = 0;
-  #part = 0;
-
-  /** @param limit most bytes of request line, CRLF included */
-  constructor(limit: number) {
-    this.#limit = limit;
-  }
-
-  /** Whether the whole request line came, and was valid. */
-  get done(): boolean {
-    return this.#state === LINE_DONE;
-  }
-
-  /**
-   * Checks the next bytes of the request (`bytes` from `from` on). Bytes
-   * after the request line are not looked at.
-   *
-   * @returns `null` while the bytes can still start a valid request, or
-   *   the 400 to answer with
-   */
-  check(bytes: Uint8Array, from = 0): HeadError | null {
-    for (let i = from; i < bytes.length && this.#state !== LINE_DONE; i++) {
-      if (++this.#length > this.#limit) {
-        return {
-          status: 400,
-          message:
-            `Malformed request line: no CRLF within the first ${this.#limit} bytes`,
-        };
-      }
-      const byte = bytes[i];
-      const part = this.#part++;
-      switch (this.#state) {
-        case METHOD:
-          // RFC 9112 3.1: method = token
-          if (TCHAR[byte] === 1) continue;
-          if (byte === SP && part > 0) break;
-          return this.#error(
-            byte,
-            part > 0 ? "the method is not a token" : "no method",
-          );
-        case TARGET:
-          // RFC 9112 3.2: the target ends at the next SP; it is visible ASCII.
-          if (byte > SP && byte < 0x7f) continue;
-          if (byte === SP && part > 0) break;
-          return this.#error(
-            byte,
-            part > 0 ? "the request target is not visible ASCII" : "no target",
-          );
-        case VERSION:
-          // RFC 9112 2.3: HTTP-version = "HTTP" "/" DIGIT "." DIGIT, and
-          // only HTTP/1.x is spoken on this port.
-          if (part < HTTP_1.length) {
-            if (byte === HTTP_1[part]) continue;
-          } else if (part === HTTP_1.length) {
-            if (byte >= 0x30 && byte <= 0x39) continue;
-          } else if (byte === CR) break;
-          return this.#error(byte, "the version is not HTTP/1.x");
-        case LINE_FEED:
-          if (byte === LF) break;
-          return this.#error(byte, "CR not followed by LF");
-      }
-      this.#state++;
-      this.#part = 0;
-    }
-    return null;
-  }
-
-  #error(byte: number, what: string): HeadError {
-    return {
-      status: 400,
-      message: `Malformed request line: ${what}, received byte 0x${
-        byte.toString(16).padStart(2, "0")
-      } at offset ${this.#length - 1}`,
-    };
-  }
-}
-// RFC 9110 5.5: field values are visible characters, spaces and tabs.
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-
-function parseHeaderLines(lines: string[], headers: Headers): string | null {
-  for (const line of lines) {
-    const colon = line.indexOf(":");
-    if (colon <= 0) {
-      return `Malformed header line: ${JSON.stringify(line.slice(0, 64))}`;
-    }
-    const name = line.slice(0, colon);
-    // RFC 9112 5.1: no whitespace between the field name and the colon, and
-    // obsolete line folding is rejected.
-    if (!TOKEN.test(name)) {
-      return `Invalid header name: ${JSON.stringify(name.slice(0, 64))}`;
-    }
-    const value = line.slice(colon + 1).trim();
-    if (!FIELD_VALUE.test(value)) return `Invalid value for header ${name}`;
-    try {
-      headers.append(name, value);
-    } catch {
-      return `Invalid value for header ${name}`;
-    }
-  }
-  return null;
-}
-
-/** Parses an HTTP/1.1 request head (the bytes up to and with `\r\n\r\n`). */
-export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
-  const lines = latin1(head).split("\r\n");
-  // The head ends with an empty line; anything else has no place here.
-  lines.length -= 2;
-  const requestLine = lines.shift() ?? "";
-  const parts = requestLine.split(" ");
-  if (parts.length !== 3 || !TOKEN.test(parts[0]) || parts[1] === "") {
-    return {
-      status: 400,
-      message: `Malformed request line: ${
-        JSON.stringify(requestLine.slice(0, 64))
-      }`,
-    };
-  }
-  const [method, target, version] = parts;
-  // Only HTTP/1.x is spoken here (see RequestLineChecker).
-  if (!/^HTTP\/1\.\d$/.test(version)) {
-    return {
-      status: 400,
-      message: `Malformed request line: version ${
-        JSON.stringify(version.slice(0, 16))
-      }`,
-    };
-  }
-  const headers = new Headers();
-  const error = parseHeaderLines(lines, headers);
-  if (error !== null) return { status: 400, message: error };
-  return { method, target, version, headers };
-}
-
-/** Parses an HTTP/1.1 response head (the bytes up to and with `\r\n\r\n`). */
-export function parseResponseHead(head: Uint8Array): ResponseHead | string {
-  const lines = latin1(head).split("\r\n");
-  lines.length -= 2;
-  const statusLine = lines.shift() ?? "";
-  const match = /^(HTTP\/\d\.\d) (\d{3})(?: (.*))?$/.exec(statusLine);
-  if (match === null) {
-    return `Malformed status line: ${JSON.stringify(statusLine.slice(0, 64))}`;
-  }
-  const headers = new Headers();
-  const error = parseHeaderLines(lines, headers);
-  if (error !== null) return error;
-  return {
-    version: match[1],
-    status: Number(match[2]),
-    statusText: match[3] ?? "",
-    headers,
-  };
-}
-
-/**
- * Splits a comma-separated header value into its trimmed, non-empty
- * elements (RFC 9110 5.6.1).
- */
-export function headerList(value: string | null): string[] {
-  if (value === null) return [];
-  const items: string[] = [];
-  for (const item of value.split(",")) {
-    const trimmed = item.trim();
-    if (trimmed !== "") items.push(trimmed);
-  }
-  return items;
-}
-
-/** Whether the comma-separated header value contains `token`, ignoring case. */
-export function hasToken(value: string | null, token: string): boolean {
-  const lower = token.toLowerCase();
-  return headerList(value).some((item) => item.toLowerCase() === lower);
-}
+/** RFC 6455 1.3: the GUID appended to the key before hashing. */
+export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /**
  * `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 4.2.2):
@@ -394,7 +146,7 @@ export function validateUpgrade(
     );
   }
   const protocols = headerList(h.get("sec-websocket-protocol"));
-  if (!protocols.every((p) => TOKEN.test(p))) {
+  if (!protocols.every((p) => isToken(p))) {
     return fail("Invalid upgrade: malformed Sec-WebSocket-Protocol");
   }
   return {
@@ -402,80 +154,6 @@ export function validateUpgrade(
     protocols,
     extensions: headerList(h.get("sec-websocket-extensions")),
   };
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  100: "Continue",
-  101: "Switching Protocols",
-  200: "OK",
-  201: "Created",
-  202: "Accepted",
-  204: "No Content",
-  206: "Partial Content",
-  301: "Moved Permanently",
-  302: "Found",
-  303: "See Other",
-  304: "Not Modified",
-  307: "Temporary Redirect",
-  308: "Permanent Redirect",
-  400: "Bad Request",
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "Not Found",
-  405: "Method Not Allowed",
-  406: "Not Acceptable",
-  408: "Request Timeout",
-  409: "Conflict",
-  410: "Gone",
-  411: "Length Required",
-  413: "Content Too Large",
-  415: "Unsupported Media Type",
-  426: "Upgrade Required",
-  429: "Too Many Requests",
-  431: "Request Header Fields Too Large",
-  500: "Internal Server Error",
-  501: "Not Implemented",
-  502: "Bad Gateway",
-  503: "Service Unavailable",
-  504: "Gateway Timeout",
-};
-
-/** The reason phrase for a status code. */
-export function statusText(status: number): string {
-  return STATUS_TEXT[status] ?? "Unknown";
-}
-
-/**
- * Serializes a response head with a small text body (or none, for 101).
- */
-export function encodeResponse(
-  status: number,
-  headers: Record<string, string>,
-  body = "",
-): Uint8Array {
-  let head = `HTTP/1.1 ${status} ${statusText(status)}\r\n`;
-  // Every response but the 101 ends the connection.
-  const connection = headers["Connection"];
-  if (status !== 101) {
-    headers = {
-      ...headers,
-      "Connection": connection ? `${connection}, close` : "close",
-    };
-  }
-  for (const [name, value] of Object.entries(headers)) {
-    head += `${name}: ${value}\r\n`;
-  }
-  if (status !== 101) {
-    const bodyBytes = encoder.encode(body);
-    head +=
-      `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${bodyBytes.length}\r\n\r\n`;
-    const headBytes = encoder.encode(head);
-    const out = new Uint8Array(headBytes.length + bodyBytes.length);
-    out.set(headBytes);
-    out.set(bodyBytes, headBytes.length);
-    return out;
-  }
-  return encoder.encode(head + "\r\n");
 }
 
 /**
@@ -514,4 +192,218 @@ export function encodeRequest(
     if (!reserved.has(name)) head += `${name}: ${value}\r\n`;
   }
   return encoder.encode(head + "\r\n");
+}
+
+// -- The server's side --
+
+/** Headers of the 101 that the `upgrade` hook's `headers` cannot set. */
+const RESERVED_UPGRADE_HEADERS = new Set([
+  "upgrade",
+  "connection",
+  "sec-websocket-accept",
+  "sec-websocket-protocol",
+  "sec-websocket-extensions",
+  "content-length",
+  "transfer-encoding",
+]);
+
+/**
+ * The subprotocol a server picks by default: the first the client offered
+ * that the server speaks, `""` when none.
+ */
+export function selectProtocol(
+  supported: readonly string[],
+  offered: readonly string[],
+): string {
+  return offered.find((p) => supported.includes(p)) ?? "";
+}
+
+/**
+ * Checks a subprotocol chosen by the application (the `upgrade` hook).
+ *
+ * @throws {TypeError} not a string, or not one the client offered
+ */
+export function checkProtocol(
+  protocol: unknown,
+  offered: readonly string[],
+): string {
+  if (typeof protocol !== "string") {
+    throw new TypeError(
+      `Invalid upgrade decision: protocol must be a string, received ${typeof protocol}`,
+    );
+  }
+  // RFC 6455 4.2.2: the server picks one of the values the client offered.
+  if (protocol !== "" && !offered.includes(protocol)) {
+    throw new TypeError(
+      `Invalid upgrade decision: protocol ${
+        JSON.stringify(protocol)
+      } was not offered by the client, which offered ${
+        offered.length === 0 ? "none" : offered.join(", ")
+      }`,
+    );
+  }
+  return protocol;
+}
+
+/** How the server accepts an upgrade. */
+export interface AcceptChoice {
+  /** The subprotocol, `""` for none. */
+  protocol: string;
+  /** Extra headers for the 101; the handshake's own are dropped from them. */
+  headers?: Iterable<[string, string]> | null;
+  /** The server's permessage-deflate settings, `null` when off. */
+  compression: CompressionConfig | null;
+}
+
+/** An accepted upgrade: the 101 to send and what it agreed. */
+export interface Accepted {
+  /** The whole 101 response head. */
+  response: Uint8Array;
+  /** The subprotocol, `""` for none. */
+  protocol: string;
+  /** The `Sec-WebSocket-Extensions` answered, `""` for none. */
+  extensions: string;
+  /** The permessage-deflate parameters in force, `null` when none. */
+  deflate: DeflateParams | null;
+}
+
+/**
+ * Accepts a valid upgrade (RFC 6455 4.2.2): negotiates permessage-deflate
+ * with the client's offers (RFC 7692 7.1) and builds the 101.
+ *
+ * @param request the parsed request
+ * @param upgrade what {@linkcode validateUpgrade} found in it
+ * @param choice the subprotocol, extra headers and compression settings
+ * @returns the 101's bytes and what it agreed
+ */
+export function acceptUpgrade(
+  request: RequestHead,
+  upgrade: UpgradeRequest,
+  choice: AcceptChoice,
+): Accepted {
+  let head = "HTTP/1.1 101 Switching Protocols\r\n" +
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
+    `Sec-WebSocket-Accept: ${acceptKey(upgrade.key)}\r\n`;
+  if (choice.protocol !== "") {
+    head += `Sec-WebSocket-Protocol: ${choice.protocol}\r\n`;
+  }
+  const deflate = choice.compression === null ? null : negotiateDeflate(
+    request.headers.get("sec-websocket-extensions"),
+    choice.compression,
+  );
+  if (deflate !== null) {
+    head += `Sec-WebSocket-Extensions: ${deflate.response}\r\n`;
+  }
+  for (const [name, value] of choice.headers ?? []) {
+    if (!RESERVED_UPGRADE_HEADERS.has(name.toLowerCase())) {
+      head += `${name}: ${value}\r\n`;
+    }
+  }
+  return {
+    response: encodeUtf8(head + "\r\n"),
+    protocol: choice.protocol,
+    extensions: deflate?.response ?? "",
+    deflate: deflate?.params ?? null,
+  };
+}
+
+// -- The client's side --
+
+/** What a client asks for. */
+export interface ClientOffer {
+  /** The `Sec-WebSocket-Key` sent (see {@linkcode generateKey}). */
+  key: string;
+  /** The subprotocols offered, in order of preference. */
+  protocols: readonly string[];
+  /** The permessage-deflate settings offered, `null` when off. */
+  compression: CompressionConfig | null;
+}
+
+/** What a successful handshake agreed, as the client sees it. */
+export interface Negotiated {
+  /** The subprotocol the server chose, `""` for none. */
+  protocol: string;
+  /** The server's `Sec-WebSocket-Extensions`, `""` for none. */
+  extensions: string;
+  /** The permessage-deflate parameters in force, `null` when none. */
+  deflate: DeflateParams | null;
+}
+
+/**
+ * The client's upgrade request (RFC 6455 4.1) for `offer`, with the
+ * application's extra `headers` (never the handshake's own).
+ */
+export function clientRequest(
+  url: URL,
+  headers: Headers,
+  offer: ClientOffer,
+): Uint8Array {
+  return encodeRequest(
+    url,
+    offer.key,
+    offer.protocols,
+    headers,
+    offer.compression === null ? "" : deflateOffer(offer.compression),
+  );
+}
+
+/**
+ * Checks the server's response to `offer` (RFC 6455 4.1, the client's
+ * checks; RFC 7692 7.1): a 101 with `Upgrade`, `Connection`, the right
+ * `Sec-WebSocket-Accept`, and only a subprotocol and extensions that were
+ * offered.
+ *
+ * @returns what was agreed, or a `BAD_HANDSHAKE` error saying what was wrong
+ */
+export function processResponse(
+  response: ResponseHead,
+  offer: ClientOffer,
+): Negotiated | WebSocketError {
+  const bad = (message: string) =>
+    new WebSocketError("BAD_HANDSHAKE", `Handshake failed: ${message}`);
+  if (response.status !== 101) {
+    return bad(
+      `expected 101, received ${response.version} ${response.status} ${response.statusText}`
+        .trimEnd(),
+    );
+  }
+  const h = response.headers;
+  if (!hasToken(h.get("upgrade"), "websocket")) {
+    return bad(
+      `Upgrade header must be websocket, received ${
+        h.get("upgrade") ?? "none"
+      }`,
+    );
+  }
+  if (!hasToken(h.get("connection"), "upgrade")) {
+    return bad(
+      `Connection header must contain Upgrade, received ${
+        h.get("connection") ?? "none"
+      }`,
+    );
+  }
+  const accept = h.get("sec-websocket-accept");
+  const expected = acceptKey(offer.key);
+  if (accept !== expected) {
+    return bad(
+      `Sec-WebSocket-Accept must be ${expected}, received ${accept ?? "none"}`,
+    );
+  }
+  const protocol = h.get("sec-websocket-protocol") ?? "";
+  if (protocol !== "" && !offer.protocols.includes(protocol)) {
+    return bad(
+      `the server chose subprotocol ${protocol}, which was not offered`,
+    );
+  }
+  const extensions = h.get("sec-websocket-extensions")?.trim() ?? "";
+  if (extensions === "") return { protocol, extensions, deflate: null };
+  if (offer.compression === null) {
+    return bad(
+      `the server chose extensions ${extensions}, which were not offered`,
+    );
+  }
+  // RFC 7692 7.1: a response the offer did not allow fails the connection.
+  const deflate = acceptDeflate(extensions, offer.compression);
+  if (typeof deflate === "string") return bad(deflate);
+  return { protocol, extensions, deflate };
 }

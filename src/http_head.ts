@@ -5,11 +5,7 @@
  */
 
 import { BufferPool } from "./buffer_pool.ts";
-import {
-  findHeadEnd,
-  type HeadError,
-  RequestLineChecker,
-} from "./handshake.ts";
+import { findHeadEnd, type HeadError, RequestLineChecker } from "./http.ts";
 
 /** An HTTP head and the bytes that came after it in the same reads. */
 export interface HeadRead {

@@ -6,12 +6,7 @@
  * @module
  */
 
-import {
-  headerList,
-  latin1,
-  type RequestHead,
-  statusText,
-} from "./handshake.ts";
+import { headerList, latin1, type RequestHead, statusText } from "./http.ts";
 
 const encoder = new TextEncoder();
 

@@ -8,20 +8,23 @@
 
 import { GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE } from "./close.ts";
 import {
-  acceptKey,
+  acceptUpgrade,
+  checkProtocol,
+  selectProtocol,
+  validateUpgrade,
+} from "./handshake.ts";
+import {
   encodeResponse,
   hasToken,
   parseRequestHead,
   type RequestHead,
-  validateUpgrade,
-} from "./handshake.ts";
+} from "./http.ts";
 import { closeQuietly, readRequestHead } from "./http_head.ts";
 import { deadlinesOf } from "./deadlines.ts";
 import { type Member, Members } from "./members.ts";
 import {
   bodyLength,
   buildRequest,
-  encodeHead,
   encodeHttpResponse,
   readBody,
   requestUrl,
@@ -38,7 +41,6 @@ import {
   type CompressionConfig,
   compressionConfig,
   type CompressionOptions,
-  negotiateDeflate,
   PerMessageDeflate,
 } from "./deflate.ts";
 import { encodeUtf8 } from "./utf8.ts";
@@ -638,39 +640,25 @@ async function handshake(
       }
     }
 
-    const fields: [string, string][] = [
-      ["Upgrade", "websocket"],
-      ["Connection", "Upgrade"],
-      ["Sec-WebSocket-Accept", acceptKey(upgrade.key)],
-    ];
-    if (protocol !== "") fields.push(["Sec-WebSocket-Protocol", protocol]);
-    const deflate = config.compression === null ? null : negotiateDeflate(
-      request.headers.get("sec-websocket-extensions"),
-      config.compression,
-    );
-    if (deflate !== null) {
-      fields.push(["Sec-WebSocket-Extensions", deflate.response]);
-    }
-    for (const [name, value] of extraHeaders ?? []) {
-      if (!RESERVED_UPGRADE_HEADERS.has(name)) fields.push([name, value]);
-    }
-    await writeAll(
-      conn,
-      encodeUtf8(encodeHead(101, "Switching Protocols", fields)),
-    );
+    const accepted = acceptUpgrade(request, upgrade, {
+      protocol,
+      headers: extraHeaders,
+      compression: config.compression,
+    });
+    await writeAll(conn, accepted.response);
     return new Socket({
       conn,
       client: false,
       head: read.rest,
       readBuffer: read.buffer,
       protocol,
-      extensions: deflate?.response ?? "",
+      extensions: accepted.extensions,
       request: requestInfo,
       response: null,
       limits: config.limits,
-      deflate: deflate === null ? null : new PerMessageDeflate({
+      deflate: accepted.deflate === null ? null : new PerMessageDeflate({
         client: false,
-        params: deflate.params,
+        params: accepted.deflate,
         config: config.compression!,
         maxMessageSize: config.limits.maxMessageSize,
       }),
@@ -687,17 +675,6 @@ async function handshake(
     tracker?.leave(pending);
   }
 }
-
-/** Headers of the 101 that the `upgrade` hook's `headers` cannot set. */
-const RESERVED_UPGRADE_HEADERS = new Set([
-  "upgrade",
-  "connection",
-  "sec-websocket-accept",
-  "sec-websocket-protocol",
-  "sec-websocket-extensions",
-  "content-length",
-  "transfer-encoding",
-]);
 
 interface RequestPhases {
   /** The head and body were read: the handshake timeout is over. */
@@ -871,29 +848,6 @@ async function lingerClose(pending: PendingConn): Promise<void> {
 
 function internalError(): Response {
   return new Response("Internal server error\n", { status: 500 });
-}
-
-function checkProtocol(protocol: unknown, offered: string[]): string {
-  if (typeof protocol !== "string") {
-    throw new TypeError(
-      `Invalid upgrade decision: protocol must be a string, received ${typeof protocol}`,
-    );
-  }
-  // RFC 6455 4.2.2: the server picks one of the values the client offered.
-  if (protocol !== "" && !offered.includes(protocol)) {
-    throw new TypeError(
-      `Invalid upgrade decision: protocol ${
-        JSON.stringify(protocol)
-      } was not offered by the client, which offered ${
-        offered.length === 0 ? "none" : offered.join(", ")
-      }`,
-    );
-  }
-  return protocol;
-}
-
-function selectProtocol(supported: string[], offered: string[]): string {
-  return offered.find((p) => supported.includes(p)) ?? "";
 }
 
 function upgradeRequestInfo(

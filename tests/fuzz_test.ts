@@ -13,7 +13,8 @@
 
 import assert from "node:assert/strict";
 import type { Message, Socket } from "../mod.ts";
-import { parseRequestHead, validateUpgrade } from "../src/handshake.ts";
+import { validateUpgrade } from "../src/handshake.ts";
+import { parseRequestHead } from "../src/http.ts";
 import {
   brief,
   checkInvariants,

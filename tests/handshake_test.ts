@@ -1,25 +1,35 @@
 import assert from "node:assert/strict";
+import { compressionConfig } from "../src/deflate.ts";
+import { WebSocketError } from "../src/errors.ts";
 import {
+  type AcceptChoice,
   acceptKey,
+  acceptUpgrade,
   base64,
+  checkProtocol,
+  clientRequest,
   encodeRequest,
-  encodeResponse,
-  findHeadEnd,
   generateKey,
-  hasToken,
-  headerList,
-  type HeadError,
   isValidKey,
-  parseRequestHead,
-  parseResponseHead,
-  type RequestHead,
-  RequestLineChecker,
-  type ResponseHead,
+  processResponse,
+  selectProtocol,
   type UpgradeRejection,
   type UpgradeRequest,
   validateUpgrade,
   WEBSOCKET_GUID,
 } from "../src/handshake.ts";
+import {
+  encodeResponse,
+  findHeadEnd,
+  hasToken,
+  headerList,
+  type HeadError,
+  parseRequestHead,
+  parseResponseHead,
+  type RequestHead,
+  RequestLineChecker,
+  type ResponseHead,
+} from "../src/http.ts";
 
 // -- Helpers --
 
@@ -553,4 +563,220 @@ Deno.test("RequestLineChecker refuses a request line longer than its limit", () 
     checkLine("GET /" + "a".repeat(100), 100) ?? "",
     /no CRLF within the first 100 bytes/,
   );
+});
+
+// -- The handshake decided with no I/O: acceptUpgrade, processResponse --
+
+/** Accepts the RFC 6455 example request with `choice`; returns the 101 parsed back. */
+function accepted(
+  overrides: Record<string, string | null>,
+  choice: Partial<AcceptChoice> = {},
+) {
+  const request = parsedRequest("GET /chat HTTP/1.1", upgradeLines(overrides));
+  const result = acceptUpgrade(
+    request,
+    assertAccepted(validateUpgrade(request)),
+    { protocol: "", compression: null, ...choice },
+  );
+  const response = parseResponseHead(result.response);
+  assert.ok(typeof response !== "string", String(response));
+  return { result, response };
+}
+
+Deno.test("acceptUpgrade() builds the RFC 6455 1.3 101 response", () => {
+  const { result, response } = accepted({});
+  assert.equal(response.status, 101);
+  assert.equal(response.headers.get("upgrade"), "websocket");
+  assert.equal(response.headers.get("connection"), "Upgrade");
+  assert.equal(
+    response.headers.get("sec-websocket-accept"),
+    "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+  );
+  assert.equal(response.headers.has("sec-websocket-protocol"), false);
+  assert.deepEqual(
+    { protocol: result.protocol, extensions: result.extensions },
+    { protocol: "", extensions: "" },
+  );
+  assert.equal(result.deflate, null);
+});
+
+Deno.test("acceptUpgrade() answers the chosen subprotocol", () => {
+  const { result, response } = accepted(
+    { "Sec-WebSocket-Protocol": "chat, superchat" },
+    { protocol: "superchat" },
+  );
+  assert.equal(response.headers.get("sec-websocket-protocol"), "superchat");
+  assert.equal(result.protocol, "superchat");
+});
+
+Deno.test("acceptUpgrade() adds extra headers but never the handshake's own", () => {
+  const { response } = accepted({}, {
+    headers: [
+      ["Set-Cookie", "a=1"],
+      ["Sec-WebSocket-Accept", "forged"],
+      ["upgrade", "h2c"],
+      ["Content-Length", "5"],
+    ],
+  });
+  assert.equal(response.headers.get("set-cookie"), "a=1");
+  assert.equal(
+    response.headers.get("sec-websocket-accept"),
+    "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+  );
+  assert.equal(response.headers.get("upgrade"), "websocket");
+  assert.equal(response.headers.has("content-length"), false);
+});
+
+Deno.test("acceptUpgrade() negotiates permessage-deflate only when configured", () => {
+  const offer = {
+    "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits",
+  };
+  const off = accepted(offer);
+  assert.equal(off.response.headers.has("sec-websocket-extensions"), false);
+  assert.equal(off.result.deflate, null);
+  const on = accepted(offer, { compression: compressionConfig(true) });
+  assert.equal(
+    on.response.headers.get("sec-websocket-extensions"),
+    on.result.extensions,
+  );
+  assert.match(on.result.extensions, /^permessage-deflate/);
+  assert.notEqual(on.result.deflate, null);
+});
+
+Deno.test("selectProtocol() and checkProtocol() pick only what the client offered", () => {
+  assert.equal(selectProtocol(["b", "a"], ["a", "b"]), "a");
+  assert.equal(selectProtocol(["x"], ["a", "b"]), "");
+  assert.equal(checkProtocol("b", ["a", "b"]), "b");
+  assert.equal(checkProtocol("", ["a"]), "");
+  assert.throws(() => checkProtocol("c", ["a", "b"]), TypeError);
+  assert.throws(() => checkProtocol(1, ["a"]), TypeError);
+});
+
+/** A 101 for `key`, with header `overrides` (null removes one). */
+function response101(
+  key: string,
+  overrides: Record<string, string | null> = {},
+  statusLine = "HTTP/1.1 101 Switching Protocols",
+): ResponseHead {
+  const fields: Record<string, string | null> = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Accept": acceptKey(key),
+    ...overrides,
+  };
+  const lines = Object.entries(fields).filter(([, v]) => v !== null).map((
+    [name, value],
+  ) => `${name}: ${value}`);
+  const parsed = parseResponseHead(head(statusLine, ...lines));
+  assert.ok(typeof parsed !== "string", String(parsed));
+  return parsed;
+}
+
+function assertBadHandshake(result: unknown, pattern: RegExp): void {
+  assert.ok(result instanceof WebSocketError, `accepted: ${result}`);
+  assert.equal(result.code, "BAD_HANDSHAKE");
+  assert.match(result.message, pattern);
+}
+
+Deno.test("processResponse() accepts a valid 101 and reports what it agreed", () => {
+  const offer = { key: SAMPLE_KEY, protocols: ["chat"], compression: null };
+  const result = processResponse(
+    response101(SAMPLE_KEY, { "Sec-WebSocket-Protocol": "chat" }),
+    offer,
+  );
+  assert.deepEqual(result, { protocol: "chat", extensions: "", deflate: null });
+});
+
+Deno.test("processResponse() refuses what the client did not ask for", () => {
+  const offer = { key: SAMPLE_KEY, protocols: ["chat"], compression: null };
+  assertBadHandshake(
+    processResponse(
+      response101(SAMPLE_KEY, {}, "HTTP/1.1 403 Forbidden"),
+      offer,
+    ),
+    /expected 101, received HTTP\/1.1 403 Forbidden/,
+  );
+  assertBadHandshake(
+    processResponse(response101(SAMPLE_KEY, { Upgrade: "h2c" }), offer),
+    /Upgrade header must be websocket, received h2c/,
+  );
+  assertBadHandshake(
+    processResponse(response101(SAMPLE_KEY, { Connection: null }), offer),
+    /Connection header must contain Upgrade/,
+  );
+  assertBadHandshake(
+    processResponse(response101(generateKey()), offer),
+    /Sec-WebSocket-Accept must be/,
+  );
+  assertBadHandshake(
+    processResponse(
+      response101(SAMPLE_KEY, { "Sec-WebSocket-Protocol": "other" }),
+      offer,
+    ),
+    /subprotocol other, which was not offered/,
+  );
+  assertBadHandshake(
+    processResponse(
+      response101(SAMPLE_KEY, {
+        "Sec-WebSocket-Extensions": "permessage-deflate",
+      }),
+      offer,
+    ),
+    /extensions permessage-deflate, which were not offered/,
+  );
+});
+
+Deno.test("processResponse() checks permessage-deflate against the offer", () => {
+  const offer = {
+    key: SAMPLE_KEY,
+    protocols: [],
+    compression: compressionConfig({ serverMaxWindowBits: 10 }),
+  };
+  const ok = processResponse(
+    response101(SAMPLE_KEY, {
+      "Sec-WebSocket-Extensions":
+        "permessage-deflate; server_max_window_bits=9",
+    }),
+    offer,
+  );
+  assert.ok(!(ok instanceof WebSocketError), String(ok));
+  assert.equal(ok.deflate?.serverMaxWindowBits, 9);
+  assertBadHandshake(
+    processResponse(
+      response101(SAMPLE_KEY, {
+        "Sec-WebSocket-Extensions":
+          "permessage-deflate; server_max_window_bits=12",
+      }),
+      offer,
+    ),
+    /server_max_window_bits=12 is over the 10 offered/,
+  );
+});
+
+Deno.test("clientRequest() output round-trips through validateUpgrade() and acceptUpgrade()", () => {
+  const offer = {
+    key: generateKey(),
+    protocols: ["chat"],
+    compression: compressionConfig(true),
+  };
+  const bytes = clientRequest(
+    new URL("ws://example.com/room?x=1"),
+    new Headers({ Authorization: "Bearer t" }),
+    offer,
+  );
+  const request = parseRequestHead(bytes);
+  assert.ok(!("status" in request));
+  assert.equal(request.target, "/room?x=1");
+  const upgrade = assertAccepted(validateUpgrade(request));
+  const server = acceptUpgrade(request, upgrade, {
+    protocol: selectProtocol(["chat"], upgrade.protocols),
+    compression: compressionConfig(true),
+  });
+  const response = parseResponseHead(server.response);
+  assert.ok(typeof response !== "string");
+  const agreed = processResponse(response, offer);
+  assert.ok(!(agreed instanceof WebSocketError), String(agreed));
+  assert.equal(agreed.protocol, "chat");
+  assert.equal(agreed.extensions, server.extensions);
+  assert.deepEqual(agreed.deflate, server.deflate);
 });
