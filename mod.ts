@@ -42,12 +42,12 @@ export {
 } from "./src/server.ts";
 export { Topics, type TopicsOptions } from "./src/topics.ts";
 export { connect, type ConnectOptions } from "./src/client.ts";
+export type { SocketOptions } from "./src/options.ts";
 export type { CompressionOptions } from "./src/deflate.ts";
 export {
   type CloseInfo,
   type MessageType,
   Socket,
-  type SocketOptions,
   type UpgradeRequestInfo,
   type UpgradeResponseInfo,
 } from "./src/socket.ts";

@@ -14,7 +14,8 @@ import {
   type CompressionOptions,
   PerMessageDeflate,
 } from "./deflate.ts";
-import { Socket, socketLimits, type SocketOptions } from "./socket.ts";
+import { socketLimits, type SocketOptions } from "./options.ts";
+import { Socket } from "./socket.ts";
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions extends SocketOptions {

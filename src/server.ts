@@ -7,276 +7,49 @@
  */
 
 import { GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE } from "./close.ts";
+import { PerMessageDeflate } from "./deflate.ts";
 import {
   acceptUpgrade,
   checkProtocol,
   selectProtocol,
   validateUpgrade,
 } from "./handshake.ts";
-import {
-  encodeResponse,
-  hasToken,
-  parseRequestHead,
-  type RequestHead,
-} from "./http.ts";
+import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
 import { closeQuietly, readRequestHead } from "./http_head.ts";
-import { deadlinesOf } from "./deadlines.ts";
-import { type Member, Members } from "./members.ts";
 import {
-  bodyLength,
-  buildRequest,
-  encodeHttpResponse,
-  readBody,
-  requestUrl,
-} from "./http_request.ts";
+  hostOf,
+  internalError,
+  refuseRequest,
+  respond,
+  serveRequest,
+} from "./http_server.ts";
+import { Members } from "./members.ts";
 import {
-  Socket,
-  type SocketLimits,
-  socketLimits,
-  type SocketOptions,
-  type UpgradeRequestInfo,
-} from "./socket.ts";
+  type AcceptOptions,
+  type ConnectionInfo,
+  type HandshakeConfig,
+  handshakeConfig,
+  type HandshakeOptions,
+  type ListenConfig,
+  listenConfig,
+  type ListenOptions,
+  type ServerSocket,
+  type UpgradeDecision,
+} from "./options.ts";
+import { fail, PendingConn, writeAll } from "./pending_conn.ts";
+import { Socket, type UpgradeRequestInfo } from "./socket.ts";
 import { topicRegistry, Topics } from "./topics.ts";
-import {
-  type CompressionConfig,
-  compressionConfig,
-  type CompressionOptions,
-  PerMessageDeflate,
-} from "./deflate.ts";
-import { encodeUtf8 } from "./utf8.ts";
 
-/** Where a connection comes from, as the `upgrade` and `onRequest` hooks see it. */
-export interface ConnectionInfo {
-  /** The peer's address (for a Unix socket given to `accept`, its `Deno.UnixAddr`). */
-  remoteAddr: Deno.NetAddr;
-  /** This side's address. */
-  localAddr: Deno.NetAddr;
-}
-
-/** A valid WebSocket upgrade request, as the `upgrade` hook sees it. */
-export interface UpgradeRequest extends UpgradeRequestInfo {
-  /** The subprotocols the client offers (`Sec-WebSocket-Protocol`), in its order. */
-  protocols: string[];
-}
-
-/** What the `upgrade` hook returns to accept a connection. */
-export interface UpgradeAccept<T = unknown> {
-  /**
-   * The subprotocol to speak: one the client offered, or `""` for none.
-   * @default {the first offered one that is in the `protocols` option}
-   */
-  protocol?: string;
-  /**
-   * Extra headers for the 101 response (e.g. `Set-Cookie`). They cannot
-   * replace the handshake's own (`Upgrade`, `Connection`,
-   * `Sec-WebSocket-*`), which are dropped from here.
-   */
-  headers?: HeadersInit;
-  /** Attached to the socket as `sock.data`. */
-  data?: T;
-}
-
-/**
- * What the `upgrade` hook decides: a `Response` rejects the upgrade (its
- * status, headers and body are sent, then the connection is closed);
- * an {@linkcode UpgradeAccept} or nothing accepts it.
- */
-export type UpgradeDecision<T = unknown> = Response | UpgradeAccept<T> | void;
-
-/** A socket accepted by a server, with the `data` its `upgrade` hook attached. */
-export type ServerSocket<T = unknown> = Socket & { data: T };
-
-/** Options of the server-side handshake, shared by {@linkcode listen} and {@linkcode accept}. */
-export interface HandshakeOptions<T = unknown> extends SocketOptions {
-  /**
-   * Subprotocols this server speaks. The first one in the client's list
-   * that is also in this list is chosen; none when there is no match. The
-   * `upgrade` hook can choose instead.
-   * @default {[]}
-   */
-  protocols?: string[];
-  /**
-   * Called for every valid upgrade request before the 101 is sent: check
-   * a token or the `Origin`, choose the subprotocol, attach `data`. Return
-   * a `Response` to reject (e.g. 401 or 403), or nothing or an
-   * {@linkcode UpgradeAccept} to accept. It runs within `handshakeTimeout`;
-   * when it throws, the client gets 500 and the error goes to `onError`.
-   */
-  upgrade?: (
-    req: UpgradeRequest,
-    info: ConnectionInfo,
-  ) => UpgradeDecision<T> | Promise<UpgradeDecision<T>>;
-  /**
-   * Serves plain HTTP requests (anything without `Upgrade: websocket`) on
-   * the same port: a page, a health check. The request body is read whole
-   * first, up to `maxRequestBodySize`. One request per connection: the
-   * response goes out with `Content-Length` and `Connection: close`. When
-   * it throws, the client gets 500 and the error goes to `onError`.
-   * Without it, plain requests get 426.
-   */
-  onRequest?: (
-    req: Request,
-    info: ConnectionInfo,
-  ) => Response | Promise<Response>;
-  /** Where errors of `handler`, `upgrade` and `onRequest` go. @default {console.error} */
-  onError?: (error: unknown) => void;
-  /**
-   * How long a client may take to send its request (head and body), and
-   * the `upgrade` hook to decide, in ms.
-   * @default {10000}
-   */
-  handshakeTimeout?: number;
-  /**
-   * Largest request head, in bytes; a bigger one gets 431.
-   * @default {16384}
-   */
-  maxHandshakeSize?: number;
-  /**
-   * Largest body of a plain HTTP request, in bytes: a bigger
-   * `Content-Length`, or a chunked body that grows past it, gets 413.
-   * @default {1048576}
-   */
-  maxRequestBodySize?: number;
-  /**
-   * permessage-deflate (RFC 7692): `true` accepts clients that offer it
-   * (browsers, `ws`, Python `websockets` do), with context takeover, a
-   * 1024-byte threshold and level 1; an object sets those. Offers this
-   * server cannot honour are declined, and the connection goes on
-   * uncompressed. `Socket.extensions` shows what was agreed. Messages sent
-   * with `publish` are never compressed (they are encoded once for all).
-   * @default {false}
-   */
-  compression?: boolean | CompressionOptions;
-}
-
-/** Options of {@linkcode listen}. */
-export interface ListenOptions<T = unknown> extends HandshakeOptions<T> {
-  /**
-   * Where to listen: `"127.0.0.1:8080"`, `":8080"` (all interfaces),
-   * `"[::1]:8080"`, `"localhost:0"` (port 0: any free port).
-   */
-  addr: string;
-  /**
-   * Called once per accepted WebSocket, after the 101 was sent. When it
-   * returns, the socket is closed (1000) if still open; when it throws or
-   * rejects, the socket is closed with 1011 and the error goes to `onError`.
-   */
-  handler: (sock: ServerSocket<T>) => void | Promise<void>;
-  /** Serve `wss://`. @default {false} */
-  tls?: boolean;
-  /** The certificate and key, PEM; required when `tls`. Deno serves one pair. */
-  certs?: { cert: string; key: string }[];
-  /** Listen queue size (Deno's `tcpBacklog`). @default {511} */
-  backlog?: number;
-  /**
-   * Set `SO_REUSEPORT`, so several processes (or workers) can listen on
-   * the same address and port; on Linux the kernel spreads connections
-   * among them. Deno needs the `--unstable-net` flag for it.
-   * @default {false}
-   */
-  reusePort?: boolean;
-  /** Aborting it does what {@linkcode Server.close} does. */
-  signal?: AbortSignal;
-  /**
-   * `publish` skips a subscriber with more than this many bytes waiting to
-   * be sent: a slow reader misses messages instead of buffering them
-   * without bound.
-   * @default {1048576}
-   */
-  maxPublishBacklog?: number;
-  /**
-   * Most connections the server holds at once, in any state: in their
-   * handshake, in `onRequest`, or open WebSockets. One more gets
-   * `503 Service Unavailable` and is closed, so idle and never-upgraded
-   * connections cannot pile up without bound.
-   * @default {16384}
-   */
-  maxConnections?: number;
-}
-
-/** Options of {@linkcode accept}. */
-export interface AcceptOptions<T = unknown> extends HandshakeOptions<T> {
-  /**
-   * Where `sock.subscribe` goes; publish with `topics.publish`. Without
-   * it, `sock.subscribe` throws.
-   */
-  topics?: Topics;
-}
-
-/** The handshake options with their defaults applied. */
-interface HandshakeConfig {
-  limits: SocketLimits;
-  protocols: string[];
-  upgrade: HandshakeOptions["upgrade"];
-  onRequest: HandshakeOptions["onRequest"];
-  onError: (error: unknown) => void;
-  handshakeTimeout: number;
-  maxHandshakeSize: number;
-  maxRequestBodySize: number;
-  compression: CompressionConfig | null;
-  topics: Topics | undefined;
-  /** `ws`/`wss` and `http`/`https`, or undefined to ask the conn. */
-  secure: boolean | undefined;
-}
-
-/** The reason a cut connection's `signal` is aborted with. */
-const CUT = new Error("Connection cut");
-
-/** One connection before it is a socket: it can be cut at any await. */
-class PendingConn {
-  readonly conn: Deno.Conn;
-  // Made on first use: most connections are never cut and never race user
-  // code, and an AbortController per connection was measurable under churn.
-  #abort: AbortController | null = null;
-  #aborted: Promise<never> | null = null;
-  #cut = false;
-  /** Where the server's {@linkcode ConnTracker} follows it. */
-  phase: "handshake" | "request" = "handshake";
-  member: Member<PendingConn> | null = null;
-
-  constructor(conn: Deno.Conn) {
-    this.conn = conn;
-  }
-
-  /** Aborted when the connection is cut. */
-  get signal(): AbortSignal {
-    if (this.#abort === null) {
-      this.#abort = new AbortController();
-      if (this.#cut) this.#abort.abort(CUT);
-    }
-    return this.#abort.signal;
-  }
-
-  /** Closes the connection and rejects what {@linkcode race} waits on. */
-  cut(): void {
-    if (!this.#cut) {
-      this.#cut = true;
-      this.#abort?.abort(CUT);
-    }
-    closeQuietly(this.conn);
-  }
-
-  /** `promise`, unless the connection is cut first (user code may never settle). */
-  race<V>(promise: V | Promise<V>): Promise<V> {
-    if (this.#aborted === null) {
-      const signal = this.signal;
-      this.#aborted = signal.aborted
-        ? Promise.reject(signal.reason)
-        : new Promise((_, reject) => {
-          signal.addEventListener("abort", () => reject(signal.reason), {
-            once: true,
-          });
-        });
-      this.#aborted.catch(noop);
-    }
-    return Promise.race([promise, this.#aborted]);
-  }
-
-  /** Cuts the connection after `ms` unless the returned function is called. */
-  deadline(ms: number): () => void {
-    return deadlinesOf(ms).add(() => this.cut()).cancel;
-  }
-}
+export type {
+  AcceptOptions,
+  ConnectionInfo,
+  HandshakeOptions,
+  ListenOptions,
+  ServerSocket,
+  UpgradeAccept,
+  UpgradeDecision,
+  UpgradeRequest,
+} from "./options.ts";
 
 /** How a server follows its connections through the handshake. */
 interface ConnTracker {
@@ -336,25 +109,24 @@ export class Server {
   };
 
   /**
-   * Made by {@linkcode listen}; not meant to be called directly.
+   * Checks the options, binds and starts accepting: what
+   * {@linkcode listen} does, which is the way to call it.
    *
-   * @param listener the bound listener
-   * @param options the validated options
+   * @param options where to listen, the handler, hooks, TLS and limits
+   * @throws {TypeError} an option is missing or invalid (the message names it)
+   * @throws {Deno.errors.AddrInUse} the address is taken (and other bind errors)
    */
-  constructor(listener: Deno.Listener, options: ListenOptions) {
-    this.#listener = listener;
-    this.#handler = options.handler;
-    this.#maxConnections = options.maxConnections ?? 16_384;
-    const config = handshakeConfig(options);
-    this.#topics = new Topics({
-      maxPublishBacklog: options.maxPublishBacklog,
-      fragmentSize: config.limits.fragmentSize,
-    });
-    this.#config = { ...config, topics: this.#topics, secure: !!options.tls };
-    this.addr = listener.addr as Deno.NetAddr;
+  constructor(options: ListenOptions) {
+    const config = listenConfig(options);
+    this.#listener = bind(config);
+    this.#handler = config.handler;
+    this.#maxConnections = config.maxConnections;
+    this.#topics = config.topics;
+    this.#config = config;
+    this.addr = this.#listener.addr as Deno.NetAddr;
     this.finished = new Promise((resolve) => this.#resolveFinished = resolve);
     this.#acceptLoop = this.#accept();
-    this.#signal = options.signal;
+    this.#signal = config.signal;
     if (this.#signal?.aborted) this.close();
     else this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
@@ -676,180 +448,6 @@ async function handshake(
   }
 }
 
-interface RequestPhases {
-  /** The head and body were read: the handshake timeout is over. */
-  headDone(): void;
-  /** `onRequest` runs: shutdown gives it closeTimeout. */
-  enterRequest(): void;
-  /** The response is out: shutdown may cut the lingering close. */
-  enterLinger(): void;
-}
-
-/** Reads the body of a plain HTTP request, runs `onRequest`, responds. */
-async function serveRequest(
-  pending: PendingConn,
-  head: RequestHead,
-  rest: Uint8Array,
-  config: HandshakeConfig,
-  secure: boolean,
-  info: ConnectionInfo,
-  phases: RequestPhases,
-): Promise<void> {
-  const conn = pending.conn;
-  const method = head.method;
-  const text = async (status: number, message: string) => {
-    phases.headDone();
-    await respond(
-      pending,
-      new Response(message + "\n", { status }),
-      method,
-      config,
-      phases.enterLinger,
-    );
-  };
-  const length = bodyLength(head.headers, config.maxRequestBodySize);
-  if (typeof length === "object" && length !== null) {
-    return await text(length.status, length.message);
-  }
-  let body: Uint8Array | null = null;
-  if (length !== null) {
-    // RFC 9110 10.1.1: tell a client that waits for it to send the body.
-    if (hasToken(head.headers.get("expect"), "100-continue")) {
-      await writeAll(conn, encodeUtf8("HTTP/1.1 100 Continue\r\n\r\n"));
-    }
-    const read = await readBody(conn, rest, length, config.maxRequestBodySize);
-    if (!(read instanceof Uint8Array)) {
-      return await text(read.status, read.message);
-    }
-    body = read;
-  }
-  const url = requestUrl(
-    head,
-    secure ? "https" : "http",
-    hostOf(info.localAddr),
-  );
-  if (url === null) {
-    return await text(
-      400,
-      `Invalid request target: ${JSON.stringify(head.target.slice(0, 64))}`,
-    );
-  }
-  let request: Request;
-  try {
-    request = buildRequest(head, url, body, pending.signal);
-  } catch {
-    return await text(405, `Method not allowed: ${method}`);
-  }
-  phases.headDone();
-  phases.enterRequest();
-  let response: Response;
-  try {
-    response = await pending.race(config.onRequest!(request, info));
-    if (!(response instanceof Response)) {
-      throw new TypeError(
-        `Invalid onRequest result: expected a Response, received ${typeof response}`,
-      );
-    }
-  } catch (error) {
-    if (pending.signal.aborted) return;
-    config.onError(error);
-    response = internalError();
-  }
-  await respond(pending, response, method, config, phases.enterLinger);
-}
-
-/**
- * Writes `response` (within `handshakeTimeout`), calls `written`, then
- * closes: half-close first and read what the client still sends, briefly,
- * so unread request bytes do not turn the close into a reset that loses
- * the response.
- */
-async function respond(
-  pending: PendingConn,
-  response: Response,
-  method: string,
-  config: HandshakeConfig,
-  written: () => void = noop,
-): Promise<void> {
-  const conn = pending.conn;
-  let bytes: Uint8Array;
-  try {
-    bytes = await pending.race(encodeHttpResponse(response, method));
-  } catch (error) {
-    if (pending.signal.aborted) return;
-    // The body failed (a stream that errored, a used body).
-    config.onError(error);
-    bytes = await encodeHttpResponse(internalError(), method);
-  }
-  const cancel = pending.deadline(config.handshakeTimeout);
-  try {
-    await writeAll(conn, bytes);
-  } catch {
-    closeQuietly(conn);
-    return;
-  } finally {
-    cancel();
-  }
-  written();
-  await lingerClose(pending);
-}
-
-/**
- * Answers a request refused before its head was read whole with `status`
- * and a text body (the write bounded to a second, as the linger is), then
- * closes as {@linkcode lingerClose} does.
- */
-async function refuseRequest(
-  pending: PendingConn,
-  status: number,
-  message: string,
-): Promise<null> {
-  const conn = pending.conn;
-  const cancel = pending.deadline(LINGER_MS);
-  try {
-    await writeAll(conn, encodeResponse(status, {}, message + "\n"));
-  } catch {
-    closeQuietly(conn);
-    return null;
-  } finally {
-    cancel();
-  }
-  await lingerClose(pending);
-  return null;
-}
-
-/** Most a lingering close reads and waits before it closes anyway. */
-const LINGER_BYTES = 1024 * 1024;
-const LINGER_MS = 1000;
-
-async function lingerClose(pending: PendingConn): Promise<void> {
-  const conn = pending.conn;
-  try {
-    await conn.closeWrite();
-  } catch {
-    closeQuietly(conn);
-    return;
-  }
-  const cancel = pending.deadline(LINGER_MS);
-  const buffer = new Uint8Array(16 * 1024);
-  try {
-    for (let total = 0; total < LINGER_BYTES;) {
-      const n = await conn.read(buffer);
-      if (n === null) break;
-      total += n;
-    }
-  } catch {
-    // Reset, or cut by the deadline.
-  } finally {
-    cancel();
-    closeQuietly(conn);
-  }
-}
-
-function internalError(): Response {
-  return new Response("Internal server error\n", { status: 500 });
-}
-
 function upgradeRequestInfo(
   request: RequestHead,
   secure: boolean,
@@ -890,116 +488,11 @@ function connectionInfo(conn: Deno.Conn): ConnectionInfo {
   };
 }
 
-function hostOf(addr: Deno.Addr): string {
-  if (addr.transport !== "tcp" && addr.transport !== "udp") return "localhost";
-  return addr.hostname.includes(":")
-    ? `[${addr.hostname}]:${addr.port}`
-    : `${addr.hostname}:${addr.port}`;
-}
-
 function isTls(conn: Deno.Conn): boolean {
   return typeof (conn as Deno.TlsConn).handshake === "function";
 }
 
 function noop(): void {}
-
-async function fail(
-  conn: Deno.Conn,
-  status?: number,
-  headers: Record<string, string> = {},
-  message = "",
-): Promise<null> {
-  if (status !== undefined) {
-    try {
-      await writeAll(conn, encodeResponse(status, headers, message + "\n"));
-    } catch {
-      // The client is gone; nothing to tell it.
-    }
-  }
-  closeQuietly(conn);
-  return null;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) {
-    offset += await conn.write(bytes.subarray(offset));
-  }
-}
-
-function parseAddr(addr: unknown): { hostname: string; port: number } {
-  if (typeof addr !== "string") {
-    throw new TypeError(
-      `Invalid option addr: expected a string like "127.0.0.1:8080", received ${typeof addr}`,
-    );
-  }
-  const match = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr);
-  const port = match ? Number(match[3]) : NaN;
-  if (match === null || port > 65535) {
-    throw new TypeError(
-      `Invalid option addr: expected "host:port", ":port" or "[ipv6]:port", received ${
-        JSON.stringify(addr)
-      }`,
-    );
-  }
-  const hostname = match[1] ?? (match[2] === "" ? "0.0.0.0" : match[2]);
-  return { hostname, port };
-}
-
-/** Checks the handshake options and applies their defaults. */
-function handshakeConfig(options: HandshakeOptions): HandshakeConfig {
-  for (const name of ["upgrade", "onRequest", "onError"] as const) {
-    const value = options[name];
-    if (value !== undefined && typeof value !== "function") {
-      throw new TypeError(
-        `Invalid option ${name}: expected a function, received ${typeof value}`,
-      );
-    }
-  }
-  if (
-    options.protocols !== undefined &&
-    !(Array.isArray(options.protocols) &&
-      options.protocols.every((p) => typeof p === "string"))
-  ) {
-    throw new TypeError(
-      "Invalid option protocols: expected an array of strings",
-    );
-  }
-  for (
-    const name of [
-      "handshakeTimeout",
-      "maxHandshakeSize",
-      "maxRequestBodySize",
-    ] as const
-  ) {
-    const value = options[name];
-    if (value !== undefined && !(typeof value === "number" && value > 0)) {
-      throw new TypeError(
-        `Invalid option ${name}: expected a positive number, received ${value}`,
-      );
-    }
-  }
-  const onError = options.onError ?? console.error;
-  return {
-    limits: socketLimits(options),
-    protocols: options.protocols ?? [],
-    upgrade: options.upgrade,
-    onRequest: options.onRequest,
-    onError: (error) => {
-      try {
-        onError(error);
-      } catch {
-        // An onError that throws must not take the server down.
-      }
-    },
-    handshakeTimeout: options.handshakeTimeout ?? 10_000,
-    maxHandshakeSize: options.maxHandshakeSize ?? 16 * 1024,
-    maxRequestBodySize: options.maxRequestBodySize ?? 1024 * 1024,
-    compression: compressionConfig(options.compression),
-    topics: undefined,
-    secure: undefined,
-  };
-}
 
 /**
  * Starts a WebSocket server. Each connection runs the HTTP/1.1 upgrade;
@@ -1070,103 +563,23 @@ function handshakeConfig(options: HandshakeOptions): HandshakeConfig {
  * ```
  */
 export function listen<T = unknown>(options: ListenOptions<T>): Server {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(
-      "Invalid options: expected an object with addr and handler",
-    );
-  }
-  const { hostname, port } = parseAddr(options.addr);
-  if (typeof options.handler !== "function") {
-    throw new TypeError(
-      `Invalid option handler: expected a function, received ${typeof options
-        .handler}`,
-    );
-  }
-  if (
-    options.backlog !== undefined &&
-    !(Number.isInteger(options.backlog) && options.backlog > 0)
-  ) {
-    throw new TypeError(
-      `Invalid option backlog: expected a positive integer, received ${options.backlog}`,
-    );
-  }
-  if (
-    options.signal !== undefined && !(options.signal instanceof AbortSignal)
-  ) {
-    throw new TypeError("Invalid option signal: expected an AbortSignal");
-  }
-  if (options.reusePort !== undefined) {
-    if (typeof options.reusePort !== "boolean") {
-      throw new TypeError(
-        `Invalid option reusePort: expected a boolean, received ${typeof options
-          .reusePort}`,
-      );
-    }
-    // Without the flag, Deno ends the process instead of throwing.
-    if (options.reusePort && !unstableNet()) {
-      throw new TypeError(
-        'Invalid option reusePort: Deno needs the --unstable-net flag (or "unstable": ["net"] in deno.json) for it',
-      );
-    }
-  }
-  if (
-    options.maxConnections !== undefined &&
-    !(Number.isInteger(options.maxConnections) && options.maxConnections > 0)
-  ) {
-    throw new TypeError(
-      `Invalid option maxConnections: expected a positive integer, received ${options.maxConnections}`,
-    );
-  }
-  handshakeConfig(options as HandshakeOptions);
-  // Checks maxPublishBacklog before anything is bound.
-  new Topics({ maxPublishBacklog: options.maxPublishBacklog });
-  const reuse = options.reusePort ? { reusePort: true } : {};
-  let listener: Deno.Listener;
-  if (options.tls) {
-    const certs = options.certs;
-    if (!Array.isArray(certs) || certs.length === 0) {
-      throw new TypeError(
-        "Invalid option certs: required when tls is true, as [{ cert, key }] in PEM",
-      );
-    }
-    if (certs.length > 1) {
-      throw new TypeError(
-        `Invalid option certs: Deno.listenTls serves one certificate, received ${certs.length}`,
-      );
-    }
-    const { cert, key } = certs[0];
-    if (typeof cert !== "string" || typeof key !== "string") {
-      throw new TypeError(
-        "Invalid option certs: cert and key must be PEM strings",
-      );
-    }
-    listener = Deno.listenTls(
-      {
-        hostname,
-        port,
-        cert,
-        key,
-        tcpBacklog: options.backlog,
-        ...reuse,
-      } as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
-    );
-  } else {
-    listener = Deno.listen(
-      {
-        hostname,
-        port,
-        tcpBacklog: options.backlog,
-        ...reuse,
-      } as Deno.TcpListenOptions,
-    );
-  }
-  return new Server(listener, options as ListenOptions);
+  return new Server(options as ListenOptions);
 }
 
-/** Whether Deno runs with `--unstable-net` (it then has `listenDatagram`). */
-function unstableNet(): boolean {
-  return typeof (Deno as { listenDatagram?: unknown }).listenDatagram ===
-    "function";
+/** Binds the listener `config` asks for. */
+function bind(config: ListenConfig): Deno.Listener {
+  const reuse = config.reusePort ? { reusePort: true } : {};
+  const { hostname, port, backlog: tcpBacklog } = config;
+  if (config.tls !== null) {
+    return Deno.listenTls(
+      { hostname, port, ...config.tls, tcpBacklog, ...reuse } as
+        & Deno.ListenTlsOptions
+        & Deno.TlsCertifiedKeyPem,
+    );
+  }
+  return Deno.listen(
+    { hostname, port, tcpBacklog, ...reuse } as Deno.TcpListenOptions,
+  );
 }
 
 /**

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { Keepalive } from "../src/keepalive.ts";
-import { socketLimits } from "../src/socket.ts";
+import { socketLimits } from "../src/options.ts";
 import { clientFrame, RawClient, serve, urlOf } from "./_helpers.ts";
 import { delay, within } from "./_raw_helpers.ts";
 

@@ -1,0 +1,105 @@
+/**
+ * A connection before it is a WebSocket: in its handshake, or serving a
+ * plain HTTP request. It can be cut at any await (a timeout, a shutdown),
+ * which aborts its `signal` and rejects what it races.
+ *
+ * @module
+ */
+
+import { deadlinesOf } from "./deadlines.ts";
+import { encodeResponse } from "./http.ts";
+import { closeQuietly } from "./http_head.ts";
+import type { Member } from "./members.ts";
+
+/** The reason a cut connection's `signal` is aborted with. */
+const CUT = new Error("Connection cut");
+
+/** One connection before it is a socket: it can be cut at any await. */
+export class PendingConn {
+  readonly conn: Deno.Conn;
+  // Made on first use: most connections are never cut and never race user
+  // code, and an AbortController per connection was measurable under churn.
+  #abort: AbortController | null = null;
+  #aborted: Promise<never> | null = null;
+  #cut = false;
+  /** Where the server follows it: cut at once on shutdown, or given closeTimeout. */
+  phase: "handshake" | "request" = "handshake";
+  member: Member<PendingConn> | null = null;
+
+  constructor(conn: Deno.Conn) {
+    this.conn = conn;
+  }
+
+  /** Aborted when the connection is cut. */
+  get signal(): AbortSignal {
+    if (this.#abort === null) {
+      this.#abort = new AbortController();
+      if (this.#cut) this.#abort.abort(CUT);
+    }
+    return this.#abort.signal;
+  }
+
+  /** Closes the connection and rejects what {@linkcode race} waits on. */
+  cut(): void {
+    if (!this.#cut) {
+      this.#cut = true;
+      this.#abort?.abort(CUT);
+    }
+    closeQuietly(this.conn);
+  }
+
+  /** `promise`, unless the connection is cut first (user code may never settle). */
+  race<V>(promise: V | Promise<V>): Promise<V> {
+    if (this.#aborted === null) {
+      const signal = this.signal;
+      this.#aborted = signal.aborted
+        ? Promise.reject(signal.reason)
+        : new Promise((_, reject) => {
+          signal.addEventListener("abort", () => reject(signal.reason), {
+            once: true,
+          });
+        });
+      this.#aborted.catch(noop);
+    }
+    return Promise.race([promise, this.#aborted]);
+  }
+
+  /** Cuts the connection after `ms` unless the returned function is called. */
+  deadline(ms: number): () => void {
+    return deadlinesOf(ms).add(() => this.cut()).cancel;
+  }
+}
+
+/**
+ * Answers with `status` and a short text body (when a status is given),
+ * then closes. Resolves `null`: the connection did not become a socket.
+ */
+export async function fail(
+  conn: Deno.Conn,
+  status?: number,
+  headers: Record<string, string> = {},
+  message = "",
+): Promise<null> {
+  if (status !== undefined) {
+    try {
+      await writeAll(conn, encodeResponse(status, headers, message + "\n"));
+    } catch {
+      // The client is gone; nothing to tell it.
+    }
+  }
+  closeQuietly(conn);
+  return null;
+}
+
+/** Writes all of `bytes` to `conn`. */
+export async function writeAll(
+  conn: Deno.Conn,
+  bytes: Uint8Array,
+): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    offset += await conn.write(bytes.subarray(offset));
+  }
+}
+
+function noop(): void {}
