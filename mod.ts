@@ -44,15 +44,14 @@ export { Topics, type TopicsOptions } from "./src/topics.ts";
 export { connect, type ConnectOptions } from "./src/client.ts";
 export type { SocketOptions } from "./src/options.ts";
 export type { CompressionOptions } from "./src/deflate.ts";
-export {
-  type CloseInfo,
-  type MessageType,
-  Socket,
-  type UpgradeRequestInfo,
-  type UpgradeResponseInfo,
-} from "./src/socket.ts";
+export { type MessageType, Socket } from "./src/socket.ts";
+export type {
+  UpgradeRequestInfo,
+  UpgradeResponseInfo,
+} from "./src/handshake.ts";
 export type {
   BinaryMessage,
+  CloseInfo,
   CloseMessage,
   ControlMessage,
   Message,

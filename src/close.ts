@@ -98,3 +98,60 @@ export function decodeClosePayload(payload: Uint8Array): ClosePayload {
   }
   return { ok: true, code, reason };
 }
+
+/** Most bytes of UTF-8 a close reason can have: 125 less the code. */
+export const MAX_REASON_BYTES = 123;
+
+/**
+ * Why `code` and `reason` cannot start a close handshake, or `null` when
+ * they can: a code that may not be sent, or a reason over 123 bytes.
+ */
+export function closeArgumentError(
+  code: number,
+  reason: string,
+): RangeError | null {
+  if (!Number.isInteger(code) || !isValidCloseCode(code)) {
+    return new RangeError(
+      `Cannot close: code must be 1000-1003, 1007-1014 or 3000-4999, received ${code}`,
+    );
+  }
+  if (
+    typeof reason !== "string" ||
+    // 41 UTF-16 code units are 123 bytes of UTF-8 at most.
+    (reason.length > 41 && encodeUtf8(reason).length > MAX_REASON_BYTES)
+  ) {
+    return new RangeError(
+      `Cannot close: reason must be a string of ${MAX_REASON_BYTES} bytes or less`,
+    );
+  }
+  return null;
+}
+
+/**
+ * The code and reason of a close frame written as data: a payload
+ * (the code in network byte order, then the reason) or a reason string
+ * (with code 1000); or why it cannot be sent.
+ */
+export function closeArguments(
+  data: string | Uint8Array | null | undefined,
+): { code: number; reason: string } | RangeError {
+  const tooBig = (size: number) =>
+    new RangeError(
+      `Cannot send close frame: payload must be 125 bytes or less, received ${size} bytes`,
+    );
+  if (data instanceof Uint8Array && data.length > 0) {
+    if (data.length > 125) return tooBig(data.length);
+    if (data.length === 1) {
+      return new RangeError(
+        "Cannot send close frame: payload of 1 byte has no close code",
+      );
+    }
+    const code = (data[0] << 8) | data[1];
+    const reason = new TextDecoder().decode(data.subarray(2));
+    return closeArgumentError(code, reason) ?? { code, reason };
+  }
+  const reason = typeof data === "string" ? data : "";
+  const size = 2 + encodeUtf8(reason).length;
+  if (size > 125) return tooBig(size);
+  return { code: NORMAL_CLOSURE, reason };
+}

@@ -194,6 +194,26 @@ export function encodeRequest(
   return encoder.encode(head + "\r\n");
 }
 
+// -- What each side saw --
+
+/** The upgrade request as the server saw it (the seed's `sock.stream`). */
+export interface UpgradeRequestInfo {
+  /** The request method (always `GET` for a valid upgrade). */
+  method: string;
+  /** The full URL: scheme, `Host` and request target. */
+  url: string;
+  /** The request headers. */
+  headers: Headers;
+}
+
+/** The handshake response a client received. */
+export interface UpgradeResponseInfo {
+  /** The status code (101). */
+  status: number;
+  /** The response headers. */
+  headers: Headers;
+}
+
 // -- The server's side --
 
 /** Headers of the 101 that the `upgrade` hook's `headers` cannot set. */

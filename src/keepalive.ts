@@ -118,3 +118,41 @@ export class Keepalive<T> {
     for (const item of expired) hooks.expire(item);
   };
 }
+
+/** The two settings a keepalive is made of. */
+export interface Timings {
+  pingInterval: number;
+  pongTimeout: number;
+}
+
+/** One {@linkcode Keepalive} per setting, made when first asked for. */
+export class Keepalives<T> {
+  readonly #hooks: KeepaliveHooks<T>;
+  readonly #bySetting = new Map<string, Keepalive<T>>();
+  #lastTimings: Timings | null = null;
+  #last: Keepalive<T> | null = null;
+
+  /** @param hooks what every keepalive made here does to a socket */
+  constructor(hooks: KeepaliveHooks<T>) {
+    this.#hooks = hooks;
+  }
+
+  /** The keepalive shared by every socket with these timings. */
+  for(timings: Timings): Keepalive<T> {
+    // A server's sockets share one limits object: look it up once.
+    if (timings === this.#lastTimings) return this.#last!;
+    const key = `${timings.pingInterval}/${timings.pongTimeout}`;
+    let keepalive = this.#bySetting.get(key);
+    if (keepalive === undefined) {
+      keepalive = new Keepalive(
+        timings.pingInterval,
+        timings.pongTimeout,
+        this.#hooks,
+      );
+      this.#bySetting.set(key, keepalive);
+    }
+    this.#lastTimings = timings;
+    this.#last = keepalive;
+    return keepalive;
+  }
+}

@@ -12,7 +12,8 @@ import {
   compressionConfig,
   type CompressionOptions,
 } from "./deflate.ts";
-import type { Socket, UpgradeRequestInfo } from "./socket.ts";
+import type { UpgradeRequestInfo } from "./handshake.ts";
+import type { Socket } from "./socket.ts";
 import { Topics } from "./topics.ts";
 
 // -- Limits and timers of every socket --

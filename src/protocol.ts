@@ -66,6 +66,16 @@ export type Message =
   | ControlMessage
   | CloseMessage;
 
+/** How a connection ended. */
+export interface CloseInfo {
+  /** The close code: the peer's, the one this side failed with, or 1006. */
+  code: number;
+  /** The reason that goes with `code`, `""` when none. */
+  reason: string;
+  /** Whether close frames went both ways before TCP closed. */
+  wasClean: boolean;
+}
+
 /** Where the protocol's decisions go. */
 export interface ProtocolSink {
   /** A message for the application; `size` is its payload in bytes. */

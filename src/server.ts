@@ -12,6 +12,7 @@ import {
   acceptUpgrade,
   checkProtocol,
   selectProtocol,
+  type UpgradeRequestInfo,
   validateUpgrade,
 } from "./handshake.ts";
 import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
@@ -37,7 +38,7 @@ import {
   type UpgradeDecision,
 } from "./options.ts";
 import { fail, PendingConn, writeAll } from "./pending_conn.ts";
-import { Socket, type UpgradeRequestInfo } from "./socket.ts";
+import { Socket } from "./socket.ts";
 import { topicRegistry, Topics } from "./topics.ts";
 
 export type {

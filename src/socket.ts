@@ -7,8 +7,9 @@
 
 import {
   ABNORMAL_CLOSURE,
+  closeArgumentError,
+  closeArguments,
   INTERNAL_ERROR,
-  isValidCloseCode,
   NORMAL_CLOSURE,
 } from "./close.ts";
 import type { PerMessageDeflate } from "./deflate.ts";
@@ -17,12 +18,12 @@ import {
   MAX_CONTROL_PAYLOAD,
   OPCODE_BINARY,
   OPCODE_CLOSE,
-  OPCODE_CONTINUATION,
   OPCODE_PING,
   OPCODE_PONG,
   OPCODE_TEXT,
 } from "./frame.ts";
 import {
+  type CloseInfo,
   type Message,
   Protocol,
   type ProtocolSink,
@@ -30,42 +31,30 @@ import {
 } from "./protocol.ts";
 import { ReadQueue } from "./read_queue.ts";
 import { type Deadline, deadlinesOf } from "./deadlines.ts";
-import { readBuffers, SMALL_READ } from "./http_head.ts";
+import {
+  needsOtherBuffer,
+  nextReadBuffer,
+  releaseReadBuffer,
+  smallReadBuffer,
+} from "./read_buffer.ts";
 import type { Member } from "./members.ts";
 import { WriteQueue } from "./write_queue.ts";
-import { Keepalive, type KeepaliveHooks, type Watch } from "./keepalive.ts";
+import { type Keepalive, Keepalives, type Watch } from "./keepalive.ts";
 import type { SocketLimits } from "./options.ts";
+import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
+import type { Subscriber, TopicRegistry } from "./topics.ts";
+
+/**
+ * Where a socket's TCP (or TLS) connection is: open; draining our last
+ * frames before closing after a clean close handshake; lingering after a
+ * failure (our close frame out, a FIN, the peer's bytes discarded until
+ * it closes too, RFC 6455 7.1.1); closed.
+ */
+const Transport = { OPEN: 0, DRAINING: 1, LINGERING: 2, CLOSED: 3 } as const;
+type Transport = typeof Transport[keyof typeof Transport];
 
 /** The frame types `Socket.write` sends. */
 export type MessageType = "text" | "binary" | "ping" | "pong" | "close";
-
-/** The upgrade request as the server saw it (the seed's `sock.stream`). */
-export interface UpgradeRequestInfo {
-  /** The request method (always `GET` for a valid upgrade). */
-  method: string;
-  /** The full URL: scheme, `Host` and request target. */
-  url: string;
-  /** The request headers. */
-  headers: Headers;
-}
-
-/** The handshake response a client received. */
-export interface UpgradeResponseInfo {
-  /** The status code (101). */
-  status: number;
-  /** The response headers. */
-  headers: Headers;
-}
-
-/** How a connection ended. */
-export interface CloseInfo {
-  /** The close code: the peer's, the one this side failed with, or 1006. */
-  code: number;
-  /** The reason that goes with `code`, `""` when none. */
-  reason: string;
-  /** Whether close frames went both ways before TCP closed. */
-  wasClean: boolean;
-}
 
 /** What `listen` and `connect` hand to a new {@linkcode Socket}. */
 export interface SocketInit {
@@ -91,31 +80,8 @@ export interface SocketInit {
   data?: unknown;
 }
 
-/**
- * The server's side of topics: which sockets hear which topic. A socket
- * keeps the handle of each subscription and gives each back when its
- * connection is over.
- */
-export interface TopicRegistry {
-  /** Adds `sock` to the topic's subscribers; the handle removes it. */
-  subscribe(sock: Socket, topic: string): Member<Socket>;
-  unsubscribe(topic: string, member: Member<Socket>): void;
-}
-
-let enqueue: (sock: Socket, frame: Uint8Array) => boolean;
-
-/**
- * Queues an already encoded (unmasked, server-side) frame on `sock`, as
- * `publish` does to write the same bytes to every subscriber. Returns
- * `false`, queuing nothing, when the socket no longer accepts data.
- */
-export function enqueueEncoded(sock: Socket, frame: Uint8Array): boolean {
-  return enqueue(sock, frame);
-}
-
 const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
-const READ_SIZE_MAX = 256 * 1024;
 
 /** A payload spanning reads with this much left is read into directly. */
 const DIRECT_READ_MIN = 16 * 1024;
@@ -139,28 +105,6 @@ const OPCODES: Record<string, number> = {
 };
 
 function noop(): void {}
-
-const keepalives = new Map<string, Keepalive<Socket>>();
-let lastLimits: SocketLimits | null = null;
-let lastKeepalive: Keepalive<Socket> | null = null;
-
-/** The keepalive shared by every socket with these timings. */
-function keepaliveFor(
-  limits: SocketLimits,
-  hooks: KeepaliveHooks<Socket>,
-): Keepalive<Socket> {
-  // A server's sockets share one limits object: look it up once.
-  if (limits === lastLimits) return lastKeepalive!;
-  const key = `${limits.pingInterval}/${limits.pongTimeout}`;
-  let keepalive = keepalives.get(key);
-  if (keepalive === undefined) {
-    keepalive = new Keepalive(limits.pingInterval, limits.pongTimeout, hooks);
-    keepalives.set(key, keepalive);
-  }
-  lastLimits = limits;
-  lastKeepalive = keepalive;
-  return keepalive;
-}
 
 function closedError(message: string, closeCode?: number): Promise<never> {
   const promise = Promise.reject(
@@ -199,7 +143,7 @@ function closedError(message: string, closeCode?: number): Promise<never> {
 export class Socket implements AsyncIterable<Message> {
   // Keepalive acts on sockets through these, shared by all: no closures
   // per socket.
-  static #keepaliveHooks: KeepaliveHooks<Socket> = {
+  static #keepalives = new Keepalives<Socket>({
     ping(sock) {
       if (sock.#protocol.open) {
         sock.#writes.push(true, false, OPCODE_PING, EMPTY);
@@ -213,12 +157,7 @@ export class Socket implements AsyncIterable<Message> {
     // Paused by our own backpressure: the pong may be sitting unread, so
     // the peer is not the one that stopped.
     readPaused: (sock) => sock.#paused,
-  };
-
-  static {
-    enqueue = (sock, frame) =>
-      sock.#protocol.open && sock.#writes.pushEncoded(frame);
-  }
+  });
 
   /** The underlying connection (Deno has no `fd`; this replaces the seed's `sock.fd`). */
   readonly conn: Deno.Conn;
@@ -248,21 +187,20 @@ export class Socket implements AsyncIterable<Message> {
   #smallTextLimit: number;
   #topics: TopicRegistry | undefined;
   /** This socket's topics, each with its place among the topic's subscribers. */
-  #subscriptions: Map<string, Member<Socket>> | null = null;
+  #subscriptions: Map<string, Member<Subscriber>> | null = null;
+  #subscriber: SocketSubscriber | null = null;
   #deflate: PerMessageDeflate | null;
 
   #resolveClosed!: (info: CloseInfo) => void;
-  #connClosed = false;
+  // Where the TCP connection is; the protocol's state says where the
+  // WebSocket is.
+  #transport: Transport = Transport.OPEN;
   // Made only when the read loop has to wait for the conn to close.
   #transportDone: PromiseWithResolvers<void> | null = null;
-  #shuttingDown = false;
-  #lingering = false;
   // Reading is paused by backpressure (the application is behind).
   #paused = false;
-  // Resolves once a close frame was sent (or the transport closed).
-  // Whether a close frame was sent (or the transport closed); the promise
+  // Resolves once a close frame was sent (or the transport closed); made
   // only when backpressure has to wait for it.
-  #closingStarted = false;
   #closing: PromiseWithResolvers<void> | null = null;
   #finished = false;
   #closeTimer: Deadline | undefined;
@@ -327,7 +265,7 @@ export class Socket implements AsyncIterable<Message> {
       init.limits.writeHighWaterMark,
     );
     if (init.limits.pingInterval > 0) {
-      this.#keepalive = keepaliveFor(init.limits, Socket.#keepaliveHooks);
+      this.#keepalive = Socket.#keepalives.for(init.limits);
       this.#watch = this.#keepalive.add(this);
     }
     this.#readLoop(init.head, init.readBuffer);
@@ -372,9 +310,10 @@ export class Socket implements AsyncIterable<Message> {
     }
     topic = String(topic);
     if (this.#finished || this.#subscriptions?.has(topic)) return;
+    this.#subscriber ??= new SocketSubscriber(this.#protocol, this.#writes);
     (this.#subscriptions ??= new Map()).set(
       topic,
-      this.#topics.subscribe(this, topic),
+      this.#topics.subscribe(this.#subscriber, topic),
     );
   }
 
@@ -470,16 +409,8 @@ export class Socket implements AsyncIterable<Message> {
       data.length * 3 <= this.#smallTextLimit
     ) {
       // Short strings are encoded straight into the write buffer.
-      if (!this.#protocol.open || this.#connClosed) {
-        return this.#writeAfterClose();
-      }
-      const buffered = this.#writes.bufferedAmount;
-      if (
-        buffered > 0 && buffered + data.length > this.#limits.maxBufferedAmount
-      ) {
-        return this.#overflow(buffered + data.length);
-      }
-      return this.#queued(this.#writes.pushString(opcode, data));
+      return this.#refusal(data.length) ??
+        this.#queued(this.#writes.pushString(opcode, data));
     }
     let payload: Uint8Array;
     if (data === null || data === undefined) payload = EMPTY;
@@ -499,15 +430,8 @@ export class Socket implements AsyncIterable<Message> {
         ),
       );
     }
-    if (!this.#protocol.open || this.#connClosed) {
-      return this.#writeAfterClose();
-    }
-    const buffered = this.#writes.bufferedAmount;
-    if (
-      buffered > 0 && buffered + payload.length > this.#limits.maxBufferedAmount
-    ) {
-      return this.#overflow(buffered + payload.length);
-    }
+    const refusal = this.#refusal(payload.length);
+    if (refusal !== null) return refusal;
     if (
       this.#deflate !== null && opcode <= OPCODE_BINARY &&
       payload.length >= this.#deflate.threshold
@@ -515,7 +439,14 @@ export class Socket implements AsyncIterable<Message> {
     if (opcode >= OPCODE_PING) {
       return this.#queued(this.#writes.push(true, false, opcode, payload));
     }
-    return this.#writeMessage(opcode, payload, false);
+    return this.#queued(
+      this.#writes.pushMessage(
+        opcode,
+        payload,
+        false,
+        this.#limits.fragmentSize,
+      ),
+    );
   }
 
   /**
@@ -588,24 +519,8 @@ export class Socket implements AsyncIterable<Message> {
    * @throws {RangeError} (as a rejection) an invalid code or a reason over 123 bytes
    */
   close(code: number = NORMAL_CLOSURE, reason = ""): Promise<void> {
-    if (!Number.isInteger(code) || !isValidCloseCode(code)) {
-      return Promise.reject(
-        new RangeError(
-          `Cannot close: code must be 1000-1003, 1007-1014 or 3000-4999, received ${code}`,
-        ),
-      );
-    }
-    if (
-      typeof reason !== "string" ||
-      // 41 UTF-16 code units are 123 bytes of UTF-8 at most.
-      (reason.length > 41 && encoder.encode(reason).length > 123)
-    ) {
-      return Promise.reject(
-        new RangeError(
-          "Cannot close: reason must be a string of 123 bytes or less",
-        ),
-      );
-    }
+    const error = closeArgumentError(code, reason);
+    if (error !== null) return Promise.reject(error);
     this.#protocol.close(code, reason);
     return this.closed.then(noop);
   }
@@ -623,70 +538,36 @@ export class Socket implements AsyncIterable<Message> {
       this.#protocol.failConnection(INTERNAL_ERROR, "Compression failed");
       return this.#writeAfterClose();
     }
-    return this.#writeMessage(
-      opcode,
-      compressed ?? payload,
-      compressed !== null,
+    return this.#queued(
+      this.#writes.pushMessage(
+        opcode,
+        compressed ?? payload,
+        compressed !== null,
+        this.#limits.fragmentSize,
+      ),
     );
   }
 
-  /**
-   * Queues a data message, as several frames when it is longer than
-   * `fragmentSize`; RFC 7692 6.1: RSV1 goes on the first frame only.
-   */
-  #writeMessage(
-    opcode: number,
-    bytes: Uint8Array,
-    rsv1: boolean,
-  ): Promise<void> {
-    const fragmentSize = this.#limits.fragmentSize;
-    if (bytes.length <= fragmentSize) {
-      return this.#queued(this.#writes.push(true, rsv1, opcode, bytes));
-    }
-    // Room for every fragment at once, rather than growing per fragment.
-    this.#writes.reserveFragments(bytes.length, fragmentSize);
-    let ok = true;
-    for (let offset = 0; ok && offset < bytes.length; offset += fragmentSize) {
-      const end = Math.min(offset + fragmentSize, bytes.length);
-      ok = this.#writes.push(
-        end === bytes.length,
-        rsv1 && offset === 0,
-        offset === 0 ? opcode : OPCODE_CONTINUATION,
-        bytes.subarray(offset, end),
-      );
-    }
-    return this.#queued(ok);
+  #writeClose(data: string | Uint8Array | null | undefined): Promise<void> {
+    const close = closeArguments(data);
+    if (close instanceof RangeError) return Promise.reject(close);
+    this.#protocol.close(close.code, close.reason);
+    return this.closed.then(noop);
   }
 
-  #writeClose(data: string | Uint8Array | null | undefined): Promise<void> {
-    if (data instanceof Uint8Array && data.length > 0) {
-      if (data.length > MAX_CONTROL_PAYLOAD) {
-        return Promise.reject(
-          new RangeError(
-            `Cannot send close frame: payload must be 125 bytes or less, received ${data.length} bytes`,
-          ),
-        );
-      }
-      if (data.length === 1) {
-        return Promise.reject(
-          new RangeError(
-            "Cannot send close frame: payload of 1 byte has no close code",
-          ),
-        );
-      }
-      const code = (data[0] << 8) | data[1];
-      return this.close(code, new TextDecoder().decode(data.subarray(2)));
+  /**
+   * Why a data write of `size` bytes cannot be queued (the close handshake
+   * began, or the buffer would go past `maxBufferedAmount`), or `null`.
+   */
+  #refusal(size: number): Promise<never> | null {
+    if (!this.#protocol.open || this.#transportClosed) {
+      return this.#writeAfterClose();
     }
-    const reason = typeof data === "string" ? data : "";
-    const size = 2 + encoder.encode(reason).length;
-    if (size > MAX_CONTROL_PAYLOAD) {
-      return Promise.reject(
-        new RangeError(
-          `Cannot send close frame: payload must be 125 bytes or less, received ${size} bytes`,
-        ),
-      );
+    const buffered = this.#writes.bufferedAmount;
+    if (buffered > 0 && buffered + size > this.#limits.maxBufferedAmount) {
+      return this.#overflow(buffered + size);
     }
-    return this.close(NORMAL_CLOSURE, reason);
+    return null;
   }
 
   /** The peer stopped reading: drop it rather than buffer without bound. */
@@ -725,15 +606,8 @@ export class Socket implements AsyncIterable<Message> {
     const keepalive = this.#keepalive;
     const watch = this.#watch;
     const conn = this.conn;
-    // Every read that may wait goes into the connection's own small
-    // buffer: a pending read holds its buffer for as long as the peer is
-    // silent, and most connections are silent most of the time. A read
-    // that fills its buffer means more is waiting: the next one (which
-    // completes at once) takes a pooled 8 KiB buffer, then a bigger one;
-    // a read that drains the socket goes back to the small buffer.
-    const small = readBuffer !== undefined && readBuffer.length === SMALL_READ
-      ? readBuffer
-      : new Uint8Array(SMALL_READ);
+    // See read_buffer.ts: small while quiet, bigger while busy.
+    const small = smallReadBuffer(readBuffer);
     let buffer = readBuffer ?? small;
     let readSinceTurn = 0;
     // The last buffered read filled its buffer.
@@ -742,8 +616,8 @@ export class Socket implements AsyncIterable<Message> {
       // Processed before the first read, which may overwrite it: the
       // protocol copies what it keeps.
       if (head.length > 0) protocol.receive(head);
-      buffer = this.#nextReadBuffer(buffer, small, 0);
-      while (protocol.state !== State.CLOSED && !this.#connClosed) {
+      buffer = nextReadBuffer(buffer, small, 0);
+      while (protocol.state !== State.CLOSED && !this.#transportClosed) {
         if (queue.bytes > limit && protocol.open) {
           // Backpressure: stop reading until the application catches up,
           // or until a close frame is sent: then the peer's reply must be
@@ -776,15 +650,13 @@ export class Socket implements AsyncIterable<Message> {
           protocol.advance(n);
           // Drained, or more waiting: the next buffered read follows suit.
           if (n < direct.length) {
-            buffer = this.#nextReadBuffer(buffer, small, 0);
+            buffer = nextReadBuffer(buffer, small, 0);
           }
         } else {
           protocol.receive(buffer.subarray(0, n));
           const full = n === buffer.length;
-          // The tail of a burst that filled the last buffer keeps the big
-          // one: bursts of a few KiB would otherwise take two reads each.
-          if (full || n >= SMALL_READ || !filled) {
-            buffer = this.#nextReadBuffer(buffer, small, n);
+          if (needsOtherBuffer(buffer, n, filled)) {
+            buffer = nextReadBuffer(buffer, small, n);
           }
           filled = full;
         }
@@ -796,16 +668,16 @@ export class Socket implements AsyncIterable<Message> {
     } catch {
       // A reset, or our own close() of the conn: both end the connection.
     }
-    if (this.#lingering) {
+    if (this.#transport === Transport.LINGERING) {
       // We failed the connection: our close frame goes out followed by a
       // FIN, and what the peer still sends is discarded until it closes
       // too, bounded by the close timer armed with our close frame. Closing
       // with unread input would answer the peer with a reset instead.
       this.#writes.idle().then(() => {
-        if (!this.#connClosed) conn.closeWrite().catch(noop);
+        if (!this.#transportClosed) conn.closeWrite().catch(noop);
       });
       try {
-        while (!this.#connClosed && await conn.read(buffer) !== null) {
+        while (!this.#transportClosed && await conn.read(buffer) !== null) {
           // Discard.
         }
       } catch {
@@ -815,7 +687,7 @@ export class Socket implements AsyncIterable<Message> {
       this.#closeConn();
     } else if (protocol.state === State.CLOSED) {
       // Our close frame (reply or failure) is being flushed; wait for it.
-      if (!this.#connClosed) {
+      if (!this.#transportClosed) {
         await (this.#transportDone = Promise.withResolvers<void>()).promise;
       }
     } else {
@@ -823,29 +695,7 @@ export class Socket implements AsyncIterable<Message> {
     }
     this.#finish();
     // Nothing reads into it any more, and nothing delivered is a view of it.
-    readBuffers.give(buffer);
-  }
-
-  /**
-   * The buffer for the next read after `n` bytes came into `buffer`: a
-   * bigger one when they filled it, the small one when they did not.
-   */
-  #nextReadBuffer(
-    buffer: Uint8Array,
-    small: Uint8Array,
-    n: number,
-  ): Uint8Array {
-    if (n === buffer.length) {
-      if (buffer === small) return readBuffers.take();
-      if (buffer.length >= READ_SIZE_MAX) return buffer;
-      readBuffers.give(buffer);
-      return new Uint8Array(buffer.length * 2);
-    }
-    // Drained with a little: quiet again. With more (a burst that fits),
-    // the same buffer suits the next burst.
-    if (n >= SMALL_READ) return buffer;
-    if (buffer !== small) readBuffers.give(buffer);
-    return small;
+    releaseReadBuffer(buffer);
   }
 
   #finish(): void {
@@ -880,16 +730,15 @@ export class Socket implements AsyncIterable<Message> {
 
   /** Flush what is queued (our close frame), then close TCP. */
   #shutdown(failed: boolean): void {
-    if (this.#shuttingDown) return;
-    this.#shuttingDown = true;
+    if (this.#transport !== Transport.OPEN) return;
+    this.#transport = failed ? Transport.LINGERING : Transport.DRAINING;
     this.#armCloseTimer();
-    if (failed) this.#lingering = true;
-    else this.#writes.idle().then(() => this.#closeConn());
+    if (!failed) this.#writes.idle().then(() => this.#closeConn());
   }
 
   #closeConn(): void {
-    if (this.#connClosed) return;
-    this.#connClosed = true;
+    if (this.#transport === Transport.CLOSED) return;
+    this.#transport = Transport.CLOSED;
     try {
       this.conn.close();
     } catch {
@@ -901,21 +750,49 @@ export class Socket implements AsyncIterable<Message> {
 
   #closingPromise(): Promise<void> {
     this.#closing ??= Promise.withResolvers<void>();
-    if (this.#closingStarted) this.#closing.resolve();
+    if (this.#closingStarted()) this.#closing.resolve();
     return this.#closing.promise;
   }
 
+  get #transportClosed(): boolean {
+    return this.#transport === Transport.CLOSED;
+  }
+
+  /** A close frame was sent, or the transport closed. */
+  #closingStarted(): boolean {
+    return this.#protocol.state !== State.OPEN ||
+      this.#transport === Transport.CLOSED;
+  }
+
   #closingStarts(): void {
-    this.#closingStarted = true;
     this.#closing?.resolve();
   }
 
   #armCloseTimer(): void {
     this.#closingStarts();
-    if (this.#closeTimer !== undefined || this.#connClosed) return;
+    if (this.#closeTimer !== undefined || this.#transportClosed) return;
     this.#closeTimer = deadlinesOf(this.#limits.closeTimeout).add(() => {
       this.#dropReason = "Close timeout: no close frame from the peer";
       this.#closeConn();
     });
+  }
+}
+
+/** A socket as `publish` sees it: made when it first subscribes. */
+class SocketSubscriber implements Subscriber {
+  #protocol: Protocol;
+  #writes: WriteQueue;
+
+  constructor(protocol: Protocol, writes: WriteQueue) {
+    this.#protocol = protocol;
+    this.#writes = writes;
+  }
+
+  get bufferedAmount(): number {
+    return this.#writes.bufferedAmount;
+  }
+
+  push(frame: Uint8Array): boolean {
+    return this.#protocol.open && this.#writes.pushEncoded(frame);
   }
 }

@@ -11,8 +11,7 @@ import {
   OPCODE_CONTINUATION,
   OPCODE_TEXT,
 } from "./frame.ts";
-import { Members } from "./members.ts";
-import { enqueueEncoded, type Socket, type TopicRegistry } from "./socket.ts";
+import { type Member, Members } from "./members.ts";
 
 const encoder = new TextEncoder();
 
@@ -33,14 +32,38 @@ export interface TopicsOptions {
   fragmentSize?: number;
 }
 
-let registryOf: (topics: Topics) => TopicRegistry;
+/** What `publish` needs of a subscribed socket. */
+export interface Subscriber {
+  /** Bytes queued on the socket and not yet taken by the OS. */
+  readonly bufferedAmount: number;
+  /**
+   * Queues an already encoded (unmasked) frame; `false`, queuing nothing,
+   * when the socket no longer accepts data.
+   */
+  push(frame: Uint8Array): boolean;
+}
+
+/**
+ * The server's side of topics, as sockets see it: a socket keeps the
+ * handle of each subscription and gives each back when its connection is
+ * over.
+ */
+export interface TopicRegistry {
+  /** Adds a subscriber to the topic; the handle removes it. */
+  subscribe(subscriber: Subscriber, topic: string): Member<Subscriber>;
+  /** Removes what {@linkcode subscribe} added. */
+  unsubscribe(topic: string, member: Member<Subscriber>): void;
+}
+
+// Each Topics' registry, kept out of its public API.
+const registries = new WeakMap<Topics, TopicRegistry>();
 
 /**
  * Returns the registry that sockets of `topics` report to (for `listen`
  * and `accept`; not part of the public API).
  */
 export function topicRegistry(topics: Topics): TopicRegistry {
-  return registryOf(topics);
+  return registries.get(topics)!;
 }
 
 /**
@@ -82,32 +105,12 @@ export function topicRegistry(topics: Topics): TopicRegistry {
  * ```
  */
 export class Topics {
-  static {
-    registryOf = (topics) => topics.#registry;
-  }
-
   // Subscribers are Members, not Sets, and each socket keeps its own
   // subscriptions: no table keyed by sockets that come and go (see
   // members.ts for what that costs under churn).
-  #subscribers = new Map<string, Members<Socket>>();
+  #subscribers = new Map<string, Members<Subscriber>>();
   #maxPublishBacklog: number;
   #fragmentSize: number;
-  #registry: TopicRegistry = {
-    subscribe: (sock, topic) => {
-      let sockets = this.#subscribers.get(topic);
-      if (sockets === undefined) {
-        sockets = new Members();
-        this.#subscribers.set(topic, sockets);
-      }
-      return sockets.add(sock);
-    },
-    unsubscribe: (topic, member) => {
-      const sockets = this.#subscribers.get(topic);
-      if (sockets === undefined) return;
-      sockets.remove(member);
-      if (sockets.size === 0) this.#subscribers.delete(topic);
-    },
-  };
 
   /**
    * Makes an empty set of topics.
@@ -127,6 +130,22 @@ export class Topics {
       options.fragmentSize,
       64 * 1024,
     );
+    registries.set(this, {
+      subscribe: (subscriber, topic) => {
+        let subscribers = this.#subscribers.get(topic);
+        if (subscribers === undefined) {
+          subscribers = new Members();
+          this.#subscribers.set(topic, subscribers);
+        }
+        return subscribers.add(subscriber);
+      },
+      unsubscribe: (topic, member) => {
+        const subscribers = this.#subscribers.get(topic);
+        if (subscribers === undefined) return;
+        subscribers.remove(member);
+        if (subscribers.size === 0) this.#subscribers.delete(topic);
+      },
+    });
   }
 
   /**
@@ -183,8 +202,8 @@ export class Topics {
     const limit = this.#maxPublishBacklog;
     let queued = 0;
     // Queuing never removes a subscriber: walking the members is safe.
-    sockets.forEach((sock) => {
-      if (sock.bufferedAmount <= limit && enqueueEncoded(sock, frames)) {
+    sockets.forEach((subscriber) => {
+      if (subscriber.bufferedAmount <= limit && subscriber.push(frames)) {
         queued++;
       }
     });

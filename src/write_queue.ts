@@ -7,7 +7,11 @@
 
 import { setImmediate } from "node:timers";
 import { BufferPool } from "./buffer_pool.ts";
-import { frameHeaderSize, writeFrameHeader } from "./frame.ts";
+import {
+  frameHeaderSize,
+  OPCODE_CONTINUATION,
+  writeFrameHeader,
+} from "./frame.ts";
 import { mask, maskInto } from "./mask.ts";
 
 /** The part of a `Deno.Conn` the queue writes to. */
@@ -448,11 +452,40 @@ export class WriteQueue {
   }
 
   /**
+   * Queues a data message, as several frames when it is longer than
+   * `fragmentSize`; RFC 7692 6.1: RSV1 goes on the first frame only.
+   * Returns `false` when the queue no longer accepts frames.
+   */
+  pushMessage(
+    opcode: number,
+    bytes: Uint8Array,
+    rsv1: boolean,
+    fragmentSize: number,
+  ): boolean {
+    if (bytes.length <= fragmentSize) {
+      return this.push(true, rsv1, opcode, bytes);
+    }
+    // Room for every fragment at once, rather than growing per fragment.
+    this.#reserveFragments(bytes.length, fragmentSize);
+    let ok = true;
+    for (let offset = 0; ok && offset < bytes.length; offset += fragmentSize) {
+      const end = Math.min(offset + fragmentSize, bytes.length);
+      ok = this.push(
+        end === bytes.length,
+        rsv1 && offset === 0,
+        offset === 0 ? opcode : OPCODE_CONTINUATION,
+        bytes.subarray(offset, end),
+      );
+    }
+    return ok;
+  }
+
+  /**
    * Makes room in one step for a message of `length` bytes about to be
    * pushed as fragments of `fragmentSize`, when they will be copied into
    * the write buffer.
    */
-  reserveFragments(length: number, fragmentSize: number): void {
+  #reserveFragments(length: number, fragmentSize: number): void {
     if (this.#makeFailure !== null) return;
     if (fragmentSize >= COPY_LIMIT && !this.#maskFrames) return;
     const frames = Math.ceil(length / fragmentSize);
