@@ -1,112 +1,21 @@
 /**
- * Plain HTTP on the WebSocket port: a request without `Upgrade: websocket`
- * goes to `onRequest`, and its response goes back. Also the answers to
- * requests refused before their head was whole, and the lingering close
- * that keeps those answers from being lost to a reset.
+ * Answers that end a connection: a refused request, an upgrade the hook
+ * rejected, and the lingering close that keeps those answers from being
+ * lost to a reset. (Plain requests that keep their connection are served
+ * in `http_conn.ts`.)
  *
  * @module
  */
 
-import { hasToken, type RequestHead } from "./http.ts";
-import {
-  bodyLength,
-  buildRequest,
-  encodeHttpResponse,
-  readBody,
-  requestUrl,
-} from "./http_request.ts";
 import { closeQuietly } from "./http_head.ts";
-import type { ConnectionInfo, HandshakeConfig } from "./options.ts";
+import { BodyFailed, writeResponse } from "./http_response.ts";
+import type { HandshakeConfig } from "./options.ts";
 import { type PendingConn, writeAll } from "./pending_conn.ts";
-import { encodeUtf8 } from "./utf8.ts";
 import { encodeResponse } from "./http.ts";
 
-/** The steps of a plain request the server follows. */
-export interface RequestPhases {
-  /** The head and body were read: the handshake timeout is over. */
-  headDone(): void;
-  /** `onRequest` runs: shutdown gives it closeTimeout. */
-  enterRequest(): void;
-  /** The response is out: shutdown may cut the lingering close. */
-  enterLinger(): void;
-}
-
-/** Reads the body of a plain HTTP request, runs `onRequest`, responds. */
-export async function serveRequest(
-  pending: PendingConn,
-  head: RequestHead,
-  rest: Uint8Array,
-  config: HandshakeConfig,
-  secure: boolean,
-  info: ConnectionInfo,
-  phases: RequestPhases,
-): Promise<void> {
-  const conn = pending.conn;
-  const method = head.method;
-  const text = async (status: number, message: string) => {
-    phases.headDone();
-    await respond(
-      pending,
-      new Response(message + "\n", { status }),
-      method,
-      config,
-      phases.enterLinger,
-    );
-  };
-  const length = bodyLength(head.headers, config.maxRequestBodySize);
-  if (typeof length === "object" && length !== null) {
-    return await text(length.status, length.message);
-  }
-  let body: Uint8Array | null = null;
-  if (length !== null) {
-    // RFC 9110 10.1.1: tell a client that waits for it to send the body.
-    if (hasToken(head.headers.get("expect"), "100-continue")) {
-      await writeAll(conn, encodeUtf8("HTTP/1.1 100 Continue\r\n\r\n"));
-    }
-    const read = await readBody(conn, rest, length, config.maxRequestBodySize);
-    if (!(read instanceof Uint8Array)) {
-      return await text(read.status, read.message);
-    }
-    body = read;
-  }
-  const url = requestUrl(
-    head,
-    secure ? "https" : "http",
-    hostOf(info.localAddr),
-  );
-  if (url === null) {
-    return await text(
-      400,
-      `Invalid request target: ${JSON.stringify(head.target.slice(0, 64))}`,
-    );
-  }
-  let request: Request;
-  try {
-    request = buildRequest(head, url, body, pending.signal);
-  } catch {
-    return await text(405, `Method not allowed: ${method}`);
-  }
-  phases.headDone();
-  phases.enterRequest();
-  let response: Response;
-  try {
-    response = await pending.race(config.onRequest!(request, info));
-    if (!(response instanceof Response)) {
-      throw new TypeError(
-        `Invalid onRequest result: expected a Response, received ${typeof response}`,
-      );
-    }
-  } catch (error) {
-    if (pending.signal.aborted) return;
-    config.onError(error);
-    response = internalError();
-  }
-  await respond(pending, response, method, config, phases.enterLinger);
-}
-
 /**
- * Writes `response` (within `handshakeTimeout`), calls `written`, then
- * closes: half-close first and read what the client still sends, briefly,
+ * Writes `response` (each write within `handshakeTimeout`), calls
+ * `written`, then closes: half-close first and read what the client still sends, briefly,
  * so unread request bytes do not turn the close into a reset that loses
  * the response.
  */
@@ -118,23 +27,27 @@ export async function respond(
   written: () => void = noop,
 ): Promise<void> {
   const conn = pending.conn;
-  let bytes: Uint8Array;
+  const write = async (bytes: Uint8Array) => {
+    const cancel = pending.deadline(config.handshakeTimeout);
+    try {
+      await writeAll(conn, bytes);
+    } finally {
+      cancel();
+    }
+  };
+  const framing = { method, keepAlive: false, http10: false };
   try {
-    bytes = await pending.race(encodeHttpResponse(response, method));
-  } catch (error) {
-    if (pending.signal.aborted) return;
-    // The body failed (a stream that errored, a used body).
-    config.onError(error);
-    bytes = await encodeHttpResponse(internalError(), method);
-  }
-  const cancel = pending.deadline(config.handshakeTimeout);
-  try {
-    await writeAll(conn, bytes);
+    try {
+      await writeResponse(response, write, framing);
+    } catch (error) {
+      if (!(error instanceof BodyFailed) || error.written) throw error;
+      // The body failed (a stream that errored, a used body).
+      config.onError(error.cause);
+      await writeResponse(internalError(), write, framing);
+    }
   } catch {
     closeQuietly(conn);
     return;
-  } finally {
-    cancel();
   }
   written();
   await lingerClose(pending);
@@ -168,7 +81,11 @@ export async function refuseRequest(
 const LINGER_BYTES = 1024 * 1024;
 const LINGER_MS = 1000;
 
-async function lingerClose(pending: PendingConn): Promise<void> {
+/**
+ * Half-closes, then reads and drops what the client still sends (at most
+ * a megabyte, for at most a second) before closing.
+ */
+export async function lingerClose(pending: PendingConn): Promise<void> {
   const conn = pending.conn;
   try {
     await conn.closeWrite();
@@ -192,6 +109,7 @@ async function lingerClose(pending: PendingConn): Promise<void> {
   }
 }
 
+/** The 500 a client gets when `onRequest` or a hook failed. */
 export function internalError(): Response {
   return new Response("Internal server error\n", { status: 500 });
 }

@@ -231,11 +231,16 @@ export interface HandshakeOptions<T = unknown> extends SocketOptions {
   ) => UpgradeDecision<T> | Promise<UpgradeDecision<T>>;
   /**
    * Serves plain HTTP requests (anything without `Upgrade: websocket`) on
-   * the same port: a page, a health check. The request body is read whole
-   * first, up to `maxRequestBodySize`. One request per connection: the
-   * response goes out with `Content-Length` and `Connection: close`. When
-   * it throws, the client gets 500 and the error goes to `onError`.
-   * Without it, plain requests get 426.
+   * the same port, as an HTTP/1.1 server: pass a framework's `fetch` (a
+   * Hono app's `app.fetch`) as it is. Connections are kept alive (see
+   * `keepAliveTimeout`, `maxRequestsPerConnection`) and pipelined
+   * requests answered in order; `req.body` streams, up to
+   * `maxRequestBodySize`; the response body is streamed as it is produced
+   * (`Content-Length` when the whole body is at hand, chunked otherwise);
+   * `req.signal` aborts when the client goes away. An upgrade request may
+   * come after plain ones on the same connection. When it throws, the
+   * client gets 500 and the error goes to `onError`. Without it, plain
+   * requests get 426.
    */
   onRequest?: (
     req: Request,
@@ -249,6 +254,18 @@ export interface HandshakeOptions<T = unknown> extends SocketOptions {
    * @default {10000}
    */
   handshakeTimeout?: number;
+  /**
+   * How long a plain HTTP connection may stay idle between requests
+   * (keep-alive) before it is closed, in ms.
+   * @default {5000}
+   */
+  keepAliveTimeout?: number;
+  /**
+   * Most plain HTTP requests served on one connection: the last one's
+   * response says `Connection: close`.
+   * @default {1000}
+   */
+  maxRequestsPerConnection?: number;
   /**
    * Largest request head, in bytes; a bigger one gets 431.
    * @default {16384}
@@ -336,6 +353,8 @@ export interface HandshakeConfig {
   handshakeTimeout: number;
   maxHandshakeSize: number;
   maxRequestBodySize: number;
+  keepAliveTimeout: number;
+  maxRequestsPerConnection: number;
   compression: CompressionConfig | null;
   topics: Topics | undefined;
   /** `ws`/`wss` and `http`/`https`, or undefined to ask the conn. */
@@ -366,6 +385,8 @@ export function handshakeConfig(options: HandshakeOptions): HandshakeConfig {
       "handshakeTimeout",
       "maxHandshakeSize",
       "maxRequestBodySize",
+      "keepAliveTimeout",
+      "maxRequestsPerConnection",
     ] as const
   ) {
     const value = options[name];
@@ -391,6 +412,8 @@ export function handshakeConfig(options: HandshakeOptions): HandshakeConfig {
     handshakeTimeout: options.handshakeTimeout ?? 10_000,
     maxHandshakeSize: options.maxHandshakeSize ?? 16 * 1024,
     maxRequestBodySize: options.maxRequestBodySize ?? 1024 * 1024,
+    keepAliveTimeout: options.keepAliveTimeout ?? 5000,
+    maxRequestsPerConnection: options.maxRequestsPerConnection ?? 1000,
     compression: compressionConfig(options.compression),
     topics: undefined,
     secure: undefined,

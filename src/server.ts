@@ -17,12 +17,12 @@ import {
 } from "./handshake.ts";
 import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
 import { closeQuietly, readRequestHead } from "./http_head.ts";
+import { serveHttp } from "./http_conn.ts";
 import {
   hostOf,
   internalError,
   refuseRequest,
   respond,
-  serveRequest,
 } from "./http_server.ts";
 import { Members } from "./members.ts";
 import {
@@ -57,6 +57,8 @@ interface ConnTracker {
   /** `handshake`: cut at once on shutdown; `request`: given closeTimeout. */
   enter(pending: PendingConn, phase: "handshake" | "request"): void;
   leave(pending: PendingConn): void;
+  /** Whether the server is shutting down. */
+  closing(): boolean;
 }
 
 /**
@@ -107,6 +109,7 @@ export class Server {
       if (pending.member !== null) this.#pending.remove(pending.member);
       pending.member = null;
     },
+    closing: () => this.#closing !== null,
   };
 
   /**
@@ -331,10 +334,10 @@ async function handshake(
   tracker?.enter(pending, "handshake");
   // Frames are coalesced per event-loop turn already; Nagle only adds delay.
   if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  const cancelDeadline = pending.deadline(config.handshakeTimeout);
+  let cancelDeadline = pending.deadline(config.handshakeTimeout);
   try {
     const maxSize = config.maxHandshakeSize;
-    const read = await readRequestHead(conn, maxSize);
+    let read = await readRequestHead(conn, maxSize);
     if (read === "eof") return fail(conn);
     // The client may still be sending: answer, then linger so that its
     // unread bytes do not turn our close into a reset that loses the answer.
@@ -351,7 +354,7 @@ async function handshake(
       cancelDeadline();
       return refuseRequest(pending, read.status, read.message);
     }
-    const request = parseRequestHead(read.head);
+    let request = parseRequestHead(read.head);
     if ("status" in request) {
       return fail(conn, request.status, {}, request.message);
     }
@@ -362,12 +365,21 @@ async function handshake(
       config.onRequest !== undefined &&
       !hasToken(request.headers.get("upgrade"), "websocket")
     ) {
-      await serveRequest(pending, request, read.rest, config, secure, info, {
-        headDone: () => cancelDeadline(),
-        enterRequest: () => tracker?.enter(pending, "request"),
-        enterLinger: () => tracker?.enter(pending, "handshake"),
-      });
-      return null;
+      // Plain HTTP, maybe many requests, maybe an upgrade after them.
+      const next = await serveHttp(
+        pending,
+        { head: request, read, cancelDeadline },
+        config,
+        secure,
+        info,
+        {
+          enterRequest: () => tracker?.enter(pending, "request"),
+          enterIdle: () => tracker?.enter(pending, "handshake"),
+          closing: () => tracker?.closing() ?? false,
+        },
+      );
+      if (next === null) return null;
+      ({ head: request, read, cancelDeadline } = next);
     }
 
     const upgrade = validateUpgrade(request);

@@ -1,0 +1,272 @@
+/**
+ * A connection that speaks plain HTTP/1.1 to `onRequest`: keep-alive,
+ * pipelined requests answered in order, request bodies streamed to the
+ * app, responses streamed to the client, until the client closes, a limit
+ * ends it, or it asks to upgrade (then the server's handshake takes it
+ * from there).
+ *
+ * @module
+ */
+
+import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
+import { RequestBody } from "./http_body.ts";
+import { closeQuietly, type HeadRead } from "./http_head.ts";
+import { ConnReader } from "./http_reader.ts";
+import { bodyLength, requestUrl } from "./http_request.ts";
+import {
+  BodyFailed,
+  type ResponseFraming,
+  writeResponse,
+} from "./http_response.ts";
+import {
+  hostOf,
+  internalError,
+  lingerClose,
+  refuseRequest,
+} from "./http_server.ts";
+import type { ConnectionInfo, HandshakeConfig } from "./options.ts";
+import { type PendingConn, writeAll } from "./pending_conn.ts";
+
+/** The steps of a plain HTTP connection the server follows. */
+export interface HttpPhases {
+  /** `onRequest` runs, or its response is written: shutdown gives it closeTimeout. */
+  enterRequest(): void;
+  /** Between requests, or closing: shutdown cuts it at once. */
+  enterIdle(): void;
+  /** Whether the server is shutting down (responses then say `close`). */
+  closing(): boolean;
+}
+
+/** An upgrade request that came after plain requests on a connection. */
+export interface UpgradeNext {
+  head: RequestHead;
+  read: HeadRead;
+  /** Cancels the deadline the upgrade's handshake runs under. */
+  cancelDeadline: () => void;
+}
+
+/** Most bytes of an unread request body dropped to keep the connection. */
+const DRAIN_LIMIT = 64 * 1024;
+/** Most bytes buffered ahead (pipelined requests, or body being read). */
+const READ_AHEAD = 64 * 1024;
+
+const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+
+/**
+ * Serves plain requests on `pending` from its first `head` on. Resolves
+ * `null` when the connection is closed, or the upgrade request that came
+ * next on it.
+ */
+export async function serveHttp(
+  pending: PendingConn,
+  first: { head: RequestHead; read: HeadRead; cancelDeadline: () => void },
+  config: HandshakeConfig,
+  secure: boolean,
+  info: ConnectionInfo,
+  phases: HttpPhases,
+): Promise<UpgradeNext | null> {
+  const conn = pending.conn;
+  const reader = new ConnReader(
+    conn,
+    first.read.buffer,
+    first.read.rest,
+    Math.max(config.maxHandshakeSize + 4096, READ_AHEAD),
+  );
+  const scheme = secure ? "https" : "http";
+  const fallbackHost = hostOf(info.localAddr);
+  // Aborted when the client goes away: every request's `signal`.
+  const gone = new AbortController();
+  const cut = pending.signal;
+  cut.addEventListener("abort", () => gone.abort(cut.reason), { once: true });
+  const write = async (bytes: Uint8Array) => {
+    const cancel = pending.deadline(config.handshakeTimeout);
+    try {
+      await writeAll(conn, bytes);
+    } catch (error) {
+      gone.abort(error);
+      throw error;
+    } finally {
+      cancel();
+    }
+  };
+  const stallDeadline = () => pending.deadline(config.handshakeTimeout);
+  let head = first.head;
+  let cancelHead = first.cancelDeadline;
+
+  for (let count = 1;; count++) {
+    const method = head.method;
+    const http10 = head.version === "HTTP/1.0";
+    const connection = head.headers.get("connection");
+    const framing: ResponseFraming = {
+      method,
+      http10,
+      keepAlive: count < config.maxRequestsPerConnection && !phases.closing() &&
+        (http10
+          ? hasToken(connection, "keep-alive")
+          : !hasToken(connection, "close")),
+    };
+    const refuse = (status: number, message: string) => {
+      cancelHead();
+      return refuseRequest(pending, status, message);
+    };
+
+    const length = bodyLength(head.headers, config.maxRequestBodySize);
+    if (typeof length === "object" && length !== null) {
+      return await refuse(length.status, length.message);
+    }
+    const url = requestUrl(head, scheme, fallbackHost);
+    if (url === null) {
+      return await refuse(
+        400,
+        `Invalid request target: ${JSON.stringify(head.target.slice(0, 64))}`,
+      );
+    }
+    // Notice the client leaving while the app works, once no body is left
+    // to read: the read the next request waits on anyway.
+    let watching = false;
+    let served = false;
+    const watch = async () => {
+      if (watching || served) return;
+      watching = true;
+      while (watching && reader.hasRoom && !reader.ended) {
+        if (!await reader.fill()) gone.abort(new Error("Client gone"));
+      }
+    };
+    let body: RequestBody | null = null;
+    if (length !== null) {
+      // RFC 9110 10.1.1: a client that waits for it is told to send the
+      // body when the app first reads it; one the app never reads is not
+      // sent at all.
+      const expect = hasToken(head.headers.get("expect"), "100-continue");
+      body = new RequestBody(reader, {
+        length,
+        maxSize: config.maxRequestBodySize,
+        sendContinue: expect ? () => write(CONTINUE) : null,
+        deadline: stallDeadline,
+        onEnd: () => watch(),
+      });
+      reader.reserve(READ_AHEAD);
+    }
+    let request: Request;
+    try {
+      // A Request cannot carry the body of a GET or HEAD: it is dropped.
+      const bodyless = method === "GET" || method === "HEAD";
+      request = new Request(url, {
+        method,
+        headers: head.headers,
+        body: bodyless || body === null ? null : body.stream(),
+        signal: gone.signal,
+      });
+    } catch {
+      return await refuse(405, `Method not allowed: ${method}`);
+    }
+    cancelHead();
+    phases.enterRequest();
+
+    if (body === null) watch();
+
+    let response: Response;
+    try {
+      response = await pending.race(config.onRequest!(request, info));
+      if (!(response instanceof Response)) {
+        throw new TypeError(
+          `Invalid onRequest result: expected a Response, received ${typeof response}`,
+        );
+      }
+    } catch (error) {
+      watching = false;
+      served = true;
+      if (pending.signal.aborted) return null;
+      // The app failed reading a body the client sent wrong: its answer.
+      if (body?.error == null) config.onError(error);
+      response = internalError();
+    }
+    if (body?.error != null) {
+      response.body?.cancel().catch(noop);
+      watching = false;
+      served = true;
+      return await refuse(body.error.status, body.error.message);
+    }
+    // A body the client waits to send and the app never read: the
+    // connection cannot go on past it.
+    if (body?.awaitingContinue) framing.keepAlive = false;
+
+    let result;
+    try {
+      result = await writeResponse(response, write, framing);
+    } catch (error) {
+      watching = false;
+      served = true;
+      if (!(error instanceof BodyFailed)) {
+        closeQuietly(conn);
+        return null;
+      }
+      config.onError(error.cause);
+      if (error.written) {
+        closeQuietly(conn);
+        return null;
+      }
+      try {
+        await writeResponse(internalError(), write, {
+          ...framing,
+          keepAlive: false,
+        });
+      } catch {
+        closeQuietly(conn);
+        return null;
+      }
+      result = "incomplete";
+    }
+    watching = false;
+    served = true;
+    phases.enterIdle();
+    if (result !== "complete" || !framing.keepAlive) {
+      await lingerClose(pending);
+      return null;
+    }
+    if (body !== null && !body.done && !await body.drain(DRAIN_LIMIT)) {
+      await lingerClose(pending);
+      return null;
+    }
+
+    // -- The next request --
+    if (reader.buffered === 0) {
+      const cancel = pending.deadline(config.keepAliveTimeout);
+      const more = await reader.fill();
+      cancel();
+      if (!more || reader.buffered === 0) {
+        closeQuietly(conn);
+        return null;
+      }
+    }
+    cancelHead = pending.deadline(config.handshakeTimeout);
+    const raw = await reader.readHead(config.maxHandshakeSize);
+    if (raw === "eof") {
+      cancelHead();
+      closeQuietly(conn);
+      return null;
+    }
+    if (raw === "too_large") {
+      return await refuse(
+        431,
+        `Request header fields too large: limit is ${config.maxHandshakeSize} bytes`,
+      );
+    }
+    if (!(raw instanceof Uint8Array)) {
+      return await refuse(raw.status, raw.message);
+    }
+    const parsed = parseRequestHead(raw);
+    if ("status" in parsed) return await refuse(parsed.status, parsed.message);
+    head = parsed;
+    if (hasToken(head.headers.get("upgrade"), "websocket")) {
+      const { rest, buffer } = await reader.release();
+      return {
+        head,
+        read: { head: raw, rest, buffer },
+        cancelDeadline: cancelHead,
+      };
+    }
+  }
+}
+
+function noop(): void {}

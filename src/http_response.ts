@@ -1,0 +1,304 @@
+/**
+ * Writing a `Response` as HTTP/1.1, its body streamed as the app produces
+ * it: with `Content-Length` when the whole body is at hand (or the app set
+ * one), chunked otherwise (RFC 9112 7.1), close-delimited for an HTTP/1.0
+ * client. Each chunk is written before the next is pulled, so a slow
+ * client holds the stream back and memory stays bounded.
+ *
+ * @module
+ */
+
+import { statusText } from "./http.ts";
+
+/** Where response bytes go: rejects when the connection fails. */
+export type WriteBytes = (bytes: Uint8Array) => Promise<void>;
+
+/** How a response is framed for the connection it goes on. */
+export interface ResponseFraming {
+  /** The request method: a response to HEAD has no body. */
+  method: string;
+  /** `Connection: keep-alive` (the connection stays open) or `close`. */
+  keepAlive: boolean;
+  /** The client speaks HTTP/1.0: no chunked coding, keep-alive said aloud. */
+  http10: boolean;
+}
+
+/**
+ * How a response went out: `"complete"` (the connection may carry another
+ * request), `"incomplete"` (its end is the connection's end: close-delimited,
+ * or cut short).
+ */
+export type WriteResult = "complete" | "incomplete";
+
+/** Thrown when a response body's stream fails. */
+export class BodyFailed extends Error {
+  /** Whether the head (and maybe some of the body) went out already. */
+  readonly written: boolean;
+
+  /**
+   * @param cause what the body's stream failed with
+   * @param written whether the head went out already
+   */
+  constructor(cause: unknown, written: boolean) {
+    super("Response body failed", { cause });
+    this.written = written;
+  }
+}
+
+/** Header fields the connection handling owns; a `Response` cannot set them. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "content-length",
+  "keep-alive",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+const NOT_YET = Symbol("not yet");
+type Read = ReadableStreamReadResult<Uint8Array>;
+
+/**
+ * Resolves with what `read` resolves with if that is at hand within two
+ * microtask turns (a body made from a string or bytes), or `NOT_YET`.
+ */
+function readNow(read: Promise<Read>): Promise<Read | typeof NOT_YET> {
+  return Promise.race<Read | typeof NOT_YET>([
+    read,
+    Promise.resolve().then(noop).then(() => NOT_YET as typeof NOT_YET),
+  ]);
+}
+
+let dateSecond = 0;
+let dateValue = "";
+
+/** RFC 9110 6.6.1: an origin server with a clock sends `Date`. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateValue = new Date(now).toUTCString();
+  }
+  return dateValue;
+}
+
+/** A head's text as bytes: header values are byte strings (ISO-8859-1). */
+function latin1Bytes(text: string, extra: number): Uint8Array {
+  const bytes = new Uint8Array(text.length + extra);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return bytes;
+}
+
+function headText(
+  response: Response,
+  framing: ResponseFraming,
+  length: string | null,
+): string {
+  const status = response.status;
+  let head = `HTTP/1.1 ${status} ${
+    response.statusText || statusText(status)
+  }\r\n`;
+  let dated = false;
+  for (const [name, value] of response.headers) {
+    if (HOP_BY_HOP.has(name)) continue;
+    if (name === "date") dated = true;
+    head += `${name}: ${value}\r\n`;
+  }
+  if (!dated) head += `date: ${httpDate()}\r\n`;
+  if (length !== null) head += length;
+  if (!framing.keepAlive) head += "connection: close\r\n";
+  else if (framing.http10) head += "connection: keep-alive\r\n";
+  return head + "\r\n";
+}
+
+/** `bytes` with a chunk's size line before and CRLF after. */
+function chunk(bytes: Uint8Array): Uint8Array {
+  const size = bytes.length.toString(16);
+  const out = new Uint8Array(size.length + 4 + bytes.length);
+  for (let i = 0; i < size.length; i++) out[i] = size.charCodeAt(i);
+  out[size.length] = 13;
+  out[size.length + 1] = 10;
+  out.set(bytes, size.length + 2);
+  out[out.length - 2] = 13;
+  out[out.length - 1] = 10;
+  return out;
+}
+
+const LAST_CHUNK = new Uint8Array([0x30, 13, 10, 13, 10]);
+
+/**
+ * Writes `response`: the head, then the body as it comes.
+ *
+ * @param response what the app answered
+ * @param write where the bytes go
+ * @param framing the request's method and the connection's terms
+ * @returns whether the connection may carry another request
+ * @throws {BodyFailed} the body's stream failed (if before anything was
+ *   written, the caller can still answer 500)
+ * @throws what `write` throws (the connection failed)
+ */
+export async function writeResponse(
+  response: Response,
+  write: WriteBytes,
+  framing: ResponseFraming,
+): Promise<WriteResult> {
+  const status = response.status;
+  const bodyless = status === 204 || status === 304 ||
+    (status >= 100 && status < 200);
+  const body = response.body;
+  if (bodyless || body === null) {
+    if (body !== null) body.cancel().catch(noop);
+    const length = bodyless ? null : "content-length: 0\r\n";
+    await write(latin1Bytes(headText(response, framing, length), 0));
+    return "complete";
+  }
+  const declared = declaredLength(response.headers.get("content-length"));
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let inFlight: Promise<Read> | null = null;
+  let ended = false;
+  // Take what is at hand: a body made whole (a string, bytes, JSON) ends
+  // within two reads, and gets a Content-Length.
+  try {
+    while (chunks.length < 2) {
+      const read = reader.read();
+      const result = await readNow(read);
+      if (result === NOT_YET) {
+        inFlight = read;
+        break;
+      }
+      if (result.done) {
+        ended = true;
+        break;
+      }
+      chunks.push(result.value);
+    }
+  } catch (error) {
+    throw new BodyFailed(error, false);
+  }
+  if (ended && declared === null && chunks.length <= 1) {
+    const whole = chunks[0] ?? new Uint8Array(0);
+    const length = `content-length: ${whole.length}\r\n`;
+    const head = headText(response, framing, length);
+    if (framing.method === "HEAD") {
+      await write(latin1Bytes(head, 0));
+      return "complete";
+    }
+    const out = latin1Bytes(head, whole.length);
+    out.set(whole, head.length);
+    await write(out);
+    return "complete";
+  }
+  return await stream(response, reader, write, framing, {
+    declared,
+    chunks,
+    inFlight,
+    ended,
+  });
+}
+
+/** The app's own `Content-Length`, when it is one number. */
+function declaredLength(value: string | null): number | null {
+  if (value === null || !/^\d{1,15}$/.test(value)) return null;
+  return Number(value);
+}
+
+/** A body that did not end at once: where its reading stands. */
+interface StreamState {
+  declared: number | null;
+  /** Chunks read and not yet written. */
+  chunks: Uint8Array[];
+  /** A read that was started and has not settled. */
+  inFlight: Promise<Read> | null;
+  ended: boolean;
+}
+
+async function stream(
+  response: Response,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  write: WriteBytes,
+  framing: ResponseFraming,
+  state: StreamState,
+): Promise<WriteResult> {
+  const declared = state.declared;
+  const mode = declared !== null
+    ? "length"
+    : framing.http10
+    ? "close"
+    : "chunked";
+  const length = mode === "length"
+    ? `content-length: ${declared}\r\n`
+    : mode === "chunked"
+    ? "transfer-encoding: chunked\r\n"
+    : null;
+  const keepAlive = framing.keepAlive && mode !== "close";
+  const head = latin1Bytes(
+    headText(response, { ...framing, keepAlive }, length),
+    0,
+  );
+  if (framing.method === "HEAD") {
+    state.inFlight?.catch(noop);
+    reader.cancel().catch(noop);
+    await write(head);
+    return keepAlive ? "complete" : "incomplete";
+  }
+  let sent = 0;
+  // Writes a piece of the body; false when the app's length is reached.
+  const send = async (bytes: Uint8Array, first: Uint8Array | null) => {
+    let more = true;
+    if (mode === "length" && sent + bytes.length >= declared!) {
+      // More than the app said: what was said is all that goes.
+      bytes = bytes.subarray(0, declared! - sent);
+      more = false;
+    }
+    sent += bytes.length;
+    const framed = mode === "chunked" ? chunk(bytes) : bytes;
+    await write(first === null ? framed : join(first, framed));
+    return more;
+  };
+  // The head goes out with the first chunk when that is at hand.
+  let head1: Uint8Array | null = head;
+  let more = true;
+  try {
+    for (const bytes of state.chunks) {
+      if (!more) break;
+      more = await send(bytes, head1);
+      head1 = null;
+    }
+    if (head1 !== null) await write(head1);
+    let read = state.inFlight;
+    while (more && !state.ended) {
+      let result: Read;
+      try {
+        result = await (read ?? reader.read());
+      } catch (error) {
+        throw new BodyFailed(error, true);
+      }
+      read = null;
+      if (result.done) break;
+      if (result.value.length === 0) continue;
+      more = await send(result.value, null);
+    }
+  } catch (error) {
+    reader.cancel(error).catch(noop);
+    throw error;
+  }
+  if (!more) reader.cancel().catch(noop);
+  if (mode === "chunked") {
+    await write(LAST_CHUNK);
+    return keepAlive ? "complete" : "incomplete";
+  }
+  if (mode === "length" && sent === declared) {
+    return keepAlive ? "complete" : "incomplete";
+  }
+  return "incomplete";
+}
+
+function join(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function noop(): void {}
