@@ -100,7 +100,7 @@ export async function serveHttp(
     const framing: ResponseFraming = {
       method,
       http10,
-      keepAlive: count < config.maxRequestsPerConnection && !phases.closing() &&
+      keepAlive: count < config.maxRequestsPerConnection &&
         (http10
           ? hasToken(connection, "keep-alive")
           : !hasToken(connection, "close")),
@@ -189,7 +189,7 @@ export async function serveHttp(
     }
     // A body the client waits to send and the app never read: the
     // connection cannot go on past it.
-    if (body?.awaitingContinue) framing.keepAlive = false;
+    if (body?.awaitingContinue || phases.closing()) framing.keepAlive = false;
 
     let result;
     try {
