@@ -32,6 +32,11 @@ export interface RequestHead {
   target: string;
   version: string;
   headers: Headers;
+  /**
+   * The header fields as sent, in order: a `Request` is built faster
+   * from these than from `headers`, whose iteration sorts and combines.
+   */
+  fields?: [string, string][];
 }
 
 /** A parsed HTTP response head. */
@@ -189,7 +194,11 @@ export class RequestLineChecker {
 // RFC 9110 5.5: field values are visible characters, spaces and tabs.
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
-function parseHeaderLines(lines: string[], headers: Headers): string | null {
+function parseHeaderLines(
+  lines: string[],
+  headers: Headers,
+  fields: [string, string][] | null = null,
+): string | null {
   for (const line of lines) {
     const colon = line.indexOf(":");
     if (colon <= 0) {
@@ -208,6 +217,7 @@ function parseHeaderLines(lines: string[], headers: Headers): string | null {
     } catch {
       return `Invalid value for header ${name}`;
     }
+    fields?.push([name, value]);
   }
   return null;
 }
@@ -238,9 +248,10 @@ export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
     };
   }
   const headers = new Headers();
-  const error = parseHeaderLines(lines, headers);
+  const fields: [string, string][] = [];
+  const error = parseHeaderLines(lines, headers, fields);
   if (error !== null) return { status: 400, message: error };
-  return { method, target, version, headers };
+  return { method, target, version, headers, fields };
 }
 
 /** Parses an HTTP/1.1 response head (the bytes up to and with `\r\n\r\n`). */

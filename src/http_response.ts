@@ -82,9 +82,17 @@ function httpDate(): string {
   return dateValue;
 }
 
-/** A head's text as bytes: header values are byte strings (ISO-8859-1). */
+const encoder = new TextEncoder();
+// Non-ASCII: header values are byte strings (ISO-8859-1), not UTF-8.
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** A head's text as bytes, with `extra` bytes of room after it. */
 function latin1Bytes(text: string, extra: number): Uint8Array {
   const bytes = new Uint8Array(text.length + extra);
+  if (!NON_ASCII.test(text)) {
+    encoder.encodeInto(text, bytes);
+    return bytes;
+  }
   for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
   return bytes;
 }

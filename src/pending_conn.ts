@@ -20,7 +20,8 @@ export class PendingConn {
   // Made on first use: most connections are never cut and never race user
   // code, and an AbortController per connection was measurable under churn.
   #abort: AbortController | null = null;
-  #aborted: Promise<never> | null = null;
+  // What race() waits on, rejected when the connection is cut.
+  #racers: Set<(reason: unknown) => void> | null = null;
   #cut = false;
   /** Where the server follows it: cut at once on shutdown, or given closeTimeout. */
   phase: "handshake" | "request" = "handshake";
@@ -44,24 +45,36 @@ export class PendingConn {
     if (!this.#cut) {
       this.#cut = true;
       this.#abort?.abort(CUT);
+      if (this.#racers !== null) {
+        for (const reject of this.#racers) reject(CUT);
+        this.#racers.clear();
+      }
     }
     closeQuietly(this.conn);
   }
 
-  /** `promise`, unless the connection is cut first (user code may never settle). */
+  /**
+   * `promise`, unless the connection is cut first (user code may never
+   * settle). Nothing is kept once it settles: a kept-alive connection races
+   * every request it serves.
+   */
   race<V>(promise: V | Promise<V>): Promise<V> {
-    if (this.#aborted === null) {
-      const signal = this.signal;
-      this.#aborted = signal.aborted
-        ? Promise.reject(signal.reason)
-        : new Promise((_, reject) => {
-          signal.addEventListener("abort", () => reject(signal.reason), {
-            once: true,
-          });
-        });
-      this.#aborted.catch(noop);
-    }
-    return Promise.race([promise, this.#aborted]);
+    if (this.#cut) return Promise.reject(CUT);
+    if (!(promise instanceof Promise)) return Promise.resolve(promise);
+    return new Promise<V>((resolve, reject) => {
+      const racers = this.#racers ??= new Set();
+      racers.add(reject);
+      promise.then(
+        (value) => {
+          racers.delete(reject);
+          resolve(value);
+        },
+        (error) => {
+          racers.delete(reject);
+          reject(error);
+        },
+      );
+    });
   }
 
   /** Cuts the connection after `ms` unless the returned function is called. */
@@ -102,4 +115,3 @@ export async function writeAll(
   }
 }
 
-function noop(): void {}

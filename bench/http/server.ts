@@ -20,9 +20,14 @@ if (Deno.env.get("SERVER") === "deno") {
   const server = listen({
     addr: "127.0.0.1:0",
     backlog: 4096,
+    maxRequestsPerConnection: Number(Deno.env.get("MAX_REQUESTS") ?? 1000),
     handler() {},
     onError() {},
     onRequest: (req) => app(req),
   });
   console.log(`READY ${server.addr.port}`);
 }
+
+// For profiling (`--cpu-prof`): exit cleanly after EXIT_AFTER seconds.
+const exitAfter = Number(Deno.env.get("EXIT_AFTER") ?? 0);
+if (exitAfter > 0) setTimeout(() => Deno.exit(0), exitAfter * 1000);
