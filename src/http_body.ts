@@ -45,7 +45,28 @@ export interface RequestBodyOptions {
   onEnd: () => void;
 }
 
-/** Reads one request body off a {@linkcode ConnReader}. */
+/**
+ * Reads one request body off a {@linkcode ConnReader}.
+ *
+ * @example A chunked body, as a stream
+ * ```ts
+ * import { RequestBody } from "./http_body.ts";
+ * import { ConnReader } from "./http_reader.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = new TextEncoder().encode("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+ * const conn = { read: () => Promise.resolve(null) } as unknown as Deno.Conn;
+ * const body = new RequestBody(new ConnReader(conn, bytes, bytes, 4096), {
+ *   length: "chunked",
+ *   maxSize: 100,
+ *   sendContinue: null,
+ *   deadline: () => () => {},
+ *   onEnd: () => {},
+ * });
+ * assert.equal(await new Response(body.stream()).text(), "abcde");
+ * assert.ok(body.done);
+ * ```
+ */
 export class RequestBody {
   #reader: ConnReader;
   #chunked: boolean;

@@ -55,7 +55,32 @@ const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /**
  * Serves plain requests on `pending` from its first `head` on. Resolves
  * `null` when the connection is closed, or the upgrade request that came
- * next on it.
+ * next on it. The server calls it; apps reach it through `onRequest`.
+ *
+ * @example Two requests on one connection
+ * ```ts
+ * import { listen } from "../mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const server = listen({
+ *   addr: "127.0.0.1:0",
+ *   handler() {},
+ *   onRequest: (req) => new Response(new URL(req.url).pathname),
+ * });
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+ * await conn.write(new TextEncoder().encode(
+ *   "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+ * ));
+ * let text = "";
+ * const buffer = new Uint8Array(4096);
+ * for (let n; (n = await conn.read(buffer)) !== null;) {
+ *   text += new TextDecoder().decode(buffer.subarray(0, n));
+ * }
+ * conn.close();
+ * assert.equal(text.match(/HTTP\/1.1 200 OK/g)?.length, 2);
+ * assert.ok(text.endsWith("\r\n\r\n/b"));
+ * await server.close();
+ * ```
  */
 export async function serveHttp(
   pending: PendingConn,

@@ -20,6 +20,25 @@ const MAX_REQUEST_LINE = 8 * 1024;
  * Buffered reads from one connection. At most one `conn.read` is in flight:
  * a read started to notice the client leaving is the same read the next
  * head or body waits on.
+ *
+ * @example Two pipelined heads, read in turn
+ * ```ts
+ * import { ConnReader } from "./http_reader.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = new TextEncoder().encode(
+ *   "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+ * );
+ * // A connection that has sent everything already.
+ * const conn = { read: () => Promise.resolve(null) } as unknown as Deno.Conn;
+ * const reader = new ConnReader(conn, bytes, bytes, 4096);
+ * const first = await reader.readHead(1024);
+ * assert.ok(first instanceof Uint8Array);
+ * assert.equal(new TextDecoder().decode(first), "GET /a HTTP/1.1\r\n\r\n");
+ * assert.equal(reader.buffered, 19);
+ * await reader.readHead(1024);
+ * assert.equal(await reader.readHead(1024), "eof");
+ * ```
  */
 export class ConnReader {
   #conn: Deno.Conn;

@@ -30,7 +30,19 @@ export interface ResponseFraming {
  */
 export type WriteResult = "complete" | "incomplete";
 
-/** Thrown when a response body's stream fails. */
+/**
+ * Thrown by {@linkcode writeResponse} when a response body's stream fails.
+ *
+ * @example
+ * ```ts
+ * import { BodyFailed } from "./http_response.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const failed = new BodyFailed(new Error("disk gone"), false);
+ * assert.equal((failed.cause as Error).message, "disk gone");
+ * assert.equal(failed.written, false);
+ * ```
+ */
 export class BodyFailed extends Error {
   /** Whether the head (and maybe some of the body) went out already. */
   readonly written: boolean;
@@ -136,6 +148,41 @@ const LAST_CHUNK = new Uint8Array([0x30, 13, 10, 13, 10]);
 
 /**
  * Writes `response`: the head, then the body as it comes.
+ *
+ * @example A whole body gets a Content-Length
+ * ```ts
+ * import { writeResponse } from "./http_response.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const out: Uint8Array[] = [];
+ * const result = await writeResponse(
+ *   new Response("hi", { headers: { "date": "x" } }),
+ *   async (bytes) => void out.push(bytes),
+ *   { method: "GET", keepAlive: true, http10: false },
+ * );
+ * assert.equal(result, "complete");
+ * assert.equal(
+ *   new TextDecoder().decode(out[0]),
+ *   "HTTP/1.1 200 OK\r\ncontent-type: text/plain;charset=UTF-8\r\ndate: x\r\n" +
+ *     "content-length: 2\r\n\r\nhi",
+ * );
+ * ```
+ *
+ * @example A stream goes out chunked, a chunk per write
+ * ```ts
+ * import { writeResponse } from "./http_response.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const out: string[] = [];
+ * const body = ReadableStream.from(["a", "bc"]).pipeThrough(new TextEncoderStream());
+ * await writeResponse(
+ *   new Response(body),
+ *   async (bytes) => void out.push(new TextDecoder().decode(bytes)),
+ *   { method: "GET", keepAlive: true, http10: false },
+ * );
+ * assert.match(out[0], /transfer-encoding: chunked\r\n\r\n/);
+ * assert.deepEqual(out.slice(-2), ["2\r\nbc\r\n", "0\r\n\r\n"]);
+ * ```
  *
  * @param response what the app answered
  * @param write where the bytes go

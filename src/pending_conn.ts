@@ -114,4 +114,3 @@ export async function writeAll(
     offset += await conn.write(bytes.subarray(offset));
   }
 }
-
