@@ -146,18 +146,22 @@ export async function serveHttp(
         `Invalid request target: ${JSON.stringify(head.target.slice(0, 64))}`,
       );
     }
-    // Notice the client leaving while the app works, once no body is left
-    // to read: the read the next request waits on anyway.
+    // Notice the client leaving while the app works: once the app looks at
+    // `req.signal` and no body is left to read, read ahead (the read the
+    // next request waits on anyway) and abort at EOF. Apps that never look
+    // do not pay for a read issued early.
+    let body: RequestBody | null = null;
+    let signalWanted = false;
     let watching = false;
     let served = false;
     const watch = async () => {
-      if (watching || served) return;
+      if (!signalWanted || watching || served) return;
+      if (body !== null && !body.done) return;
       watching = true;
       while (watching && reader.hasRoom && !reader.ended) {
         if (!await reader.fill()) gone.abort(new Error("Client gone"));
       }
     };
-    let body: RequestBody | null = null;
     if (length !== null) {
       // RFC 9110 10.1.1: a client that waits for it is told to send the
       // body when the app first reads it; one the app never reads is not
@@ -187,14 +191,18 @@ export async function serveHttp(
       for (const [name, value] of head.fields ?? head.headers) {
         headers.append(name, value);
       }
-      Object.defineProperty(request, "signal", { value: gone.signal });
+      Object.defineProperty(request, "signal", {
+        get() {
+          signalWanted = true;
+          watch();
+          return gone.signal;
+        },
+      });
     } catch {
       return await refuse(405, `Method not allowed: ${method}`);
     }
     cancelHead();
     phases.enterRequest();
-
-    if (body === null) watch();
 
     let response: Response;
     try {
