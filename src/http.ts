@@ -33,8 +33,9 @@ export interface RequestHead {
   version: string;
   headers: Headers;
   /**
-   * The header fields as sent, in order: a `Request` is built faster
-   * from these than from `headers`, whose iteration sorts and combines.
+   * The header fields as sent, in order, names in lower case: a `Request`
+   * is built faster from these than from `headers`, whose iteration sorts
+   * and combines.
    */
   fields?: [string, string][];
 }
@@ -196,8 +197,7 @@ const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 function parseHeaderLines(
   lines: string[],
-  headers: Headers,
-  fields: [string, string][] | null = null,
+  into: Headers | [string, string][],
 ): string | null {
   for (const line of lines) {
     const colon = line.indexOf(":");
@@ -212,12 +212,14 @@ function parseHeaderLines(
     }
     const value = line.slice(colon + 1).trim();
     if (!FIELD_VALUE.test(value)) return `Invalid value for header ${name}`;
-    try {
-      headers.append(name, value);
-    } catch {
-      return `Invalid value for header ${name}`;
+    if (Array.isArray(into)) into.push([name.toLowerCase(), value]);
+    else {
+      try {
+        into.append(name, value);
+      } catch {
+        return `Invalid value for header ${name}`;
+      }
     }
-    fields?.push([name, value]);
   }
   return null;
 }
@@ -247,11 +249,61 @@ export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
       }`,
     };
   }
-  const headers = new Headers();
   const fields: [string, string][] = [];
-  const error = parseHeaderLines(lines, headers, fields);
+  const error = parseHeaderLines(lines, fields);
   if (error !== null) return { status: 400, message: error };
-  return { method, target, version, headers, fields };
+  return new ParsedHead(method, target, version, fields);
+}
+
+/**
+ * A parsed request head whose `Headers` is built when first asked for: a
+ * plain request on a kept-alive connection is served from `fields` alone.
+ */
+class ParsedHead implements RequestHead {
+  method: string;
+  target: string;
+  version: string;
+  fields: [string, string][];
+  #headers: Headers | null = null;
+
+  constructor(
+    method: string,
+    target: string,
+    version: string,
+    fields: [string, string][],
+  ) {
+    this.method = method;
+    this.target = target;
+    this.version = version;
+    this.fields = fields;
+  }
+
+  get headers(): Headers {
+    if (this.#headers === null) {
+      // Valid already: parseHeaderLines checked every name and value.
+      this.#headers = new Headers();
+      for (const [name, value] of this.fields) {
+        this.#headers.append(name, value);
+      }
+    }
+    return this.#headers;
+  }
+}
+
+/**
+ * The value of header field `name` (lower case) in a request head, as
+ * `Headers.get` gives it: repeated fields joined with ", ", or `null`.
+ */
+export function headerValue(head: RequestHead, name: string): string | null {
+  const fields = head.fields;
+  if (fields === undefined) return head.headers.get(name);
+  let value: string | null = null;
+  for (let i = 0; i < fields.length; i++) {
+    if (fields[i][0] === name) {
+      value = value === null ? fields[i][1] : `${value}, ${fields[i][1]}`;
+    }
+  }
+  return value;
 }
 
 /** Parses an HTTP/1.1 response head (the bytes up to and with `\r\n\r\n`). */

@@ -8,7 +8,12 @@
  * @module
  */
 
-import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
+import {
+  hasToken,
+  headerValue,
+  parseRequestHead,
+  type RequestHead,
+} from "./http.ts";
 import { RequestBody } from "./http_body.ts";
 import { closeQuietly, type HeadRead } from "./http_head.ts";
 import { ConnReader } from "./http_reader.ts";
@@ -121,7 +126,7 @@ export async function serveHttp(
   for (let count = 1;; count++) {
     const method = head.method;
     const http10 = head.version === "HTTP/1.0";
-    const connection = head.headers.get("connection");
+    const connection = headerValue(head, "connection");
     const framing: ResponseFraming = {
       method,
       http10,
@@ -135,7 +140,7 @@ export async function serveHttp(
       return refuseRequest(pending, status, message);
     };
 
-    const length = bodyLength(head.headers, config.maxRequestBodySize);
+    const length = bodyLength(head, config.maxRequestBodySize);
     if (typeof length === "object" && length !== null) {
       return await refuse(length.status, length.message);
     }
@@ -166,7 +171,7 @@ export async function serveHttp(
       // RFC 9110 10.1.1: a client that waits for it is told to send the
       // body when the app first reads it; one the app never reads is not
       // sent at all.
-      const expect = hasToken(head.headers.get("expect"), "100-continue");
+      const expect = hasToken(headerValue(head, "expect"), "100-continue");
       body = new RequestBody(reader, {
         length,
         maxSize: config.maxRequestBodySize,
@@ -189,6 +194,7 @@ export async function serveHttp(
       // sorted Headers, a dependent AbortSignal), per request.
       const headers = request.headers;
       for (const [name, value] of head.fields ?? head.headers) {
+        // Valid already: the parser checked every name and value.
         headers.append(name, value);
       }
       Object.defineProperty(request, "signal", {
@@ -278,7 +284,10 @@ export async function serveHttp(
         return null;
       }
     }
-    cancelHead = pending.deadline(config.handshakeTimeout);
+    // Most heads come whole in one read: a deadline only for one that does not.
+    cancelHead = reader.hasHead
+      ? noop
+      : pending.deadline(config.handshakeTimeout);
     const raw = await reader.readHead(config.maxHandshakeSize);
     if (raw === "eof") {
       cancelHead();
@@ -297,7 +306,7 @@ export async function serveHttp(
     const parsed = parseRequestHead(raw);
     if ("status" in parsed) return await refuse(parsed.status, parsed.message);
     head = parsed;
-    if (hasToken(head.headers.get("upgrade"), "websocket")) {
+    if (hasToken(headerValue(head, "upgrade"), "websocket")) {
       const { rest, buffer } = await reader.release();
       return {
         head,

@@ -132,6 +132,11 @@ export class ConnReader {
     this.#buffer = bigger;
   }
 
+  /** Whether a whole head (up to a blank line) is buffered. */
+  get hasHead(): boolean {
+    return findHeadEnd(this.#buffer.subarray(this.#start, this.#end)) !== -1;
+  }
+
   /**
    * Reads a request head, up to and with its blank line. Resolves
    * `"too_large"` when `maxSize` bytes came without its end, `"eof"` when

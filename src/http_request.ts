@@ -5,7 +5,7 @@
  * @module
  */
 
-import { headerList, type RequestHead } from "./http.ts";
+import { headerList, headerValue, type RequestHead } from "./http.ts";
 
 /** Why a request body was not read: the status to answer with. */
 export interface BodyError {
@@ -18,11 +18,11 @@ export interface BodyError {
  * count for `Content-Length`, `"chunked"`, or the error to answer with.
  */
 export function bodyLength(
-  headers: Headers,
+  head: RequestHead,
   maxSize: number,
 ): number | "chunked" | null | BodyError {
-  const transferEncoding = headers.get("transfer-encoding");
-  const contentLength = headers.get("content-length");
+  const transferEncoding = headerValue(head, "transfer-encoding");
+  const contentLength = headerValue(head, "content-length");
   if (transferEncoding !== null) {
     // RFC 9112 6.3: a request with both "ought to be handled as an error";
     // answering it closes the door on request smuggling.
@@ -108,7 +108,7 @@ export function requestUrl(
   scheme: string,
   fallbackHost: string,
 ): string | null {
-  const host = head.headers.get("host") ?? fallbackHost;
+  const host = headerValue(head, "host") ?? fallbackHost;
   // The common case, without a URL parse here (Request parses it anyway).
   const simple = simpleUrl(scheme, host, head.target);
   if (simple !== null) return simple;

@@ -100,8 +100,10 @@ const NON_ASCII = /[^\x00-\x7f]/;
 
 /** A head's text as bytes, with `extra` bytes of room after it. */
 function latin1Bytes(text: string, extra: number): Uint8Array {
+  const ascii = !NON_ASCII.test(text);
+  if (ascii && extra === 0) return encoder.encode(text);
   const bytes = new Uint8Array(text.length + extra);
-  if (!NON_ASCII.test(text)) {
+  if (ascii) {
     encoder.encodeInto(text, bytes);
     return bytes;
   }

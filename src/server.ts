@@ -15,7 +15,12 @@ import {
   type UpgradeRequestInfo,
   validateUpgrade,
 } from "./handshake.ts";
-import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
+import {
+  hasToken,
+  headerValue,
+  parseRequestHead,
+  type RequestHead,
+} from "./http.ts";
 import { closeQuietly, readRequestHead } from "./http_head.ts";
 import { serveHttp } from "./http_conn.ts";
 import {
@@ -363,7 +368,7 @@ async function handshake(
 
     if (
       config.onRequest !== undefined &&
-      !hasToken(request.headers.get("upgrade"), "websocket")
+      !hasToken(headerValue(request, "upgrade"), "websocket")
     ) {
       // Plain HTTP, maybe many requests, maybe an upgrade after them.
       const next = await serveHttp(
