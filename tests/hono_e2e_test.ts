@@ -11,6 +11,7 @@ import { streamSSE } from "hono/streaming";
 import { connect, WebSocketError } from "../mod.ts";
 import { echo, serve } from "./_helpers.ts";
 import { within } from "./_raw_helpers.ts";
+import { startServerExample } from "./_examples_helpers.ts";
 
 const DOWNLOAD = 8 * 1024 * 1024;
 
@@ -196,4 +197,48 @@ Deno.test("a Hono app and WebSockets share one port: routes, middleware, JSON, S
     "GET /download",
     "POST /upload",
   ]);
+});
+
+// -- examples/hono_app.ts --
+
+Deno.test("examples/hono_app.ts serves its page, API and clock, and a chat for known tokens only", async () => {
+  const { process, port } = await startServerExample("hono_app.ts");
+  try {
+    const base = `127.0.0.1:${port}`;
+    const page = await within(fetch(`http://${base}/?token=ann-token`));
+    assert.match(await page.text(), /new WebSocket/);
+    assert.ok(page.headers.get("x-response-time")?.endsWith("ms"));
+    const me = await within(fetch(`http://${base}/api/me?token=bob-token`));
+    assert.deepEqual(await me.json(), { user: "bob" });
+    const stranger = await within(fetch(`http://${base}/api/me?token=x`));
+    assert.equal(stranger.status, 401);
+    await stranger.body?.cancel();
+
+    const clock = await within(fetch(`http://${base}/clock`));
+    const reader = clock.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const { value } = await within(reader.read());
+    assert.match(value!, /^data: \d{4}-\d\d-\d\dT/);
+    await reader.cancel();
+
+    const ann = await within(connect(`ws://${base}/ws?token=ann-token`));
+    assert.deepEqual(await within(ann.read()), {
+      type: "text",
+      data: "ann joined",
+    });
+    await ann.write("hello", "text");
+    assert.deepEqual(await within(ann.read()), {
+      type: "text",
+      data: "ann: hello",
+    });
+    await within(ann.close());
+    const refused = await within(
+      connect(`ws://${base}/ws?token=nope`).catch((e) => e),
+    );
+    assert.ok(refused instanceof WebSocketError);
+    assert.match(refused.message, /401/);
+    await process.waitFor("GET /api/me 401");
+  } finally {
+    const status = await process.stop();
+    assert.equal(status.code, 0, process.stderr);
+  }
 });
