@@ -66,18 +66,38 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 
-const NOT_YET = Symbol("not yet");
 type Read = ReadableStreamReadResult<Uint8Array>;
 
+/** A read from the body's stream, and how it went once settled. */
+interface TrackedRead {
+  promise: Promise<Read>;
+  /** 0: not settled; 1: resolved with `result`; 2: rejected with `error`. */
+  state: 0 | 1 | 2;
+  result: Read | null;
+  error: unknown;
+}
+
+function track(promise: Promise<Read>): TrackedRead {
+  const read: TrackedRead = { promise, state: 0, result: null, error: null };
+  promise.then((result) => {
+    read.state = 1;
+    read.result = result;
+  }, (error) => {
+    read.state = 2;
+    read.error = error;
+  });
+  return read;
+}
+
 /**
- * Resolves with what `read` resolves with if that is at hand within two
- * microtask turns (a body made from a string or bytes), or `NOT_YET`.
+ * A few microtask turns: long enough for a read of a body made from a
+ * string or bytes (whose chunk is queued already) to settle, and no
+ * longer, so a stream that has to wait for its producer is not waited on.
  */
-function readNow(read: Promise<Read>): Promise<Read | typeof NOT_YET> {
-  return Promise.race<Read | typeof NOT_YET>([
-    read,
-    Promise.resolve().then(noop).then(() => NOT_YET as typeof NOT_YET),
-  ]);
+async function turns(): Promise<void> {
+  await null;
+  await null;
+  await null;
 }
 
 let dateSecond = 0;
@@ -212,26 +232,20 @@ export async function writeResponse(
   const declared = declaredLength(response.headers.get("content-length"));
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
-  let inFlight: Promise<Read> | null = null;
+  const inFlight: Promise<Read>[] = [];
   let ended = false;
-  // Take what is at hand: a body made whole (a string, bytes, JSON) ends
-  // within two reads, and gets a Content-Length.
-  try {
-    while (chunks.length < 2) {
-      const read = reader.read();
-      const result = await readNow(read);
-      if (result === NOT_YET) {
-        inFlight = read;
-        break;
-      }
-      if (result.done) {
-        ended = true;
-        break;
-      }
-      chunks.push(result.value);
-    }
-  } catch (error) {
-    throw new BodyFailed(error, false);
+  // Two reads at once: a body made whole (a string, bytes, JSON) gives its
+  // chunk and its end within a few microtask turns, and gets a
+  // Content-Length; anything else is streamed.
+  const reads = [track(reader.read()), track(reader.read())];
+  await turns();
+  for (const read of reads) {
+    if (ended) continue;
+    if (read.state === 0) inFlight.push(read.promise);
+    else if (read.state === 2) throw new BodyFailed(read.error, false);
+    else if (inFlight.length > 0) inFlight.push(read.promise);
+    else if (read.result!.done) ended = true;
+    else chunks.push(read.result!.value);
   }
   if (ended && declared === null && chunks.length <= 1) {
     const whole = chunks[0] ?? new Uint8Array(0);
@@ -265,8 +279,8 @@ interface StreamState {
   declared: number | null;
   /** Chunks read and not yet written. */
   chunks: Uint8Array[];
-  /** A read that was started and has not settled. */
-  inFlight: Promise<Read> | null;
+  /** Reads that were started and have not been taken, in order. */
+  inFlight: Promise<Read>[];
   ended: boolean;
 }
 
@@ -294,7 +308,7 @@ async function stream(
     0,
   );
   if (framing.method === "HEAD") {
-    state.inFlight?.catch(noop);
+    for (const read of state.inFlight) read.catch(noop);
     reader.cancel().catch(noop);
     await write(head);
     return keepAlive ? "complete" : "incomplete";
@@ -323,15 +337,16 @@ async function stream(
       head1 = null;
     }
     if (head1 !== null) await write(head1);
-    let read = state.inFlight;
+    let pending = 0;
     while (more && !state.ended) {
       let result: Read;
       try {
-        result = await (read ?? reader.read());
+        result = await (pending < state.inFlight.length
+          ? state.inFlight[pending++]
+          : reader.read());
       } catch (error) {
         throw new BodyFailed(error, true);
       }
-      read = null;
       if (result.done) break;
       if (result.value.length === 0) continue;
       more = await send(result.value, null);
