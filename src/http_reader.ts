@@ -138,7 +138,8 @@ export class ConnReader {
   }
 
   /**
-   * Reads a request head, up to and with its blank line. Resolves
+   * Reads a request head, up to and with its blank line: a view of the
+   * buffer, valid until the next read. Resolves
    * `"too_large"` when `maxSize` bytes came without its end, `"eof"` when
    * the connection ended first, or the 400 to answer as soon as the bytes
    * cannot be an HTTP/1.x request line.
@@ -159,8 +160,9 @@ export class ConnReader {
       const end = findHeadEnd(available, checked - 3);
       if (end !== -1) {
         if (end > maxSize) return "too_large";
-        // A copy: the buffer is read into again while the head is in use.
-        const head = available.slice(0, end);
+        // A view, not a copy (a typed array over 64 bytes is a malloc):
+        // valid until the next read, so parse it before awaiting one.
+        const head = available.subarray(0, end);
         this.#start += end;
         return head;
       }
