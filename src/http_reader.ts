@@ -132,9 +132,22 @@ export class ConnReader {
     this.#buffer = bigger;
   }
 
-  /** Whether a whole head (up to a blank line) is buffered. */
-  get hasHead(): boolean {
-    return findHeadEnd(this.#buffer.subarray(this.#start, this.#end)) !== -1;
+  /**
+   * {@linkcode readHead} when the whole head is buffered already: the same
+   * answer, without awaiting; `null` when more bytes are needed.
+   */
+  takeHead(maxSize: number): Uint8Array | "too_large" | HeadError | null {
+    const available = this.#buffer.subarray(this.#start, this.#end);
+    const end = findHeadEnd(available);
+    if (end === -1) return null;
+    const checker = new RequestLineChecker(
+      Math.min(MAX_REQUEST_LINE, maxSize),
+    );
+    const error = checker.check(available.subarray(0, end));
+    if (error !== null) return error;
+    if (end > maxSize) return "too_large";
+    this.#start += end;
+    return available.subarray(0, end);
   }
 
   /**
