@@ -124,10 +124,45 @@ export async function serveHttp(
     }
   };
   const stallDeadline = () => pending.deadline(config.handshakeTimeout);
+  const sendContinue = () => write(CONTINUE);
   let head = first.head;
   let cancelHead = first.cancelDeadline;
+  const refuse = (status: number, message: string) => {
+    cancelHead();
+    return refuseRequest(pending, status, message);
+  };
+
+  // Notice the client leaving while the app works: once the app looks at
+  // `req.signal` and no body is left to read, read ahead (the read the next
+  // request waits on anyway) and abort at EOF. Apps that never look do not
+  // pay for a read issued early. The state is the connection's (requests
+  // are served one at a time), so nothing here is made per request.
+  let body: RequestBody | null = null;
+  let signalWanted = false;
+  // Which request is being served, and which one a read-ahead loop is for.
+  let serving = 0;
+  let watchingFor = -1;
+  const watch = async () => {
+    const current = serving;
+    if (!signalWanted || watchingFor === current || current < 0) return;
+    if (body !== null && !body.done) return;
+    watchingFor = current;
+    while (serving === current && reader.hasRoom && !reader.ended) {
+      if (!await reader.fill()) gone.abort(new Error("Client gone"));
+    }
+  };
+  const signal: PropertyDescriptor = {
+    get() {
+      signalWanted = true;
+      watch();
+      return gone.signal;
+    },
+  };
 
   for (let count = 1;; count++) {
+    serving = count;
+    body = null;
+    signalWanted = false;
     const method = head.method;
     const http10 = head.version === "HTTP/1.0";
     const connection = headerValue(head, "connection");
@@ -138,10 +173,6 @@ export async function serveHttp(
         (http10
           ? hasToken(connection, "keep-alive")
           : !hasToken(connection, "close")),
-    };
-    const refuse = (status: number, message: string) => {
-      cancelHead();
-      return refuseRequest(pending, status, message);
     };
 
     const length = bodyLength(head, config.maxRequestBodySize);
@@ -155,22 +186,6 @@ export async function serveHttp(
         `Invalid request target: ${JSON.stringify(head.target.slice(0, 64))}`,
       );
     }
-    // Notice the client leaving while the app works: once the app looks at
-    // `req.signal` and no body is left to read, read ahead (the read the
-    // next request waits on anyway) and abort at EOF. Apps that never look
-    // do not pay for a read issued early.
-    let body: RequestBody | null = null;
-    let signalWanted = false;
-    let watching = false;
-    let served = false;
-    const watch = async () => {
-      if (!signalWanted || watching || served) return;
-      if (body !== null && !body.done) return;
-      watching = true;
-      while (watching && reader.hasRoom && !reader.ended) {
-        if (!await reader.fill()) gone.abort(new Error("Client gone"));
-      }
-    };
     if (length !== null) {
       // RFC 9110 10.1.1: a client that waits for it is told to send the
       // body when the app first reads it; one the app never reads is not
@@ -179,9 +194,9 @@ export async function serveHttp(
       body = new RequestBody(reader, {
         length,
         maxSize: config.maxRequestBodySize,
-        sendContinue: expect ? () => write(CONTINUE) : null,
+        sendContinue: expect ? sendContinue : null,
         deadline: stallDeadline,
-        onEnd: () => watch(),
+        onEnd: watch,
       });
       reader.reserve(READ_AHEAD);
     }
@@ -201,13 +216,7 @@ export async function serveHttp(
         // Valid already: the parser checked every name and value.
         headers.append(name, value);
       }
-      Object.defineProperty(request, "signal", {
-        get() {
-          signalWanted = true;
-          watch();
-          return gone.signal;
-        },
-      });
+      Object.defineProperty(request, "signal", signal);
     } catch {
       return await refuse(405, `Method not allowed: ${method}`);
     }
@@ -223,8 +232,7 @@ export async function serveHttp(
         );
       }
     } catch (error) {
-      watching = false;
-      served = true;
+      serving = -1;
       if (pending.signal.aborted) return null;
       // The app failed reading a body the client sent wrong: its answer.
       if (body?.error == null) config.onError(error);
@@ -232,8 +240,7 @@ export async function serveHttp(
     }
     if (body?.error != null) {
       response.body?.cancel().catch(noop);
-      watching = false;
-      served = true;
+      serving = -1;
       return await refuse(body.error.status, body.error.message);
     }
     // A body the client waits to send and the app never read: the
@@ -244,8 +251,7 @@ export async function serveHttp(
     try {
       result = await writeResponse(response, write, framing);
     } catch (error) {
-      watching = false;
-      served = true;
+      serving = -1;
       if (!(error instanceof BodyFailed)) {
         closeQuietly(conn);
         return null;
@@ -266,8 +272,7 @@ export async function serveHttp(
       }
       result = "incomplete";
     }
-    watching = false;
-    served = true;
+    serving = -1;
     phases.enterIdle();
     if (result !== "complete" || !framing.keepAlive) {
       await lingerClose(pending);
