@@ -165,11 +165,13 @@ function headText(
     response.statusText || statusText(status)
   }\r\n`;
   let dated = false;
-  for (const [name, value] of response.headers) {
-    if (HOP_BY_HOP.has(name)) continue;
+  // forEach, not for-of: the same fields (set-cookie one by one), several
+  // times faster in Deno 2.9 than its iterator.
+  response.headers.forEach((value, name) => {
+    if (HOP_BY_HOP.has(name)) return;
     if (name === "date") dated = true;
     head += `${name}: ${value}\r\n`;
-  }
+  });
   if (!dated) head += `date: ${httpDate()}\r\n`;
   if (length !== null) head += length;
   if (!framing.keepAlive) head += "connection: close\r\n";
