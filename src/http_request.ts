@@ -70,11 +70,11 @@ export function bodyLength(
 }
 
 // What the URL parser keeps as it is: a lower-case name whose last label
-// starts with a letter (no punycode to check), or a dotted-quad address,
+// starts with a letter (and no "xn--" label, punycode it would check), or a dotted-quad address,
 // with a port that is not the scheme's default; a path without dot
 // segments or percent signs, a query of plain characters.
 const SIMPLE_HOST =
-  /^(?:(?!.*xn--)(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))(?::([1-9]\d{0,4}))?$/;
+  /^(?:(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))(?::([1-9]\d{0,4}))?$/;
 const SIMPLE_TARGET =
   /^(?:\/[A-Za-z0-9_~!$&'()*+,;=:@.-]*)+(?:\?[A-Za-z0-9_~!$&()*+,;=:@/?%.-]*)?$/;
 const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)/;
@@ -87,7 +87,8 @@ function simpleUrl(
 ): string | null {
   const match = SIMPLE_HOST.exec(host);
   if (
-    match === null || !SIMPLE_TARGET.test(target) || DOT_SEGMENT.test(target)
+    match === null || host.includes("xn--") || !SIMPLE_TARGET.test(target) ||
+    DOT_SEGMENT.test(target)
   ) {
     return null;
   }
