@@ -108,7 +108,7 @@ function httpDate(): string {
 
 const encoder = new TextEncoder();
 // Non-ASCII: header values are byte strings (ISO-8859-1), not UTF-8.
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /** Write buffers of this size are reused; see {@linkcode writeWhole}. */
 const SCRATCH_SIZE = 4096;
