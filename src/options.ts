@@ -7,11 +7,8 @@
  * @module
  */
 
-import {
-  type CompressionConfig,
-  compressionConfig,
-  type CompressionOptions,
-} from "./deflate.ts";
+import type { CompressionConfig, CompressionOptions } from "./deflate.ts";
+import { compressionConfig } from "./deflate_codec.ts";
 import type { UpgradeRequestInfo } from "./handshake.ts";
 import type { Socket } from "./socket.ts";
 import { Topics } from "./topics.ts";

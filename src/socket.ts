@@ -12,7 +12,7 @@ import {
   INTERNAL_ERROR,
   NORMAL_CLOSURE,
 } from "./close.ts";
-import type { PerMessageDeflate } from "./deflate.ts";
+import type { PerMessageDeflate } from "./deflate_codec.ts";
 import { WebSocketError } from "./errors.ts";
 import {
   MAX_CONTROL_PAYLOAD,
@@ -36,7 +36,7 @@ import {
   nextReadBuffer,
   releaseReadBuffer,
   smallReadBuffer,
-} from "./read_buffer.ts";
+} from "./buffers.ts";
 import type { Member } from "./members.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { type Keepalive, Keepalives, type Watch } from "./keepalive.ts";
