@@ -15,7 +15,6 @@ import {
   INVALID_FRAME_PAYLOAD_DATA,
 } from "./close.ts";
 import {
-  FrameDecoder,
   FrameError,
   OPCODE_BINARY,
   OPCODE_CLOSE,
@@ -24,6 +23,7 @@ import {
   OPCODE_PONG,
   OPCODE_TEXT,
 } from "./frame.ts";
+import { FrameDecoder } from "./frame_decoder.ts";
 import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
 import type { PerMessageDeflate } from "./deflate_codec.ts";
 
