@@ -16,10 +16,12 @@
 
 /** At most `max` idle buffers of exactly `size` bytes. */
 export class BufferPool {
+  /** The size of every buffer in the pool, in bytes. */
   readonly size: number;
   readonly #max: number;
   readonly #idle: Uint8Array[] = [];
 
+  /** An empty pool of `size`-byte buffers that keeps at most `max`. */
   constructor(size: number, max: number) {
     this.size = size;
     this.#max = max;

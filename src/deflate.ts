@@ -90,11 +90,17 @@ export interface CompressionOptions {
 
 /** {@linkcode CompressionOptions} with the defaults applied. */
 export interface CompressionConfig {
+  /** See {@linkcode CompressionOptions.threshold}. */
   threshold: number;
+  /** See {@linkcode CompressionOptions.level}. */
   level: number;
+  /** See {@linkcode CompressionOptions.serverNoContextTakeover}. */
   serverNoContextTakeover: boolean;
+  /** See {@linkcode CompressionOptions.clientNoContextTakeover}. */
   clientNoContextTakeover: boolean;
+  /** See {@linkcode CompressionOptions.serverMaxWindowBits}; `undefined` when not set. */
   serverMaxWindowBits: number | undefined;
+  /** See {@linkcode CompressionOptions.clientMaxWindowBits}; `undefined` when not set. */
   clientMaxWindowBits: number | undefined;
 }
 
@@ -175,7 +181,9 @@ export function checkCompressionOptions(
 
 /** The permessage-deflate parameters of one offer or response. */
 export interface DeflateParams {
+  /** `server_no_context_takeover` is present. */
   serverNoContextTakeover: boolean;
+  /** `client_no_context_takeover` is present. */
   clientNoContextTakeover: boolean;
   /** `undefined` when absent. */
   serverMaxWindowBits: number | undefined;

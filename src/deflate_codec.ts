@@ -43,6 +43,7 @@ export function compressionConfig(value: unknown): CompressionConfig | null {
   return config !== null && zlibUsable() ? config : null;
 }
 
+/** What {@linkcode PerMessageDeflate} needs to know about its connection. */
 export interface PerMessageDeflateInit {
   /** Which side this is. */
   client: boolean;
@@ -96,6 +97,7 @@ export class PerMessageDeflate {
   #peerEndsStreams = false;
   #messageRestarts = 0;
 
+  /** Sets up the codec; zlib state is made on first use. */
   constructor(init: PerMessageDeflateInit) {
     const { client, params, config } = init;
     this.threshold = config.threshold;

@@ -28,9 +28,13 @@ export const MAX_CONTROL_PAYLOAD = 125;
 
 /** A decoded frame. `payload` is already unmasked. */
 export interface Frame {
+  /** FIN: the last frame of its message. */
   fin: boolean;
+  /** RSV1: on a message's first frame, compressed (RFC 7692 6). */
   rsv1: boolean;
+  /** One of the `OPCODE_*` values. */
   opcode: number;
+  /** The application data, unmasked. */
   payload: Uint8Array;
 }
 
@@ -42,6 +46,7 @@ export interface Frame {
 export class FrameError extends Error {
   /** The close code to send (1002 or 1009). */
   readonly closeCode: number;
+  /** An error that fails the connection with `closeCode`. */
   constructor(closeCode: number, message: string) {
     super(message);
     this.name = "FrameError";

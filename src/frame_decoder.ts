@@ -134,6 +134,7 @@ export class FrameDecoder {
   #message: Uint8Array<ArrayBuffer> | null = null;
   #messageFilled = 0;
 
+  /** A decoder at the start of a stream of frames. */
   constructor(options: FrameDecoderOptions) {
     this.#requireMask = options.requireMask;
     this.#maxFrameSize = options.maxFrameSize;

@@ -55,6 +55,10 @@ export class ZlibStream {
   #state: Uint32Array;
   #error: string | null = null;
 
+  /**
+   * A new stream: a compressor (`deflate` true) at `level`, or a
+   * decompressor, with a window of 2^`windowBits` bytes.
+   */
   constructor(key: string, deflate: boolean, windowBits: number, level = 0) {
     this.key = key;
     // The stream's own 16 KiB output buffer is never used; chunkSize keeps
