@@ -20,8 +20,8 @@ import {
   OPCODE_PONG,
   OPCODE_TEXT,
 } from "../src/frame.ts";
-import { acceptDeflate, compressionConfig } from "../src/deflate.ts";
-import { PerMessageDeflate } from "../src/deflate.ts";
+import { acceptDeflate } from "../src/deflate.ts";
+import { compressionConfig, PerMessageDeflate } from "../src/deflate_codec.ts";
 
 type Side = "server" | "client";
 const SIDES: Side[] = ["server", "client"];
