@@ -226,6 +226,14 @@ export async function connect(
     );
   }
 
+  const upgrade: Upgrade = {
+    protocols,
+    limits,
+    maxSize,
+    compression,
+    followRedirects,
+  };
+
   // Whatever interrupts the handshake (timeout, abort) aborts the connect
   // or closes the conn so the pending operation fails, and says why.
   const dial: Dial = {
@@ -271,17 +279,7 @@ export async function connect(
       );
       let result: Socket | ResponseHead;
       try {
-        result = await handshake(
-          conn,
-          rest,
-          target,
-          headers,
-          protocols,
-          limits,
-          maxSize,
-          compression,
-          followRedirects,
-        );
+        result = await handshake(conn, rest, target, headers, upgrade);
       } catch (error) {
         closeQuietly(conn);
         if (dial.interrupted !== null) throw dial.interrupted;
@@ -316,7 +314,7 @@ export async function connect(
   }
 }
 
-/** One connection attempt's state, shared with what interrupts it. */
+/** The state of one `connect` call, shared with what interrupts it. */
 interface Dial {
   controller: AbortController;
   /** The connection to close when interrupted. */
@@ -469,20 +467,25 @@ async function tunnel(
   return (read as HeadRead).rest.slice();
 }
 
+/** What every upgrade request of one `connect` shares. */
+interface Upgrade {
+  protocols: string[];
+  limits: ReturnType<typeof socketLimits>;
+  maxSize: number;
+  compression: CompressionConfig | null;
+  followRedirects: boolean;
+}
+
 /**
- * The upgrade on `conn`. Resolves with the socket, or, when `redirects`
- * and the server answered with a redirect, with that response.
+ * The upgrade on `conn`. Resolves with the socket, or, with
+ * `followRedirects`, with the server's redirect response.
  */
 async function handshake(
   conn: Deno.Conn,
   rest: Uint8Array,
   url: URL,
   headers: Headers,
-  protocols: string[],
-  limits: ReturnType<typeof socketLimits>,
-  maxSize: number,
-  compression: CompressionConfig | null,
-  redirects: boolean,
+  { protocols, limits, maxSize, compression, followRedirects }: Upgrade,
 ): Promise<Socket | ResponseHead> {
   const offer = { key: generateKey(), protocols, compression };
   const request = clientRequest(url, headers, offer);
@@ -501,7 +504,9 @@ async function handshake(
   }
   const response = parseResponseHead(read.head);
   if (typeof response === "string") throw bad(`Handshake failed: ${response}`);
-  if (redirects && REDIRECT_STATUSES.has(response.status)) return response;
+  if (followRedirects && REDIRECT_STATUSES.has(response.status)) {
+    return response;
+  }
   const agreed = processResponse(response, offer);
   if (agreed instanceof WebSocketError) throw agreed;
   const deflate = agreed.deflate === null ? null : new PerMessageDeflate({
