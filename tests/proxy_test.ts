@@ -171,8 +171,10 @@ function tlsFront(port: number): { url: string } & AsyncDisposable {
             } catch { /* closed */ }
           }
         };
-        await Promise.race([pump(front, back), pump(back, front)]);
+        const pumps = [pump(front, back), pump(back, front)];
+        await Promise.race(pumps);
         closeBoth();
+        await Promise.all(pumps);
       })());
     }
   })();
@@ -424,6 +426,21 @@ Deno.test("a proxy that never answers CONNECT runs into handshakeTimeout", async
   assert.match(error.message, /waiting for the proxy to answer CONNECT/);
   assert.ok(Date.now() - started < 3000);
   const peer = await within(accepted);
+  await within(peer.readToEnd(), "the client to close the proxy connection");
+});
+
+Deno.test("aborting while the proxy has not answered CONNECT rejects with ABORTED", async () => {
+  await using fake = new RawServer();
+  const accepted = fake.accept();
+  const controller = new AbortController();
+  const connecting = connect("ws://slow.example.invalid/", {
+    proxy: `http://127.0.0.1:${fake.port}`,
+    signal: controller.signal,
+  }).catch((e) => e);
+  const peer = await within(accepted);
+  await within(peer.readHead());
+  controller.abort();
+  assert.ok(isError("ABORTED")(await within(connecting)));
   await within(peer.readToEnd(), "the client to close the proxy connection");
 });
 
