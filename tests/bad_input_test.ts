@@ -18,24 +18,22 @@ import {
 import { acceptKey } from "../src/handshake.ts";
 import {
   clientFrame,
-  drain,
-  echo,
-  RawClient,
-  serve,
-  TEST_KEY,
-} from "./_helpers.ts";
-import {
   closePayload,
   concat,
   connectToRaw,
-  delay,
+  drain,
+  echo,
+  RawClient,
   type RawPeer,
   RawServer,
   readAll,
+  serve,
   serverFrame,
+  sleep,
+  TEST_KEY,
   utf8,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 const decoder = new TextDecoder();
 
@@ -333,7 +331,7 @@ Deno.test("an upgrade request sent one byte at a time is accepted", async () => 
   );
   for (let i = 0; i < request.length; i++) {
     await client.send(request.subarray(i, i + 1));
-    await delay(1);
+    await sleep(1);
   }
   const head = await within(client.readHead());
   assert.equal(statusOf(head), 101, head);
@@ -516,7 +514,7 @@ async function assertServerFailsMidFrame(
     RawClient.upgrade(server.addr.port, extensions),
   );
   await client.send(before);
-  await delay(30);
+  await sleep(30);
   await client.send(invalid);
   const close = await within(client.readClose(), "the close frame", 1000);
   assert.equal(close?.code, 1007, JSON.stringify(close));
@@ -544,7 +542,7 @@ Deno.test("a text frame still arriving that ends inside a character waits for th
   const frame = clientFrame(0x1, text);
   for (const [from, to] of [[0, 12], [12, 72], [72, frame.length]]) {
     await client.send(frame.subarray(from, to));
-    await delay(10);
+    await sleep(10);
   }
   const echoed = await within(client.readFrame());
   assert.equal(decoder.decode(echoed?.payload), text);
@@ -577,7 +575,7 @@ async function assertClientFailsMidFrame(
     compression ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "",
   );
   await peer.send(before);
-  await delay(30);
+  await sleep(30);
   await peer.send(invalid);
   const close = await within(peer.readClose(), "the close frame", 1000);
   assert.equal(close?.code, 1007, JSON.stringify(close));

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { connect, type Message, type Socket, WebSocketError } from "../mod.ts";
-import { stopChild, within } from "./_raw_helpers.ts";
+import { stopChild, within } from "./_helpers.ts";
 import { CHROMIUM, Chromium, HAS_CHROMIUM } from "./_chromium.ts";
 
 const ROOT = new URL("../", import.meta.url);

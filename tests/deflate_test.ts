@@ -28,18 +28,20 @@ import {
   type Socket,
   WebSocketError,
 } from "../mod.ts";
-import { clientFrame, serve, upgradeRequest, urlOf } from "./_helpers.ts";
 import {
+  clientFrame,
   closePayload,
   concat,
   connectToRaw,
   RawPeer,
   RawServer,
-  type RawServer as RawServerType,
+  serve,
   serverFrame,
+  upgradeRequest,
+  urlOf,
   utf8,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 const decoder = new TextDecoder();
 const TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
@@ -1181,7 +1183,7 @@ Deno.test("our client fails the handshake with BAD_HANDSHAKE on a response outsi
     [false, "permessage-deflate"],
   ];
   for (const [compression, response] of cases) {
-    await using raw: RawServerType = new RawServer();
+    await using raw: RawServer = new RawServer();
     const accepted = raw.accept();
     const connecting = connect(raw.url(), { compression }).catch((e) => e);
     const peer = await within(accepted, "the raw server to accept");

@@ -4,16 +4,7 @@
 
 import assert from "node:assert/strict";
 import { connect, type Message } from "../mod.ts";
-import { clientFrame, RawClient, serve, urlOf } from "./_helpers.ts";
-import { within } from "./_raw_helpers.ts";
-
-function deadline<T>(promise: Promise<T>, ms = 5000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+import { clientFrame, RawClient, serve, urlOf, within } from "./_helpers.ts";
 
 // -- Keepalive --
 
@@ -26,13 +17,13 @@ Deno.test("a server with pingInterval drops a peer that never answers pings with
   }, { pingInterval: 50, pongTimeout: 100 });
   await using raw = await RawClient.upgrade(server.addr.port);
   // The raw client reads the pings but never answers them.
-  const ping = await deadline(raw.readFrame());
+  const ping = await within(raw.readFrame());
   assert.equal(ping?.opcode, 0x9);
-  const last = await deadline(ended.promise);
+  const last = await within(ended.promise);
   assert.equal(last?.type, "close");
   assert.equal((last as { code: number }).code, 1006);
   assert.match((last as { reason: string }).reason, /Keepalive timeout/);
-  assert.ok(await deadline(raw.closedByPeer()));
+  assert.ok(await within(raw.closedByPeer()));
 });
 
 Deno.test("a server with pingInterval keeps a peer that answers pings", async () => {
@@ -51,7 +42,7 @@ Deno.test("a server with pingInterval keeps a peer that answers pings", async ()
   })();
   await new Promise((resolve) => setTimeout(resolve, 400));
   await sock.write("still here", "text");
-  assert.equal(await deadline(reader), "still here");
+  assert.equal(await within(reader), "still here");
   assert.ok(pings >= 3, `expected several pings, saw ${pings}`);
   assert.equal(sock.readyState, "open");
   await sock.close();
@@ -86,8 +77,8 @@ Deno.test("a socket stops reading from TCP while maxQueuedBytes of messages wait
     `bufferedAmount ${sock.bufferedAmount}`,
   );
   release.resolve();
-  assert.equal(await deadline(received.promise, 20_000), 64);
-  await deadline(last!, 20_000);
+  assert.equal(await within(received.promise, "64 messages", 20_000), 64);
+  await within(last!, "the last write", 20_000);
   assert.equal(sock.bufferedAmount, 0);
   await sock.close();
 });
@@ -107,12 +98,12 @@ Deno.test("messages sent in the same packet as the upgrade arrive as the first m
   packet.set(request);
   packet.set(frame, request.length);
   await raw.send(packet);
-  assert.match(await deadline(raw.readHead()), /^HTTP\/1.1 101 /);
-  assert.deepEqual(await deadline(first.promise), {
+  assert.match(await within(raw.readHead()), /^HTTP\/1.1 101 /);
+  assert.deepEqual(await within(first.promise), {
     type: "text",
     data: "early",
   });
-  assert.equal((await deadline(raw.readClose()))?.code, 1000);
+  assert.equal((await within(raw.readClose()))?.code, 1000);
 });
 
 Deno.test("a peer that never reads is dropped once maxBufferedAmount is exceeded", async () => {
@@ -133,7 +124,7 @@ Deno.test("a peer that never reads is dropped once maxBufferedAmount is exceeded
   }, { maxBufferedAmount: 1024 * 1024 });
   // Upgrades, then never reads: the server's send buffer can only grow.
   await using _raw = await RawClient.upgrade(server.addr.port);
-  const { error, last } = await deadline(outcome.promise, 10_000);
+  const { error, last } = await within(outcome.promise, "the outcome", 10_000);
   assert.ok(
     error instanceof Error && error.name === "WebSocketError",
     String(error),
@@ -153,7 +144,7 @@ Deno.test("connections over maxConnections get 503 and are closed; the server ke
   const a = await connect(urlOf(server));
   const b = await connect(urlOf(server));
   await using raw = await RawClient.connect(server.addr.port);
-  const response = new TextDecoder().decode(await deadline(raw.readToEnd()));
+  const response = new TextDecoder().decode(await within(raw.readToEnd()));
   assert.match(response, /^HTTP\/1.1 503 Service Unavailable\r\n/);
   const refused = await connect(urlOf(server)).catch((e) => e);
   assert.equal(refused.code, "BAD_HANDSHAKE");

@@ -8,8 +8,15 @@ import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { Keepalive } from "../src/keepalive.ts";
 import { socketLimits } from "../src/options.ts";
-import { clientFrame, RawClient, serve, urlOf } from "./_helpers.ts";
-import { delay, within } from "./_raw_helpers.ts";
+import {
+  clientFrame,
+  RawClient,
+  RawPeer,
+  serve,
+  sleep,
+  urlOf,
+  within,
+} from "./_helpers.ts";
 
 Deno.test("keepalive is on by default: a ping after 30 s of silence, a drop 30 s later", () => {
   const limits = socketLimits({});
@@ -38,7 +45,7 @@ Deno.test("a peer that keeps sending is never pinged; a silent one is, and answe
   // The chatty client sends a message every 20 ms for 400 ms.
   for (let i = 0; i < 20; i++) {
     await chatty.send(clientFrame(0x2, new Uint8Array([i])));
-    await delay(20);
+    await sleep(20);
   }
   // About one ping per pingInterval of silence, and answering kept it.
   assert.ok(pings >= 2, `${pings} pings`);
@@ -58,7 +65,6 @@ Deno.test("a peer that keeps sending is never pinged; a silent one is, and answe
 
 Deno.test("our client pings a silent server after pingInterval and drops it after pongTimeout", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { RawPeer } = await import("./_raw_helpers.ts");
   const accepted = listener.accept().then((conn) => new RawPeer(conn));
   const connecting = connect(`ws://127.0.0.1:${listener.addr.port}/`, {
     pingInterval: 60,
@@ -99,7 +105,7 @@ Deno.test("one Keepalive of 1,000 sockets pings the silent ones, spares those he
       watches[i].heard = keepalive.ticks;
       watches[i].pinged = -1;
     }
-    await delay(10);
+    await sleep(10);
   }
   for (let i = 0; i < 1000; i++) {
     const silent = i % 2 === 1;
@@ -111,7 +117,7 @@ Deno.test("one Keepalive of 1,000 sockets pings the silent ones, spares those he
   for (let i = 0; i < 1000; i += 2) keepalive.remove(watches[i]);
   keepalive.remove(watches[999]);
   assert.equal(keepalive.size, 0);
-  await delay(30); // The timer stops at its next sweep.
+  await sleep(30); // The timer stops at its next sweep.
 });
 
 Deno.test("keepalive keeps no process alive and stops its timer once no socket is left", async () => {
@@ -120,7 +126,7 @@ Deno.test("keepalive keeps no process alive and stops its timer once no socket i
     for await (const _ of sock) { /* read */ }
   }, { pingInterval: 40, pongTimeout: 40 });
   const sock = await connect(urlOf(server), { pingInterval: 40 });
-  await delay(100);
+  await sleep(100);
   await sock.close();
-  await delay(60);
+  await sleep(60);
 });

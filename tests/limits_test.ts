@@ -19,22 +19,20 @@ import {
 } from "../mod.ts";
 import {
   clientFrame,
+  concat,
+  connectToRaw,
   RawClient,
+  RawServer,
+  readAll,
   serve,
+  sleep,
   TEST_KEY,
   upgradeRequest,
   urlOf,
-} from "./_helpers.ts";
-import {
-  concat,
-  connectToRaw,
-  delay,
-  RawServer,
-  readAll,
   utf8,
   waitFor,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 const MIB = 1024 * 1024;
 
@@ -102,7 +100,7 @@ Deno.test("handshakeTimeout drops a slowloris client that sends one header byte 
       break; // Reset: the server is gone.
     }
     sent++;
-    await delay(100);
+    await sleep(100);
   }
   const { rest, elapsed } = await within(dropped);
   // Dropped at the deadline although bytes kept coming: the timeout is on
@@ -137,7 +135,7 @@ Deno.test("50 slowloris clients do not keep a well-behaved client from being ser
       } catch {
         break;
       }
-      await delay(100);
+      await sleep(100);
     }
     const elapsed = await dropped;
     client.close();
@@ -210,7 +208,7 @@ Deno.test("declared lengths are not allocated up front: 64 peers each announcing
   // what arrives and waits for the rest.
   const start = concat(header64(BigInt(16 * MIB)), new Uint8Array(4096));
   await Promise.all(clients.map((client) => client.send(start)));
-  await delay(200);
+  await sleep(200);
   const grown = Deno.memoryUsage().external - before;
   // Allocating the declared length would take 64 × 16 MiB = 1 GiB. What
   // frame.ts documents is at most max(1 MiB, 4 × the bytes received) per
@@ -276,7 +274,7 @@ Deno.test("after failing a connection, the server stops discarding a peer that k
       } catch {
         writeFailed = true;
       }
-      await delay(20);
+      await sleep(20);
     }
   })();
   const { closed, at } = await within(ended.promise, "the handler to end");
@@ -354,7 +352,7 @@ Deno.test({
   async fn() {
     const got = Promise.withResolvers<Message[]>();
     await using server = serve(async (sock) => {
-      await delay(800); // Busy elsewhere: not reading.
+      await sleep(800); // Busy elsewhere: not reading.
       const messages: Message[] = [];
       let binary = 0;
       for await (const msg of sock) {
@@ -408,7 +406,7 @@ Deno.test("a write to a peer that stops reading stays pending with an accurate b
   await within(progress.pending.promise);
   // Every fragment accepted, none taken by the OS yet.
   assert.equal(buffered, wire);
-  await delay(200);
+  await sleep(200);
   assert.equal(resolved, false, "write() resolved before the peer read");
   // Now read it all: the write resolves and nothing stays buffered.
   const chunk = new Uint8Array(256 * 1024);

@@ -18,11 +18,15 @@ import {
   clientFrame,
   echo,
   RawClient,
+  readAll,
   serve,
+  sleep,
   upgradeRequest,
   urlOf,
+  utf8,
+  waitFor,
+  within,
 } from "./_helpers.ts";
-import { delay, readAll, utf8, waitFor, within } from "./_raw_helpers.ts";
 
 const decoder = new TextDecoder();
 
@@ -174,7 +178,7 @@ Deno.test("data from the upgrade hook reaches the handler as sock.data", async (
     seen.resolve(data);
   }, {
     async upgrade(req) {
-      await delay(1);
+      await sleep(1);
       const url = new URL(req.url);
       return {
         data: { user: url.searchParams.get("user")!, room: 42 },
@@ -252,7 +256,7 @@ Deno.test("an upgrade hook that throws gets the client a 500, and onError the er
     onError,
     async upgrade() {
       if (calls++ === 0) throw boom;
-      await delay(1);
+      await sleep(1);
       throw boom;
     },
   });
@@ -808,7 +812,7 @@ Deno.test("server.close() lets a plain request in onRequest finish", async () =>
   const response = fetch(`http://127.0.0.1:${server.addr.port}/slow`);
   await within(entered.promise);
   const closing = server.close();
-  await delay(20);
+  await sleep(20);
   release.resolve();
   const res = await within(response);
   assert.equal(await res.text(), "finished");
@@ -828,7 +832,7 @@ Deno.test("server.close() cuts a request still in onRequest after closeTimeout, 
   });
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-  await delay(20);
+  await sleep(20);
   const start = performance.now();
   await within(server.close());
   const elapsed = performance.now() - start;

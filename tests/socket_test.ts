@@ -6,24 +6,22 @@
 import assert from "node:assert/strict";
 import { connect, type Message, WebSocketError } from "../mod.ts";
 import {
-  clientFrame,
-  drain,
-  echo,
-  RawClient,
-  serve,
-  urlOf,
-} from "./_helpers.ts";
-import {
   answerClose,
+  clientFrame,
   closePayload,
   concat,
   connectToRaw,
+  drain,
+  echo,
+  RawClient,
   RawServer,
   readAll,
+  serve,
+  urlOf,
   utf8,
   waitFor,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 function isSocketClosed(error: unknown): boolean {
   return error instanceof WebSocketError && error.code === "SOCKET_CLOSED";
