@@ -53,7 +53,8 @@ let installed: FakeTime | null = null;
 /**
  * A virtual clock installed on `globalThis` from construction until
  * disposal (`using time = new FakeTime()`). It starts at the real
- * `performance.now()` and `Date.now()`, and moves only with
+ * `performance.now()` (rounded up to a whole ms) and `Date.now()`, and
+ * moves only with
  * {@linkcode tick} and {@linkcode tickAsync}.
  *
  * Declare it before the servers and sockets of the test, so it is disposed
@@ -71,7 +72,8 @@ export class FakeTime implements Disposable {
 
   constructor() {
     if (installed !== null) throw new Error("A FakeTime is already installed");
-    this.#now = real.performanceNow();
+    // Whole milliseconds, so sums of whole delays stay exact.
+    this.#now = Math.ceil(real.performanceNow());
     this.#dateOffset = real.dateNow() - this.#now;
     installed = this;
     const g = globalThis as Record<string, unknown>;
