@@ -4,11 +4,13 @@
 
 import assert from "node:assert/strict";
 import { connect, type Message } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import { clientFrame, RawClient, serve, urlOf, within } from "./_helpers.ts";
 
 // -- Keepalive --
 
 Deno.test("a server with pingInterval drops a peer that never answers pings with 1006", async () => {
+  using time = new FakeTime();
   const ended = Promise.withResolvers<Message | null>();
   await using server = serve(async (sock) => {
     let last: Message | null = null;
@@ -17,8 +19,11 @@ Deno.test("a server with pingInterval drops a peer that never answers pings with
   }, { pingInterval: 50, pongTimeout: 100 });
   await using raw = await RawClient.upgrade(server.addr.port);
   // The raw client reads the pings but never answers them.
-  const ping = await within(raw.readFrame());
+  const reading = raw.readFrame();
+  await time.tickAsync(50);
+  const ping = await within(reading);
   assert.equal(ping?.opcode, 0x9);
+  await time.tickAsync(100);
   const last = await within(ended.promise);
   assert.equal(last?.type, "close");
   assert.equal((last as { code: number }).code, 1006);
@@ -27,6 +32,7 @@ Deno.test("a server with pingInterval drops a peer that never answers pings with
 });
 
 Deno.test("a server with pingInterval keeps a peer that answers pings", async () => {
+  using time = new FakeTime();
   let pings = 0;
   await using server = serve(async (sock) => {
     for await (const msg of sock) {
@@ -40,7 +46,7 @@ Deno.test("a server with pingInterval keeps a peer that answers pings", async ()
       if (msg.type === "text") return msg.data;
     }
   })();
-  await new Promise((resolve) => setTimeout(resolve, 400));
+  await time.tickAsync(400);
   await sock.write("still here", "text");
   assert.equal(await within(reader), "still here");
   assert.ok(pings >= 3, `expected several pings, saw ${pings}`);
