@@ -153,6 +153,11 @@ export class FakeTime implements Disposable {
     timer.callback(...timer.args);
   }
 
+  /** Resolves `ms` from now on the virtual clock, once a tick gets there. */
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.#set(resolve, ms, [], false));
+  }
+
   /**
    * Moves the clock `ms` on, running each timer due by then in order, with
    * the clock at its due time; timers those set run too if due in time.

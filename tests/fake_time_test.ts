@@ -85,6 +85,7 @@ Deno.test("intervals repeat until cleared, and timers set by a timer run in the 
 
 Deno.test("tickAsync lets promise jobs and real macrotasks run between timers; tick does not", async () => {
   using time = new FakeTime();
+  const start = time.now;
   const order: string[] = [];
   const chain = (label: string) =>
     setTimeout(async () => {
@@ -95,11 +96,14 @@ Deno.test("tickAsync lets promise jobs and real macrotasks run between timers; t
       await sleep(0); // a real macrotask
       order.push(`${label}2`);
     }, 10);
+  let slept = -1;
+  time.sleep(15).then(() => slept = time.now - start);
   chain("sync:");
   time.tick(20);
   assert.deepEqual(order, ["sync:1"]);
   await within(sleep(20), "the real macrotask");
   assert.deepEqual(order, ["sync:1", "sync:2"]);
+  assert.equal(slept, 20, "a virtual sleep resolves as a promise job");
   time.tick(1); // sync:3 was set on the virtual clock
   order.length = 0;
   chain("async:");

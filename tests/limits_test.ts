@@ -17,6 +17,7 @@ import {
   type Message,
   WebSocketError,
 } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   clientFrame,
   concat,
@@ -79,6 +80,7 @@ async function serverAnswer(
 // -- Handshake --
 
 Deno.test("handshakeTimeout drops a slowloris client that sends one header byte every 100 ms", async () => {
+  using time = new FakeTime();
   let handled = 0;
   await using server = serve(() => {
     handled++;
@@ -100,7 +102,7 @@ Deno.test("handshakeTimeout drops a slowloris client that sends one header byte 
       break; // Reset: the server is gone.
     }
     sent++;
-    await sleep(100);
+    await time.tickAsync(100);
   }
   const { rest, elapsed } = await within(dropped);
   // Dropped at the deadline although bytes kept coming: the timeout is on
@@ -112,6 +114,7 @@ Deno.test("handshakeTimeout drops a slowloris client that sends one header byte 
 });
 
 Deno.test("50 slowloris clients do not keep a well-behaved client from being served, and all are dropped", async () => {
+  using time = new FakeTime();
   await using server = serve(async (sock) => {
     for await (const msg of sock) {
       if (msg.type === "text") await sock.write(msg.data, "text");
@@ -123,6 +126,10 @@ Deno.test("50 slowloris clients do not keep a well-behaved client from being ser
   const slow = await Promise.all(
     Array.from({ length: 50 }, () => within(RawClient.connect(port))),
   );
+  // Each sends a byte, then waits for the clock, which moves 100 ms once
+  // every one still trickling has sent its byte.
+  let trickling = slow.length;
+  let waiting = 0;
   const trickles = slow.map(async (client) => {
     let done = false;
     const dropped = client.readToEnd().then(() => {
@@ -135,12 +142,21 @@ Deno.test("50 slowloris clients do not keep a well-behaved client from being ser
       } catch {
         break;
       }
-      await sleep(100);
+      waiting++;
+      await time.sleep(100);
+      waiting--;
     }
+    trickling--;
     const elapsed = await dropped;
     client.close();
     return elapsed;
   });
+  const clock = (async () => {
+    while (trickling > 0) {
+      await waitFor(() => waiting === trickling, "every slowloris byte");
+      await time.tickAsync(100);
+    }
+  })();
   // Meanwhile a real client connects, talks and leaves.
   const sock = await within(connect(urlOf(server)));
   await sock.write("still serving", "text");
@@ -150,6 +166,7 @@ Deno.test("50 slowloris clients do not keep a well-behaved client from being ser
   });
   await within(sock.close());
   const elapsed = await within(Promise.all(trickles), "the slowloris drops");
+  await within(clock, "the clock to stop");
   for (const ms of elapsed) {
     assert.ok(ms >= 350 && ms < 3000, `a slowloris was dropped after ${ms} ms`);
   }
@@ -256,6 +273,7 @@ Deno.test("fragments each within maxFrameSize make a message up to maxMessageSiz
 // -- closeTimeout --
 
 Deno.test("after failing a connection, the server stops discarding a peer that keeps sending at closeTimeout", async () => {
+  using time = new FakeTime();
   const ended = Promise.withResolvers<{ closed: CloseInfo; at: number }>();
   await using server = serve(async (sock) => {
     await readAll(sock);
@@ -274,7 +292,7 @@ Deno.test("after failing a connection, the server stops discarding a peer that k
       } catch {
         writeFailed = true;
       }
-      await sleep(20);
+      await time.tickAsync(20);
     }
   })();
   const { closed, at } = await within(ended.promise, "the handler to end");
@@ -290,13 +308,16 @@ Deno.test("after failing a connection, the server stops discarding a peer that k
 // -- Keepalive --
 
 Deno.test("our client with pingInterval drops a server that stops answering (half-open) with 1006 and frees it", async () => {
+  using time = new FakeTime();
   await using raw = new RawServer();
   const { sock, peer } = await connectToRaw(raw, {
     pingInterval: 50,
     pongTimeout: 100,
   });
   // The raw server is alive at the TCP level but never reads or answers.
-  const messages = await within(readAll(sock));
+  const reading = readAll(sock);
+  await time.tickAsync(50 + 100 + 25);
+  const messages = await within(reading);
   assert.equal(messages.length, 1);
   assert.equal(messages[0].type, "close");
   assert.equal((messages[0] as { code: number }).code, 1006);
@@ -314,6 +335,7 @@ Deno.test("our client with pingInterval drops a server that stops answering (hal
 });
 
 Deno.test("keepalive drops a frozen peer even while a write to it is stuck", async () => {
+  using time = new FakeTime();
   const outcome = Promise.withResolvers<
     { error: unknown; closed: CloseInfo; last: Message | null }
   >();
@@ -329,6 +351,7 @@ Deno.test("keepalive drops a frozen peer even while a write to it is stuck", asy
   }, { pingInterval: 100, pongTimeout: 200 });
   // Upgrades, then neither reads nor writes.
   await using _client = await within(RawClient.upgrade(server.addr.port));
+  await time.tickAsync(100 + 200 + 50);
   const { error, closed, last } = await within(outcome.promise);
   assert.ok(error instanceof Error, `the flush did not reject: ${error}`);
   assert.equal(closed.code, 1006);
@@ -350,9 +373,10 @@ Deno.test("keepalive drops a frozen peer even while a write to it is stuck", asy
 Deno.test({
   name: "keepalive does not drop a live peer while backpressure pauses reading",
   async fn() {
+    using time = new FakeTime();
     const got = Promise.withResolvers<Message[]>();
     await using server = serve(async (sock) => {
-      await sleep(800); // Busy elsewhere: not reading.
+      await time.sleep(800); // Busy elsewhere: not reading.
       const messages: Message[] = [];
       let binary = 0;
       for await (const msg of sock) {
@@ -366,6 +390,7 @@ Deno.test({
     for (let i = 0; i < 64; i++) {
       sock.write(new Uint8Array(16 * 1024)).catch(() => {});
     }
+    await time.tickAsync(1000);
     const messages = await within(got.promise);
     assert.equal(messages.filter((m) => m.type === "binary").length, 64);
     assert.notEqual(messages.at(-1)?.type, "close");
