@@ -185,6 +185,30 @@ export class FakeTime implements Disposable {
     this.#now = until;
   }
 
+  /**
+   * Moves the clock on `step` ms at a time, as {@linkcode tickAsync} does,
+   * until `promise` settles, and returns what it settles with: for a timer
+   * that real I/O arms at a moment the test cannot see (a server's
+   * deadline for a connection it accepts). How late the clock may then be
+   * is a step or a few; it fails after `limit` virtual ms.
+   */
+  async tickUntil<T>(
+    promise: Promise<T>,
+    step = 10,
+    limit = 60_000,
+  ): Promise<T> {
+    let settled = false;
+    const watched = promise.finally(() => settled = true);
+    watched.catch(() => {});
+    for (let moved = 0; !settled; moved += step) {
+      if (moved >= limit) {
+        throw new Error(`Nothing settled within ${limit} virtual ms`);
+      }
+      await this.tickAsync(step);
+    }
+    return await watched;
+  }
+
   /** Real turns of the event loop with the clock standing still. */
   async settle(turns = 2): Promise<void> {
     for (let i = 0; i < turns; i++) await realTurn();

@@ -16,6 +16,7 @@ import {
   WebSocketError,
 } from "../mod.ts";
 import { acceptKey } from "../src/handshake.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   clientFrame,
   closePayload,
@@ -205,21 +206,23 @@ Deno.test("maxHandshakeSize sets the request head limit", async () => {
 });
 
 Deno.test("handshakeTimeout drops a client that sends nothing", async () => {
+  using time = new FakeTime();
   await using server = serve(() => {}, { handshakeTimeout: 200 });
   await using client = await within(RawClient.connect(server.addr.port));
   const start = performance.now();
-  const rest = await within(client.readToEnd());
+  const rest = await time.tickUntil(client.readToEnd());
   const elapsed = performance.now() - start;
   assert.equal(rest.length, 0);
   assert.ok(elapsed >= 150 && elapsed < 2000, `dropped after ${elapsed} ms`);
 });
 
 Deno.test("handshakeTimeout drops a client that stops halfway through its request", async () => {
+  using time = new FakeTime();
   await using server = serve(() => {}, { handshakeTimeout: 200 });
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr");
   const start = performance.now();
-  await within(client.readToEnd());
+  await time.tickUntil(client.readToEnd());
   const elapsed = performance.now() - start;
   assert.ok(elapsed >= 150 && elapsed < 2000, `dropped after ${elapsed} ms`);
 });
@@ -953,10 +956,11 @@ Deno.test("connect() rejects a URL that is not ws:// or wss:// with INVALID_URL"
 });
 
 Deno.test("connect() rejects with HANDSHAKE_TIMEOUT when the server never answers", async () => {
+  using time = new FakeTime();
   const start = performance.now();
-  const error = await connectError(async (peer) => {
+  const error = await time.tickUntil(connectError(async (peer) => {
     await peer.readHead();
-  }, { handshakeTimeout: 200 });
+  }, { handshakeTimeout: 200 }));
   const elapsed = performance.now() - start;
   assertWebSocketError(error, "HANDSHAKE_TIMEOUT");
   assert.ok(elapsed >= 150 && elapsed < 2000, `rejected after ${elapsed} ms`);

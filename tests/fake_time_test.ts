@@ -150,3 +150,23 @@ Deno.test("disposal runs what is pending and fails on a timer that never stops, 
   );
   assert.equal(globalThis.setTimeout, realSetTimeout);
 });
+
+Deno.test("tickUntil moves the clock in steps until a promise settles, and gives up at its limit", async () => {
+  using time = new FakeTime();
+  const start = time.now;
+  // A timer armed only after a real macrotask, as real I/O would.
+  const armed = sleep(1).then(() =>
+    new Promise<number>((resolve) =>
+      setTimeout(() => resolve(time.now - start), 100)
+    )
+  );
+  const at = await time.tickUntil(armed, 10);
+  assert.ok(at >= 100 && at % 10 === 0, `resolved at ${at}`);
+  assert.equal(time.now - start, at);
+  await assert.rejects(
+    time.tickUntil(new Promise(() => {}), 50, 200),
+    /Nothing settled within 200 virtual ms/,
+  );
+  const failed = Promise.reject(new Error("no"));
+  await assert.rejects(time.tickUntil(failed), /no/);
+});
