@@ -25,7 +25,11 @@ const real = {
   performanceNow: performance.now.bind(performance),
 };
 
-/** One real turn of the event loop: pending I/O and its promise jobs run. */
+/**
+ * One real turn of the event loop: pending I/O and its promise jobs run.
+ * A zero-length real timeout, not `setImmediate`: immediates run before
+ * Deno polls for I/O again, so a peer's answer would not get through.
+ */
 function realTurn(): Promise<void> {
   return new Promise((resolve) => real.setTimeout(resolve, 0));
 }

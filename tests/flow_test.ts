@@ -5,7 +5,14 @@
 import assert from "node:assert/strict";
 import { connect, type Message } from "../mod.ts";
 import { FakeTime } from "./_fake_time.ts";
-import { clientFrame, RawClient, serve, urlOf, within } from "./_helpers.ts";
+import {
+  clientFrame,
+  RawClient,
+  serve,
+  urlOf,
+  waitFor,
+  within,
+} from "./_helpers.ts";
 
 // -- Keepalive --
 
@@ -34,8 +41,10 @@ Deno.test("a server with pingInterval drops a peer that never answers pings with
 Deno.test("a server with pingInterval keeps a peer that answers pings", async () => {
   using time = new FakeTime();
   let pings = 0;
+  let pongs = 0;
   await using server = serve(async (sock) => {
     for await (const msg of sock) {
+      if (msg.type === "pong") pongs++;
       if (msg.type === "text") await sock.write(msg.data, "text");
     }
   }, { pingInterval: 30, pongTimeout: 200 });
@@ -46,7 +55,11 @@ Deno.test("a server with pingInterval keeps a peer that answers pings", async ()
       if (msg.type === "text") return msg.data;
     }
   })();
-  await time.tickAsync(400);
+  // 400 ms, each pong back at the server before the clock moves on.
+  for (let ms = 0; ms < 400; ms += 20) {
+    await time.tickAsync(20);
+    await waitFor(() => pongs === pings, "the pong to each ping");
+  }
   await sock.write("still here", "text");
   assert.equal(await within(reader), "still here");
   assert.ok(pings >= 3, `expected several pings, saw ${pings}`);

@@ -14,6 +14,7 @@ import {
   type UpgradeRequest,
   WebSocketError,
 } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   clientFrame,
   echo,
@@ -300,6 +301,7 @@ Deno.test("headers from the upgrade hook go on the 101, but cannot replace the h
 });
 
 Deno.test("an upgrade hook slower than handshakeTimeout loses the connection, and the server moves on", async () => {
+  using time = new FakeTime();
   const { errors, onError } = errorLog();
   let handled = 0;
   await using server = serve(() => {
@@ -313,7 +315,7 @@ Deno.test("an upgrade hook slower than handshakeTimeout loses the connection, an
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send(upgradeRequest(server.addr.port));
   const start = performance.now();
-  assert.equal((await within(client.readToEnd())).length, 0);
+  assert.equal((await time.tickUntil(client.readToEnd())).length, 0);
   const elapsed = performance.now() - start;
   assert.ok(elapsed >= 100 && elapsed < 2000, `dropped after ${elapsed} ms`);
   assert.equal(handled, 0);
@@ -820,6 +822,7 @@ Deno.test("server.close() lets a plain request in onRequest finish", async () =>
 });
 
 Deno.test("server.close() cuts a request still in onRequest after closeTimeout, aborting request.signal", async () => {
+  using time = new FakeTime();
   const aborted = Promise.withResolvers<void>();
   const server = listen({
     addr: "127.0.0.1:0",
@@ -834,7 +837,7 @@ Deno.test("server.close() cuts a request still in onRequest after closeTimeout, 
   await client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
   await sleep(20);
   const start = performance.now();
-  await within(server.close());
+  await time.tickUntil(server.close());
   const elapsed = performance.now() - start;
   assert.ok(elapsed >= 80 && elapsed < 2000, `closed after ${elapsed} ms`);
   await within(aborted.promise);

@@ -11,6 +11,7 @@ import {
   type Socket,
   WebSocketError,
 } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   CERT,
   clientFrame,
@@ -303,6 +304,7 @@ Deno.test("server.close() sends 1001 to open sockets, resolves, and refuses new 
 });
 
 Deno.test("server.close() waits at most closeTimeout for a peer that never answers", async () => {
+  using time = new FakeTime();
   const server = listen({
     addr: "127.0.0.1:0",
     handler: drain,
@@ -316,7 +318,7 @@ Deno.test("server.close() waits at most closeTimeout for a peer that never answe
     code: 1001,
     reason: "Server shutting down",
   });
-  await within(closing);
+  await time.tickUntil(closing);
   const elapsed = performance.now() - start;
   assert.ok(
     elapsed >= 150 && elapsed < 2000,
@@ -503,6 +505,7 @@ Deno.test("a wss:// server gives back the slot of a TCP connection that never st
   // handshake. (Deno itself keeps such a socket open until the peer sends
   // or hangs up: closing a TlsConn mid-handshake leaves its handshake task
   // holding the TCP stream, which no API reaches. See the ignored test.)
+  using time = new FakeTime();
   await using server = serve(echo, {
     tls: true,
     certs: [{ cert: CERT, key: KEY }],
@@ -521,7 +524,7 @@ Deno.test("a wss:// server gives back the slot of a TCP connection that never st
       .catch((error) => error);
     assert.match(String(refused), /503/);
     // ...until the handshake timeout gives them back.
-    await sleep(400);
+    await time.tickAsync(400);
     const sock = await within(
       connect(urlOf(server, "/", true), { caCerts: [CERT] }),
     );

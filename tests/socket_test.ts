@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { connect, type Message, WebSocketError } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   answerClose,
   clientFrame,
@@ -660,6 +661,7 @@ Deno.test("an abrupt drop ends read() with a 1006 close message, then null", asy
 });
 
 Deno.test("closeTimeout bounds the wait for a peer that never answers the close", async () => {
+  using time = new FakeTime();
   await using raw = new RawServer();
   const { sock, peer } = await connectToRaw(raw, { closeTimeout: 200 });
   const start = performance.now();
@@ -667,7 +669,7 @@ Deno.test("closeTimeout bounds the wait for a peer that never answers the close"
   const close = await within(peer.readClose());
   assert.equal(close?.code, 4000);
   assert.equal(close?.frame.masked, true);
-  const info = await within(sock.closed);
+  const info = await time.tickUntil(sock.closed);
   const elapsed = performance.now() - start;
   assert.equal(info.code, 1006);
   assert.equal(info.wasClean, false);
