@@ -907,7 +907,7 @@ Deno.test("a 101 response that arrives one byte at a time is accepted", async ()
   peer.conn.setNoDelay(true);
   for (const byte of response) {
     await peer.send(new Uint8Array([byte]));
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await sleep(0);
   }
   const sock = await within(connecting);
   assert.equal(sock.response?.status, 101);
@@ -927,7 +927,7 @@ Deno.test("a frame that arrives one byte at a time is decoded", async () => {
   );
   for (const byte of bytes) {
     await client.send(new Uint8Array([byte]));
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await sleep(0);
   }
   assert.deepEqual(await within(client.readClose()), {
     code: 1000,

@@ -37,6 +37,7 @@ import {
   RawServer,
   serve,
   serverFrame,
+  sleep,
   upgradeRequest,
   urlOf,
   utf8,
@@ -1240,7 +1241,7 @@ Deno.test("published messages go uncompressed between compressed writes, and the
     connect(urlOf(server), { compression: { threshold: 0 } }),
   );
   while (server.subscriberCount("news") === 0) {
-    await within(new Promise((resolve) => setTimeout(resolve, 5)));
+    await within(sleep(5));
   }
   for (let i = 0; i < 5; i++) {
     await roundTrip(sock, jsonText(50, i));

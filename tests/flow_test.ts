@@ -9,6 +9,7 @@ import {
   clientFrame,
   RawClient,
   serve,
+  sleep,
   urlOf,
   waitFor,
   within,
@@ -90,7 +91,7 @@ Deno.test("a socket stops reading from TCP while maxQueuedBytes of messages wait
   for (let i = 0; i < 64; i++) last = sock.write(payload);
   // 64 MiB cannot fit in loopback socket buffers: if the server kept
   // reading into its queue, our writes would all have been handed to the OS.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await sleep(300);
   assert.ok(
     sock.bufferedAmount > 16 * 1024 * 1024,
     `bufferedAmount ${sock.bufferedAmount}`,
@@ -135,7 +136,7 @@ Deno.test("a peer that never reads is dropped once maxBufferedAmount is exceeded
     // Un-awaited writes, as a careless broadcaster would make.
     for (let i = 0; i < 10_000 && error === null; i++) {
       sock.write(chunk).catch((e) => error ??= e);
-      if (i % 16 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+      if (i % 16 === 0) await sleep(1);
     }
     let last: Message | null = null;
     for await (const msg of sock) last = msg;
@@ -174,7 +175,7 @@ Deno.test("connections over maxConnections get 503 and are closed; the server ke
   for (let i = 0; i < 100 && c === undefined; i++) {
     c = await connect(urlOf(server)).catch(() => undefined);
     if (c === undefined) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await sleep(10);
     }
   }
   assert.ok(c, "a connection after one closed");

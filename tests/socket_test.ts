@@ -18,6 +18,7 @@ import {
   RawServer,
   readAll,
   serve,
+  sleep,
   urlOf,
   utf8,
   waitFor,
@@ -295,7 +296,7 @@ Deno.test("concurrent writes arrive whole and in order", async () => {
     };
     writes.push(sock.write(msg.data, msg.type));
     // Some writes land while an earlier batch is still being flushed.
-    if (i % 7 === 6) await new Promise((resolve) => setTimeout(resolve, 0));
+    if (i % 7 === 6) await sleep(0);
   }
   await within(Promise.all(writes));
   const received = await within(seen.promise);
@@ -536,7 +537,7 @@ Deno.test(
     for (let i = 0; i < 20; i++) writes.push(sock.write(new Uint8Array(500)));
     await within(Promise.all(writes));
     // Let the server read past maxQueuedBytes and pause.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
     gate.resolve();
     assert.deepEqual(await within(sock.read()), {
       type: "close",
