@@ -130,6 +130,22 @@ export function freePort(): number {
   return port;
 }
 
+/**
+ * A server on 127.0.0.1:0 that keeps every message it receives, up to and
+ * with the close; `done` resolves when the (first) socket ends.
+ */
+export function recordingServer(
+  options: Partial<ListenOptions> = {},
+): Server & AsyncDisposable & { received: Message[]; done: Promise<void> } {
+  const received: Message[] = [];
+  const done = Promise.withResolvers<void>();
+  const server = serve(async (sock) => {
+    for await (const msg of sock) received.push(msg);
+    done.resolve();
+  }, options);
+  return Object.assign(server, { received, done: done.promise });
+}
+
 /** Echoes text and binary messages until the close, awaiting each write. */
 export async function echo(sock: Socket): Promise<void> {
   for await (const msg of sock) {
@@ -218,6 +234,31 @@ export function closePayload(
 export function upgradeRequest(port: number, extraHeaders = ""): string {
   return `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
     `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extraHeaders}\r\n`;
+}
+
+/** JSON-like text that compresses well, different for each `seed`. */
+export function jsonText(items: number, seed = 0): string {
+  return JSON.stringify(
+    Array.from({ length: items }, (_, i) => ({
+      id: seed * 100_000 + i,
+      name: `user-${(i * 7919 + seed) % 1000}`,
+      online: i % 3 === 0,
+      tags: ["alpha", "beta", "gamma"].slice(0, i % 4),
+    })),
+  );
+}
+
+/** Bytes that do not compress (a seeded xorshift, not crypto: any length). */
+export function noise(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
 }
 
 // -- Raw peers ---------------------------------------------------------------

@@ -26,7 +26,7 @@ import {
   type Server,
   type Socket,
 } from "../mod.ts";
-import { serve, stopChild, within } from "./_helpers.ts";
+import { jsonText, noise, serve, stopChild, within } from "./_helpers.ts";
 import { CHROMIUM, Chromium, HAS_CHROMIUM } from "./_chromium.ts";
 
 const encoder = new TextEncoder();
@@ -53,31 +53,6 @@ const CLOSE_TIMEOUT = 2000;
 function noop(): void {}
 
 // -- Data --
-
-/** JSON-like text that compresses well, different for each `seed`. */
-function jsonText(items: number, seed = 0): string {
-  return JSON.stringify(
-    Array.from({ length: items }, (_, i) => ({
-      id: seed * 100_000 + i,
-      user: `user-${(i * 7919 + seed) % 1000}`,
-      online: i % 3 === 0,
-      tags: ["alpha", "beta", "gamma"].slice(0, i % 4),
-    })),
-  );
-}
-
-/** Bytes that do not compress (a seeded xorshift). */
-function noise(length: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 // -- A counting TCP proxy --
 

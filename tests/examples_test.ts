@@ -19,20 +19,17 @@ import {
   startExample,
   startServerExample,
 } from "./_examples.ts";
-import { CERT, freePort, lines, readData, serve, urlOf } from "./_helpers.ts";
+import {
+  CERT,
+  freePort,
+  lines,
+  readData,
+  recordingServer,
+  serve,
+  urlOf,
+} from "./_helpers.ts";
 
 const decoder = new TextDecoder();
-
-/** Collects every message a test server receives, until the socket ends. */
-function recordingServer() {
-  const received: Message[] = [];
-  const done = Promise.withResolvers<void>();
-  const server = serve(async (sock) => {
-    for await (const msg of sock) received.push(msg);
-    done.resolve();
-  });
-  return Object.assign(server, { received, done: done.promise });
-}
 
 /** Asserts that `needles` occur in `haystack` in this order. */
 function assertInOrder(haystack: string, needles: string[]): void {
