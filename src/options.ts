@@ -7,13 +7,10 @@
  * @module
  */
 
-import {
-  type CompressionConfig,
-  compressionConfig,
-  type CompressionOptions,
-} from "./deflate.ts";
+import type { CompressionConfig, CompressionOptions } from "./deflate.ts";
+import { compressionConfig } from "./deflate_codec.ts";
 import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
-import type { PerMessageDeflate } from "./deflate.ts";
+import type { PerMessageDeflate } from "./deflate_codec.ts";
 import type { TopicRegistry } from "./topics.ts";
 import type { Socket } from "./socket.ts";
 import { Topics } from "./topics.ts";

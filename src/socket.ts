@@ -12,7 +12,7 @@ import {
   INTERNAL_ERROR,
   NORMAL_CLOSURE,
 } from "./close.ts";
-import type { PerMessageDeflate } from "./deflate.ts";
+import type { PerMessageDeflate } from "./deflate_codec.ts";
 import { WebSocketError } from "./errors.ts";
 import { OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING } from "./frame.ts";
 import {
@@ -29,7 +29,7 @@ import {
   nextReadBuffer,
   releaseReadBuffer,
   smallReadBuffer,
-} from "./read_buffer.ts";
+} from "./buffers.ts";
 import { Subscriptions } from "./subscriptions.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { type Keepalive, Keepalives, type Watch } from "./keepalive.ts";
@@ -521,7 +521,7 @@ export class Socket implements AsyncIterable<Message> {
     const keepalive = this.#keepalive;
     const watch = this.#watch;
     const conn = this.conn;
-    // See read_buffer.ts: small while quiet, bigger while busy.
+    // See buffers.ts: small while quiet, bigger while busy.
     const small = smallReadBuffer(readBuffer);
     let buffer = readBuffer ?? small;
     let readSinceTurn = 0;
