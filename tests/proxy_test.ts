@@ -11,15 +11,20 @@ import { connect, type Server, WebSocketError } from "../mod.ts";
 import { noProxyMatches, parseProxy, proxyFor } from "../src/proxy.ts";
 import { redirectTarget } from "../src/redirect.ts";
 import type { ResponseHead } from "../src/http.ts";
-import { CERT, echo, KEY, serve, urlOf } from "./_helpers.ts";
 import {
   answerClose,
+  CERT,
+  echo,
+  freePort,
+  KEY,
   RawServer,
   readAll,
+  serve,
   stopChild,
+  urlOf,
   waitFor,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 import { acceptKey } from "../src/handshake.ts";
 
 function isError(code: string): (error: unknown) => boolean {
@@ -29,12 +34,7 @@ function isError(code: string): (error: unknown) => boolean {
 const TLS = { tls: true, certs: [{ cert: CERT, key: KEY }] };
 
 /** A port nothing listens on (bound, then released). */
-function closedPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
-}
+const closedPort = freePort;
 
 // -- A real proxy: tinyproxy --
 
