@@ -368,7 +368,8 @@ function checkBroker(broker: Broker): Broker {
 const MAX_ENVELOPE_BYTES = 256 * 1024;
 // Publish sequence numbers kept, one per topic; past this the oldest
 // topic's is forgotten and starts again at 1 (receivers take a sequence
-// that goes back for a restart).
+// that goes back to 1 for a restart, and drop any other that goes back as
+// a duplicate).
 const MAX_SEQUENCES = 65_536;
 // Publishers remembered per topic on the receiving side; past this the
 // topic starts afresh (a gap across that moment goes uncounted).
@@ -589,10 +590,11 @@ class Remote implements BrokerEvents {
     const last = publishers.get(key);
     if (last !== undefined) {
       const ahead = (sequence - last) >>> 0;
-      if (ahead > 1 && ahead < 0x8000_0000) this.#missed += ahead - 1;
-      // Going back: the publisher started its numbers again (it restarted
-      // the topic's count); what came before the first one here is lost.
-      else if (ahead !== 1) this.#missed += sequence - 1;
+      if (ahead === 0 || ahead >= 0x8000_0000) {
+        // Going back: the publisher numbers the topic from 1 again (it
+        // forgot it), or these messages were delivered here already.
+        if (sequence !== 1) return;
+      } else if (ahead > 1) this.#missed += ahead - 1;
     } else if (publishers.size >= MAX_PUBLISHERS) publishers.clear();
     publishers.set(key, (sequence + messages.length - 1) >>> 0);
     this.#received += messages.length;
