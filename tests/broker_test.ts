@@ -11,7 +11,6 @@ import {
   type BrokerEvents,
   listen,
   Topics,
-  workerBroker,
 } from "../mod.ts";
 import {
   decodeEnvelope,
