@@ -6,12 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  type Broker,
-  type BrokerEvents,
-  listen,
-  Topics,
-} from "../mod.ts";
+import { type Broker, type BrokerEvents, listen, Topics } from "../mod.ts";
 import {
   decodeEnvelope,
   encodeEnvelope,
