@@ -9,6 +9,29 @@
 
 /**
  * What a {@linkcode Broker} reports to the `Topics` that owns it.
+ *
+ * @example A broker reports that it is up, then passes on what arrives
+ * ```ts
+ * import type { Broker, BrokerEvents } from "@silly/websocket";
+ *
+ * function channelBroker(channel: BroadcastChannel): Broker {
+ *   return {
+ *     open(events: BrokerEvents) {
+ *       channel.onmessage = (event) => events.message(event.data);
+ *       events.status(true);
+ *     },
+ *     subscribe() {},
+ *     unsubscribe() {},
+ *     publish(_topic, data) {
+ *       channel.postMessage(data);
+ *     },
+ *     close() {
+ *       channel.close();
+ *       return Promise.resolve();
+ *     },
+ *   };
+ * }
+ * ```
  */
 export interface BrokerEvents {
   /**
@@ -112,6 +135,22 @@ export interface Broker {
  * What a server (or a `Topics`) counts about its broker, from
  * `server.brokerStats()`. Every count starts at 0 and only grows; counts
  * are of messages (one `publish`), except `malformed`.
+ *
+ * @example Watching for losses
+ * ```ts
+ * import { type BrokerStats, listen, workerBroker } from "@silly/websocket";
+ * import assert from "node:assert/strict";
+ *
+ * const server = listen({
+ *   addr: "127.0.0.1:0",
+ *   handler() {},
+ *   broker: workerBroker("watch"),
+ * });
+ * const stats: BrokerStats | null = server.brokerStats();
+ * assert.equal(stats?.dropped, 0);
+ * if (stats !== null && stats.dropped > 0) console.warn("lost", stats);
+ * await server.close();
+ * ```
  */
 export interface BrokerStats {
   /** Whether the broker is up now. */

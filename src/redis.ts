@@ -15,7 +15,21 @@ import { Buffer } from "node:buffer";
 import { Redis, type RedisOptions } from "ioredis";
 import type { Broker, BrokerEvents } from "./broker.ts";
 
-/** Options of {@linkcode redisBroker}. */
+/**
+ * Options of {@linkcode redisBroker}.
+ *
+ * @example A shared Redis with a password, one prefix per application
+ * ```ts ignore
+ * import { redisBroker, type RedisBrokerOptions } from "@silly/websocket/redis";
+ *
+ * const options: RedisBrokerOptions = {
+ *   url: "redis://:secret@redis.internal:6379/0",
+ *   prefix: "chat:",
+ *   onError: (error) => console.warn("redis:", error),
+ * };
+ * const broker = redisBroker(options);
+ * ```
+ */
 export interface RedisBrokerOptions {
   /**
    * The server: `redis://[[user]:password@]host[:port][/db]`, or

@@ -310,7 +310,7 @@ export class Topics {
    *
    * @returns resolves when the broker is closed
    *
-   * @example
+   * @example Closed at the end of the scope
    * ```ts
    * import { Topics, workerBroker } from "@silly/websocket";
    *
