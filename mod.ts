@@ -50,7 +50,8 @@ export {
 export { connect, type ConnectOptions } from "./src/client.ts";
 export type { SocketOptions } from "./src/options.ts";
 export type { CompressionOptions } from "./src/deflate.ts";
-export { type MessageType, Socket } from "./src/socket.ts";
+export { Socket } from "./src/socket.ts";
+export type { MessageType } from "./src/outgoing.ts";
 export type {
   UpgradeRequestInfo,
   UpgradeResponseInfo,

@@ -8,12 +8,8 @@ import { WebSocketError } from "./errors.ts";
 import { clientRequest, generateKey, processResponse } from "./handshake.ts";
 import { parseResponseHead } from "./http.ts";
 import { closeQuietly, readHead } from "./http_head.ts";
-import {
-  type CompressionConfig,
-  compressionConfig,
-  type CompressionOptions,
-  PerMessageDeflate,
-} from "./deflate.ts";
+import type { CompressionConfig, CompressionOptions } from "./deflate.ts";
+import { compressionConfig, PerMessageDeflate } from "./deflate_codec.ts";
 import { socketLimits, type SocketOptions } from "./options.ts";
 import { Socket } from "./socket.ts";
 

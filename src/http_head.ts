@@ -4,7 +4,7 @@
  * @module
  */
 
-import { BufferPool } from "./buffer_pool.ts";
+import { SMALL_READ } from "./buffers.ts";
 import { findHeadEnd, type HeadError, RequestLineChecker } from "./http.ts";
 
 /** An HTTP head and the bytes that came after it in the same reads. */
@@ -18,19 +18,6 @@ export interface HeadRead {
    */
   buffer: Uint8Array;
 }
-
-/**
- * Read buffers of busy connections, 8 KiB each: a socket takes one when a
- * read fills its small buffer, and gives it back when it goes quiet.
- */
-export const readBuffers: BufferPool = new BufferPool(8 * 1024, 128);
-
-/**
- * The size of a connection's first read buffer (an upgrade request is a
- * few hundred bytes) and of the buffer a quiet socket reads into: a
- * pending read holds its buffer for as long as the peer is silent.
- */
-export const SMALL_READ = 2048;
 
 /**
  * Reads until `\r\n\r\n`. Resolves `"too_large"` when `maxSize` bytes came

@@ -7,13 +7,12 @@
  * @module
  */
 
-import {
-  type CompressionConfig,
-  compressionConfig,
-  type CompressionOptions,
-} from "./deflate.ts";
-import type { UpgradeRequestInfo } from "./handshake.ts";
 import type { Broker } from "./broker.ts";
+import type { CompressionConfig, CompressionOptions } from "./deflate.ts";
+import { compressionConfig } from "./deflate_codec.ts";
+import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
+import type { PerMessageDeflate } from "./deflate_codec.ts";
+import type { TopicRegistry } from "./topics.ts";
 import type { Socket } from "./socket.ts";
 import { Topics } from "./topics.ts";
 
@@ -98,6 +97,30 @@ export interface SocketLimits {
   maxBufferedAmount: number;
   pingInterval: number;
   pongTimeout: number;
+}
+
+/** What `listen` and `connect` hand to a new {@linkcode Socket}. */
+export interface SocketInit {
+  conn: Deno.Conn;
+  client: boolean;
+  /** Bytes read past the HTTP head: the start of the first frame. */
+  head: Uint8Array;
+  /**
+   * The buffer the head was read into (`head` may be a view of it): reading
+   * goes on into it once `head` was processed.
+   */
+  readBuffer?: Uint8Array;
+  protocol: string;
+  extensions: string;
+  request: UpgradeRequestInfo;
+  response: UpgradeResponseInfo | null;
+  limits: SocketLimits;
+  /** The permessage-deflate codec, when the handshake negotiated it. */
+  deflate?: PerMessageDeflate | null;
+  /** Server side: where `subscribe` and `unsubscribe` go. */
+  topics?: TopicRegistry;
+  /** Server side: what the upgrade hook attached. */
+  data?: unknown;
 }
 
 /** Applies the defaults to {@linkcode SocketOptions}, checking each value. */

@@ -7,7 +7,7 @@
  */
 
 import { GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE } from "./close.ts";
-import { PerMessageDeflate } from "./deflate.ts";
+import { PerMessageDeflate } from "./deflate_codec.ts";
 import {
   acceptUpgrade,
   checkProtocol,

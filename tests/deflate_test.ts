@@ -10,14 +10,13 @@ import zlib from "node:zlib";
 import {
   acceptDeflate,
   type CompressionConfig,
-  compressionConfig,
   deflateOffer,
   deflateParams,
   formatDeflate,
   negotiateDeflate,
-  parseExtensions,
-  PerMessageDeflate,
 } from "../src/deflate.ts";
+import { compressionConfig, PerMessageDeflate } from "../src/deflate_codec.ts";
+import { parseExtensions } from "../src/extensions.ts";
 import { FrameError } from "../src/frame.ts";
 import {
   accept,

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import {
-  encodeFrame,
   FrameDecoder,
   type FrameDecoderOptions,
+} from "../src/frame_decoder.ts";
+import {
+  encodeFrame,
   FrameError,
   frameHeaderSize,
   OPCODE_BINARY,

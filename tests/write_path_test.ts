@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { serve, urlOf } from "./_helpers.ts";
-import { pooledWriteBytes, WriteQueue } from "../src/write_queue.ts";
+import { pooledWriteBytes } from "../src/buffers.ts";
+import { WriteQueue } from "../src/write_queue.ts";
 
 const echo = async (sock: Parameters<Parameters<typeof serve>[0]>[0]) => {
   for await (const msg of sock) {
