@@ -218,14 +218,18 @@ export function redisBroker(options: RedisBrokerOptions = {}): Broker {
 
     subscribe(topics: string[]): void {
       if (subscriber === null || closing !== null) return;
-      subscriber.client.subscribe(...topics.map((topic) => prefix + topic))
-        .catch(report);
+      const client = subscriber.client;
+      for (const channels of chunks(topics, prefix)) {
+        client.subscribe(...channels).catch(report);
+      }
     },
 
     unsubscribe(topics: string[]): void {
       if (subscriber === null || closing !== null) return;
-      subscriber.client.unsubscribe(...topics.map((topic) => prefix + topic))
-        .catch(report);
+      const client = subscriber.client;
+      for (const channels of chunks(topics, prefix)) {
+        client.unsubscribe(...channels).catch(report);
+      }
     },
 
     publish(topic: string, data: Uint8Array): Promise<unknown> {
@@ -266,6 +270,17 @@ export function redisBroker(options: RedisBrokerOptions = {}): Broker {
       return closing;
     },
   };
+}
+
+// Channels per SUBSCRIBE: a turn that adds 100,000 topics must not spread
+// them all into one call's arguments.
+const CHANNELS_PER_COMMAND = 1000;
+
+/** The channels of `topics`, a bounded number at a time. */
+function* chunks(topics: string[], prefix: string): Generator<string[]> {
+  for (let i = 0; i < topics.length; i += CHANNELS_PER_COMMAND) {
+    yield topics.slice(i, i + CHANNELS_PER_COMMAND).map((t) => prefix + t);
+  }
 }
 
 function positive(

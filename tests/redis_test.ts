@@ -6,11 +6,12 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, type Socket } from "../mod.ts";
+import { connect, type Socket, Topics } from "../mod.ts";
 import { redisBroker } from "../redis.ts";
 import type { BrokerStats } from "../src/broker.ts";
 import { encodeEnvelope, randomNodeId } from "../src/envelope.ts";
 import { encodeFrame, OPCODE_TEXT } from "../src/frame.ts";
+import { topicRegistry } from "../src/topics.ts";
 import { BrokerNode, HAVE_REDIS, RedisServer } from "./_redis_helpers.ts";
 import { delay, waitFor, within } from "./_raw_helpers.ts";
 import { serve, urlOf } from "./_helpers.ts";
@@ -450,5 +451,25 @@ redisTest(
     assert.equal(publisher.brokerStats()!.unsent, 0);
     await within(farSock.close());
     await slow.stop();
+  },
+);
+
+redisTest(
+  "thousands of topics joined in one turn are all subscribed on Redis",
+  async () => {
+    await using redis = await RedisServer.start();
+    await using topics = new Topics({
+      broker: redisBroker({ url: redis.url }),
+    });
+    const registry = topicRegistry(topics);
+    const subscriber = { bufferedAmount: 0, push: () => true };
+    for (let i = 0; i < 2500; i++) registry.subscribe(subscriber, `t${i}`);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const channels = await redis.command("PUBSUB", "CHANNELS", "ws:t*");
+      if ((channels as string[]).length === 2500) break;
+      if (Date.now() > deadline) throw new Error("Not every topic subscribed");
+      await delay(20);
+    }
   },
 );
