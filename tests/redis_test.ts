@@ -473,3 +473,29 @@ redisTest(
     }
   },
 );
+
+redisTest(
+  "server.close() while Redis is away resolves at once and leaves nothing behind",
+  async () => {
+    await using redis = await RedisServer.start();
+    const server = serve(subscriber, {
+      broker: redisBroker({ url: redis.url, maxReconnectDelay: 50 }),
+    });
+    await waitFor(() => server.brokerStats()!.connected, "the broker");
+    await redis.kill();
+    await waitFor(() => !server.brokerStats()!.connected, "the broker to go");
+    await delay(120); // a reconnection attempt or two
+    await within(server.close(), "the server to close", 2000);
+  },
+);
+
+redisTest(
+  "server.close() before the broker ever connected resolves",
+  async () => {
+    await using redis = await RedisServer.start();
+    const url = redis.url;
+    await redis.kill();
+    const server = serve(subscriber, { broker: redisBroker({ url }) });
+    await within(server.close(), "the server to close", 2000);
+  },
+);
