@@ -124,7 +124,10 @@ export interface Broker {
    * Sends `data` to the other nodes subscribed to `topic`. Throwing or
    * rejecting means it was not sent: its messages are counted as dropped
    * (`unsent`). A broker must not queue without bound while it is down:
-   * refuse instead.
+   * refuse instead. A returned promise should settle when the broker has
+   * taken the message (Redis: the `PUBLISH` reply); until then, the
+   * topic's next messages wait and then go together, so that a busy
+   * broker gets fewer, bigger messages.
    */
   publish(topic: string, data: Uint8Array): void | Promise<unknown>;
   /** Leaves every topic and disconnects; resolves when nothing is left open. */

@@ -411,6 +411,8 @@ class Remote implements BrokerEvents {
   #sequences = new Map<string, number>();
   #outgoing = new Map<string, Outgoing>();
   #flushScheduled = false;
+  // Topics with publishes the broker has not acknowledged yet, how many.
+  #inFlight = new Map<string, number>();
 
   constructor(
     broker: Broker,
@@ -534,8 +536,12 @@ class Remote implements BrokerEvents {
       this.#joining = [];
       this.#call(() => this.#broker.subscribe(joining));
     }
-    for (const [topic, batch] of this.#outgoing) this.#publish(topic, batch);
-    this.#outgoing.clear();
+    for (const [topic, batch] of this.#outgoing) {
+      // While the broker still works on this topic's last envelope, the
+      // next one waits for it and grows: under load, messages of several
+      // turns travel together; when idle, each turn's go at once.
+      if (!this.#inFlight.has(topic)) this.#publish(topic, batch);
+    }
   }
 
   #publish(topic: string, batch: Outgoing): void {
@@ -556,11 +562,24 @@ class Remote implements BrokerEvents {
       return;
     }
     if (sent instanceof Promise) {
+      this.#inFlight.set(topic, (this.#inFlight.get(topic) ?? 0) + 1);
       sent.then(
         () => this.#published += count,
         () => this.#unsent += count,
-      );
+      ).finally(() => this.#settled(topic));
     } else this.#published += count;
+  }
+
+  /** The broker acknowledged (or failed) one of `topic`'s envelopes. */
+  #settled(topic: string): void {
+    const left = this.#inFlight.get(topic)! - 1;
+    if (left > 0) this.#inFlight.set(topic, left);
+    else {
+      this.#inFlight.delete(topic);
+      if (this.#outgoing.has(topic) && this.#closing === null) {
+        this.#schedule();
+      }
+    }
   }
 
   /** Calls the broker; what it throws is its own failure, not the caller's. */

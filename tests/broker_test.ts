@@ -160,6 +160,35 @@ Deno.test("publish() delivers locally at once and sends the same frames to the b
   assert.equal(topics.brokerStats()!.published, 4);
 });
 
+Deno.test("while the broker has not acknowledged a topic's envelope, the next turns' messages wait and go together, in order", async () => {
+  const acks: (() => void)[] = [];
+  const broker = new FakeBroker();
+  const publish = broker.publish.bind(broker);
+  broker.publish = (topic, data) => {
+    publish(topic, data);
+    return new Promise<void>((resolve) => acks.push(resolve));
+  };
+  await using topics = new Topics({ broker });
+  topics.publish("t", "1", "text");
+  await nextTurn();
+  assert.equal(broker.sent.length, 1);
+  topics.publish("t", "2", "text");
+  await nextTurn();
+  topics.publish("t", "3", "text");
+  topics.publish("other", "x", "text"); // another topic does not wait
+  await nextTurn();
+  assert.deepEqual(broker.sent.map((s) => s.topic), ["t", "other"]);
+  acks.shift()!();
+  await nextTurn();
+  assert.equal(broker.sent.length, 3);
+  const held = decodeEnvelope(broker.sent[2].data)!;
+  assert.equal(held.sequence, 2);
+  assert.deepEqual(held.messages, [textFrame("2"), textFrame("3")]);
+  for (const ack of acks) ack();
+  await nextTurn();
+  assert.equal(topics.brokerStats()!.published, 4);
+});
+
 Deno.test("publishes while the broker is down, or that it throws or rejects, are counted as unsent; local delivery goes on", async () => {
   const broker = new FakeBroker();
   await using topics = new Topics({ broker });
