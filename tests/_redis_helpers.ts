@@ -6,32 +6,10 @@
  * @module
  */
 
-import { delay } from "./_raw_helpers.ts";
+import { freePort, sleep as delay } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Whether `redis-server` is installed (`.ci/run` installs it). */
-export const HAVE_REDIS: boolean = (() => {
-  try {
-    const { success } = new Deno.Command("redis-server", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    }).outputSync();
-    return success;
-  } catch {
-    return false;
-  }
-})();
-
-/** A free TCP port on 127.0.0.1 (free when asked). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 /** A redis-server process; dispose it with `await using`. */
 export class RedisServer implements AsyncDisposable {
@@ -57,23 +35,7 @@ export class RedisServer implements AsyncDisposable {
   /** Starts the server again on the same port (after a kill). */
   async restart(): Promise<void> {
     if (this.#process !== null) throw new Error("redis-server is running");
-    this.#process = new Deno.Command("redis-server", {
-      args: [
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--port",
-        String(this.port),
-        "--bind",
-        "127.0.0.1",
-        "--daemonize",
-        "no",
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    this.#process = spawnRedis(this.port);
     const deadline = Date.now() + 5000;
     for (;;) {
       try {
@@ -117,6 +79,35 @@ export class RedisServer implements AsyncDisposable {
 }
 
 const CRLF = encoder.encode("\r\n");
+
+function spawnRedis(port: number): Deno.ChildProcess {
+  try {
+    return new Deno.Command("redis-server", {
+      args: [
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "no",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new Error(
+        "redis-server is not installed: apt-get install redis-server (.ci/run does)",
+      );
+    }
+    throw error;
+  }
+}
 
 /** Reads one RESP2 reply (enough for the tests' commands). */
 class RespReader {

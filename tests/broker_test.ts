@@ -15,7 +15,7 @@ import {
 } from "../src/envelope.ts";
 import { encodeFrame, OPCODE_TEXT } from "../src/frame.ts";
 import { type Subscriber, topicRegistry } from "../src/topics.ts";
-import { delay, waitFor, within } from "./_raw_helpers.ts";
+import { sleep as delay, waitFor, within } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

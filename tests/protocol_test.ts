@@ -22,11 +22,10 @@ import {
 } from "../src/frame.ts";
 import { acceptDeflate } from "../src/deflate.ts";
 import { compressionConfig, PerMessageDeflate } from "../src/deflate_codec.ts";
+import { closePayload, concat, TEST_KEY, utf8 } from "./_helpers.ts";
 
 type Side = "server" | "client";
 const SIDES: Side[] = ["server", "client"];
-const KEY = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
-const utf8 = (text: string) => new TextEncoder().encode(text);
 
 /** A frame as the peer of `side` sends it: masked when the peer is a client. */
 function fromPeer(
@@ -38,33 +37,15 @@ function fromPeer(
   const bytes = typeof payload === "string" ? utf8(payload) : payload;
   return encodeFrame(opcode, bytes, {
     ...options,
-    maskingKey: side === "server" ? KEY : undefined,
+    maskingKey: side === "server" ? TEST_KEY : undefined,
   });
 }
 
 /** A frame with the wrong masking for `side`. */
 function misMasked(side: Side, opcode: number, payload: string): Uint8Array {
   return encodeFrame(opcode, utf8(payload), {
-    maskingKey: side === "server" ? undefined : KEY,
+    maskingKey: side === "server" ? undefined : TEST_KEY,
   });
-}
-
-function closePayload(code: number, reason = ""): Uint8Array {
-  const bytes = new Uint8Array(2 + utf8(reason).length);
-  bytes[0] = code >> 8;
-  bytes[1] = code & 0xff;
-  bytes.set(utf8(reason), 2);
-  return bytes;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 interface Sent {

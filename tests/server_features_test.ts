@@ -15,15 +15,20 @@ import {
   type UpgradeRequest,
   WebSocketError,
 } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   clientFrame,
   echo,
   RawClient,
+  readAll,
   serve,
+  sleep,
   upgradeRequest,
   urlOf,
+  utf8,
+  waitFor,
+  within,
 } from "./_helpers.ts";
-import { delay, readAll, utf8, waitFor, within } from "./_raw_helpers.ts";
 
 const decoder = new TextDecoder();
 
@@ -175,7 +180,7 @@ Deno.test("data from the upgrade hook reaches the handler as sock.data", async (
     seen.resolve(data);
   }, {
     async upgrade(req) {
-      await delay(1);
+      await sleep(1);
       const url = new URL(req.url);
       return {
         data: { user: url.searchParams.get("user")!, room: 42 },
@@ -253,7 +258,7 @@ Deno.test("an upgrade hook that throws gets the client a 500, and onError the er
     onError,
     async upgrade() {
       if (calls++ === 0) throw boom;
-      await delay(1);
+      await sleep(1);
       throw boom;
     },
   });
@@ -297,6 +302,7 @@ Deno.test("headers from the upgrade hook go on the 101, but cannot replace the h
 });
 
 Deno.test("an upgrade hook slower than handshakeTimeout loses the connection, and the server moves on", async () => {
+  using time = new FakeTime();
   const { errors, onError } = errorLog();
   let handled = 0;
   await using server = serve(() => {
@@ -310,7 +316,7 @@ Deno.test("an upgrade hook slower than handshakeTimeout loses the connection, an
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send(upgradeRequest(server.addr.port));
   const start = performance.now();
-  assert.equal((await within(client.readToEnd())).length, 0);
+  assert.equal((await time.tickUntil(client.readToEnd())).length, 0);
   const elapsed = performance.now() - start;
   assert.ok(elapsed >= 100 && elapsed < 2000, `dropped after ${elapsed} ms`);
   assert.equal(handled, 0);
@@ -809,7 +815,7 @@ Deno.test("server.close() lets a plain request in onRequest finish", async () =>
   const response = fetch(`http://127.0.0.1:${server.addr.port}/slow`);
   await within(entered.promise);
   const closing = server.close();
-  await delay(20);
+  await sleep(20);
   release.resolve();
   const res = await within(response);
   assert.equal(await res.text(), "finished");
@@ -817,6 +823,7 @@ Deno.test("server.close() lets a plain request in onRequest finish", async () =>
 });
 
 Deno.test("server.close() cuts a request still in onRequest after closeTimeout, aborting request.signal", async () => {
+  using time = new FakeTime();
   const aborted = Promise.withResolvers<void>();
   const server = listen({
     addr: "127.0.0.1:0",
@@ -829,9 +836,9 @@ Deno.test("server.close() cuts a request still in onRequest after closeTimeout, 
   });
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-  await delay(20);
+  await sleep(20);
   const start = performance.now();
-  await within(server.close());
+  await time.tickUntil(server.close());
   const elapsed = performance.now() - start;
   assert.ok(elapsed >= 80 && elapsed < 2000, `closed after ${elapsed} ms`);
   await within(aborted.promise);
