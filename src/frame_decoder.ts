@@ -15,10 +15,12 @@ import {
   MAX_CONTROL_PAYLOAD,
   OPCODE_BINARY,
   OPCODE_CONTINUATION,
+  OPCODE_PING,
   OPCODE_PONG,
   OPCODE_TEXT,
 } from "./frame.ts";
 import { mask } from "./mask.ts";
+import { SLAB_COPY_MAX, slabRoom } from "./buffers.ts";
 
 /** Limits and rules for {@linkcode FrameDecoder}. */
 export interface FrameDecoderOptions {
@@ -38,6 +40,13 @@ export interface FrameDecoderOptions {
    * as they arrive (see {@linkcode FrameDecoder.message}).
    */
   assembleBinary?: boolean;
+  /**
+   * Copy the payload of a small binary or control frame that lies whole in
+   * the fed chunk into memory the caller owns (the shared slab of
+   * `copyBytes`), unmasking as it copies: one pass instead of unmasking in
+   * place and copying later.
+   */
+  copySmall?: boolean;
 }
 
 const HEADER = 0;
@@ -108,6 +117,7 @@ export class FrameDecoder {
   #maxMessageSize: number;
   #allowRsv1: boolean;
   #assembleBinary: boolean;
+  #copySmall: boolean;
 
   #state = HEADER;
   #chunk: Uint8Array = EMPTY;
@@ -141,6 +151,7 @@ export class FrameDecoder {
     this.#maxMessageSize = options.maxMessageSize;
     this.#allowRsv1 = options.allowRsv1 ?? false;
     this.#assembleBinary = options.assembleBinary ?? false;
+    this.#copySmall = options.copySmall ?? false;
   }
 
   /** Sets the chunk that the following `next()` calls consume. */
@@ -478,6 +489,11 @@ export class FrameDecoder {
       if (available >= length) {
         const start = this.#pos;
         this.#pos = start + length;
+        if (
+          this.#copySmall && length <= SLAB_COPY_MAX && length > 0 &&
+          !this.rsv1 && (this.opcode === OPCODE_BINARY ||
+            this.opcode === OPCODE_PING || this.opcode === OPCODE_PONG)
+        ) return this.#completeCopy(chunk, start, length);
         return this.#complete(chunk.subarray(start, start + length), false);
       }
       // Nothing is allocated until payload bytes arrive; then a payload
@@ -505,6 +521,29 @@ export class FrameDecoder {
     if (this.#filled < length) return false;
     this.#buffer = null;
     return this.#complete(buffer, true);
+  }
+
+  /** {@linkcode #complete} for `copySmall`: unmasks while it copies. */
+  #completeCopy(chunk: Uint8Array, start: number, length: number): true {
+    const payload = slabRoom(length);
+    if (this.#masked) {
+      const key = this.#maskingKey;
+      if (length < 64) {
+        for (let i = 0; i < length; i++) {
+          payload[i] = chunk[start + i] ^ key[i & 3];
+        }
+      } else {
+        payload.set(chunk.subarray(start, start + length));
+        mask(payload, key);
+      }
+      // Not unmasked in #complete: copied unmasked already.
+      this.#masked = false;
+    } else if (length < 64) {
+      for (let i = 0; i < length; i++) payload[i] = chunk[start + i];
+    } else {
+      payload.set(chunk.subarray(start, start + length));
+    }
+    return this.#complete(payload, true);
   }
 
   #grow(capacity: number): Uint8Array {
