@@ -241,7 +241,8 @@ export function slabRoom(length: number): Uint8Array {
   const start = slabOffset;
   // Keep views 8-byte aligned so typed-array views over them stay cheap.
   slabOffset = (start + length + 7) & ~7;
-  return slab.subarray(start, start + length);
+  // Not subarray(): it looks up a species constructor, a third slower.
+  return new Uint8Array(slab.buffer, start, length);
 }
 
 /** A copy of `bytes` that the caller owns (never written again by us). */
