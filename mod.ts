@@ -41,10 +41,17 @@ export {
   type UpgradeRequest,
 } from "./src/server.ts";
 export { Topics, type TopicsOptions } from "./src/topics.ts";
+export {
+  type Broker,
+  type BrokerEvents,
+  type BrokerStats,
+  workerBroker,
+} from "./src/broker.ts";
 export { connect, type ConnectOptions } from "./src/client.ts";
 export type { SocketOptions } from "./src/options.ts";
 export type { CompressionOptions } from "./src/deflate.ts";
-export { type MessageType, Socket } from "./src/socket.ts";
+export { Socket } from "./src/socket.ts";
+export type { MessageType } from "./src/outgoing.ts";
 export type {
   UpgradeRequestInfo,
   UpgradeResponseInfo,

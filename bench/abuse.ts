@@ -567,7 +567,9 @@ const PING_FLOOD = {
 };
 
 async function pingFloodServer(): Promise<void> {
-  const { fixture, port } = await startServer("ours");
+  // `--server builtin` (or bare) runs the rounds against a reference.
+  const kind = (flags.server ?? "ours") as ServerKind;
+  const { fixture, port } = await startServer(kind);
   try {
     const baseline = await serverBaseline(fixture, port);
     const { conn } = await upgrade(port);
@@ -659,7 +661,9 @@ function randomBytes(seed: number): (n: number) => Uint8Array {
 
 async function garbage(): Promise<void> {
   const count = scaled(1000);
-  const { fixture, port } = await startServer("ours");
+  // `--server builtin` (or bare) runs the rounds against a reference.
+  const kind = (flags.server ?? "ours") as ServerKind;
+  const { fixture, port } = await startServer(kind);
   try {
     const baseline = await serverBaseline(fixture, port);
     const random = randomBytes(0x5eed);
@@ -954,7 +958,9 @@ async function roundsOf(
   bounds: { first: number; growth: number },
   oneRound: (port: number) => Promise<Record<string, unknown>>,
 ): Promise<void> {
-  const { fixture, port } = await startServer("ours");
+  // `--server builtin` (or bare) runs the rounds against a reference.
+  const kind = (flags.server ?? "ours") as ServerKind;
+  const { fixture, port } = await startServer(kind);
   try {
     const baseline = await serverBaseline(fixture, port);
     const afters: number[] = [];
@@ -982,6 +988,7 @@ async function roundsOf(
         afterGcGrowth: afterGc - baseline,
         resetsSent: tcpExt("TCPAbortOnClose") - resetsBefore,
         serverConnections: (stats as Record<string, unknown>).connections,
+        serverMemory: stats,
         ...info,
       });
       log(`${attack}: round ${r}: ${JSON.stringify(perRound.at(-1))}`);

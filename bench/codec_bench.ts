@@ -5,7 +5,8 @@
  *
  * Run: deno bench bench/codec_bench.ts
  */
-import { FrameDecoder, writeFrameHeader } from "../src/frame.ts";
+import { writeFrameHeader } from "../src/frame.ts";
+import { FrameDecoder } from "../src/frame_decoder.ts";
 import { mask } from "../src/mask.ts";
 import { decodeUtf8, Utf8StreamDecoder } from "../src/utf8.ts";
 import { binaryPayload, utf8Text } from "./_common.ts";

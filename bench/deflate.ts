@@ -1,7 +1,7 @@
 /**
  * permessage-deflate benchmark, three parts:
  *
- * 1. `codec`: the compressor and decompressor alone (src/deflate.ts) on a
+ * 1. `codec`: the compressor and decompressor alone (src/deflate_codec.ts) on a
  *    JSON-like payload at levels 1 and 6, with and without context
  *    takeover: ratio, and MB/s of uncompressed data each way.
  * 2. `echo`: our client sends JSON-like messages to our server in another
@@ -30,11 +30,8 @@ import {
   listen,
   type Socket,
 } from "../mod.ts";
-import {
-  compressionConfig,
-  negotiateDeflate,
-  PerMessageDeflate,
-} from "../src/deflate.ts";
+import { negotiateDeflate } from "../src/deflate.ts";
+import { compressionConfig, PerMessageDeflate } from "../src/deflate_codec.ts";
 
 const encoder = new TextEncoder();
 
@@ -99,7 +96,7 @@ function codecPair(options: CompressionOptions, maxMessageSize = 1 << 26) {
 // -------------------------------------------------------------- codec
 
 function benchCodec(): void {
-  console.log("\n## codec: src/deflate.ts alone, JSON-like payload\n");
+  console.log("\n## codec: src/deflate_codec.ts alone, JSON-like payload\n");
   console.log(
     "| size | level | context takeover | ratio | deflate MB/s | inflate MB/s |",
   );

@@ -30,7 +30,8 @@
  * @module
  */
 
-import { FrameDecoder, FrameError } from "../src/frame.ts";
+import { FrameError } from "../src/frame.ts";
+import { FrameDecoder } from "../src/frame_decoder.ts";
 import { acceptKey, validateUpgrade } from "../src/handshake.ts";
 import { parseRequestHead, parseResponseHead } from "../src/http.ts";
 import { accept } from "../src/server.ts";

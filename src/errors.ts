@@ -15,6 +15,10 @@
  * - `ABORTED`: the `signal` passed to `connect` was aborted.
  * - `BAD_HANDSHAKE`: the peer's upgrade response is not a valid 101
  *   (status, `Sec-WebSocket-Accept`, unrequested subprotocol or extension).
+ * - `PROXY_ERROR`: the HTTP proxy refused the `CONNECT` (the message has its
+ *   status line) or answered something else than a tunnel.
+ * - `BAD_REDIRECT`: with `followRedirects`, a redirect that is not followed:
+ *   more than `maxRedirects`, a `wss:` to `ws:` downgrade, no `Location`.
  * - `SOCKET_CLOSED`: a write after the close handshake began or after the
  *   connection was lost; `closeCode` holds the close code when known.
  */
@@ -25,6 +29,8 @@ export type WebSocketErrorCode =
   | "HANDSHAKE_TIMEOUT"
   | "ABORTED"
   | "BAD_HANDSHAKE"
+  | "PROXY_ERROR"
+  | "BAD_REDIRECT"
   | "SOCKET_CLOSED";
 
 /**

@@ -32,14 +32,20 @@ import {
 import type { ConnectionInfo, HandshakeConfig } from "./options.ts";
 import type { PendingConn } from "./pending_conn.ts";
 
-/** The steps of a plain HTTP connection the server follows. */
-export interface HttpPhases {
-  /** `onRequest` runs, or its response is written: shutdown gives it closeTimeout. */
-  enterRequest(): void;
-  /** Between requests, or closing: shutdown cuts it at once. */
-  enterIdle(): void;
+/** How the server follows a plain HTTP connection (`null` for `accept`). */
+export interface HttpTracker {
+  /** `request`: shutdown gives it closeTimeout; `handshake`: cut at once. */
+  enter(pending: PendingConn, phase: "handshake" | "request"): void;
   /** Whether the server is shutting down (responses then say `close`). */
   closing(): boolean;
+}
+
+/** Where a plain HTTP connection comes from, and who follows it. */
+export interface HttpConnContext {
+  /** Whether it came over TLS: `https` URLs. */
+  secure: boolean;
+  info: ConnectionInfo;
+  tracker: HttpTracker | null;
 }
 
 /** An upgrade request that came after plain requests on a connection. */
@@ -91,10 +97,14 @@ export async function serveHttp(
   pending: PendingConn,
   first: { head: RequestHead; read: HeadRead; cancelDeadline: () => void },
   config: HandshakeConfig,
-  secure: boolean,
-  info: ConnectionInfo,
-  phases: HttpPhases,
+  context: HttpConnContext,
 ): Promise<UpgradeNext | null> {
+  const { secure, info, tracker } = context;
+  const phases = {
+    enterRequest: () => tracker?.enter(pending, "request"),
+    enterIdle: () => tracker?.enter(pending, "handshake"),
+    closing: () => tracker?.closing() ?? false,
+  };
   const conn = pending.conn;
   const reader = new ConnReader(
     conn,

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { BufferPool } from "./buffer_pool.ts";
+import { SMALL_READ } from "./buffers.ts";
 import { findHeadEnd, type HeadError, RequestLineChecker } from "./http.ts";
 
 /** An HTTP head and the bytes that came after it in the same reads. */
@@ -20,28 +20,20 @@ export interface HeadRead {
 }
 
 /**
- * Read buffers of busy connections, 8 KiB each: a socket takes one when a
- * read fills its small buffer, and gives it back when it goes quiet.
- */
-export const readBuffers: BufferPool = new BufferPool(8 * 1024, 128);
-
-/**
- * The size of a connection's first read buffer (an upgrade request is a
- * few hundred bytes) and of the buffer a quiet socket reads into: a
- * pending read holds its buffer for as long as the peer is silent.
- */
-export const SMALL_READ = 2048;
-
-/**
  * Reads until `\r\n\r\n`. Resolves `"too_large"` when `maxSize` bytes came
  * without the end of the head, `"eof"` when the peer closed first. Throws
  * what `conn.read` throws (reset, or the conn closed by a timeout).
+ * `prefix` holds bytes of the head already read off `conn` (what a proxy
+ * sent after its `200` to `CONNECT`).
  */
 export function readHead(
   conn: Deno.Conn,
   maxSize: number,
+  prefix?: Uint8Array,
 ): Promise<HeadRead | "too_large" | "eof"> {
-  return read(conn, maxSize, null) as Promise<HeadRead | "too_large" | "eof">;
+  return read(conn, maxSize, null, prefix) as Promise<
+    HeadRead | "too_large" | "eof"
+  >;
 }
 
 /**
@@ -68,23 +60,28 @@ async function read(
   conn: Deno.Conn,
   maxSize: number,
   checker: RequestLineChecker | null,
+  prefix: Uint8Array = new Uint8Array(0),
 ): Promise<HeadRead | "too_large" | "eof" | HeadError> {
   // Small, and the socket's own afterwards: most heads fit, and a bigger
   // one grows it.
-  let buffer = new Uint8Array(SMALL_READ);
-  let length = 0;
+  let buffer = new Uint8Array(Math.max(SMALL_READ, prefix.length));
+  buffer.set(prefix);
+  let length = prefix.length;
   let scanned = 0;
   for (;;) {
-    if (length === buffer.length) {
-      const bigger = new Uint8Array(
-        Math.min(buffer.length * 2, maxSize + 4096),
-      );
-      bigger.set(buffer);
-      buffer = bigger;
+    let n = length - scanned;
+    if (n === 0) {
+      if (length === buffer.length) {
+        const bigger = new Uint8Array(
+          Math.min(buffer.length * 2, maxSize + 4096),
+        );
+        bigger.set(buffer);
+        buffer = bigger;
+      }
+      const read = await conn.read(buffer.subarray(length));
+      if (read === null) return "eof";
+      length += n = read;
     }
-    const n = await conn.read(buffer.subarray(length));
-    if (n === null) return "eof";
-    length += n;
     if (checker !== null && !checker.done) {
       const error = checker.check(buffer.subarray(0, length), length - n);
       if (error !== null) return error;

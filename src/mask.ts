@@ -1,7 +1,8 @@
 /**
- * Masking (RFC 6455 5.3): XOR with a 4-byte key, word-wise.
+ * Masking (RFC 6455 5.3): XOR with a 4-byte key, word-wise, and the keys
+ * themselves, drawn from the platform's CSPRNG.
  *
- * Pure: no I/O.
+ * Pure: no I/O, no timers, no promises.
  *
  * @module
  */
@@ -129,4 +130,27 @@ export function maskInto(
   for (; i < length; i++) {
     target[targetOffset + i] = source[i] ^ maskingKey[i & 3];
   }
+}
+
+// RFC 6455 5.3: the masking key is "derived from a strong source of
+// entropy" and unpredictable per frame. Keys come from a pool of CSPRNG
+// bytes refilled 4 KiB at a time, not from one getRandomValues call per
+// frame.
+const keyPool = new Uint8Array(4096);
+let keyPoolOffset = keyPool.length;
+
+/**
+ * A fresh masking key for a client frame: a view into a shared pool,
+ * valid until the next call.
+ *
+ * @returns 4 bytes from `crypto.getRandomValues`
+ */
+export function nextMaskingKey(): Uint8Array {
+  if (keyPoolOffset === keyPool.length) {
+    crypto.getRandomValues(keyPool);
+    keyPoolOffset = 0;
+  }
+  const key = keyPool.subarray(keyPoolOffset, keyPoolOffset + 4);
+  keyPoolOffset += 4;
+  return key;
 }

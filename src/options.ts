@@ -7,12 +7,12 @@
  * @module
  */
 
-import {
-  type CompressionConfig,
-  compressionConfig,
-  type CompressionOptions,
-} from "./deflate.ts";
-import type { UpgradeRequestInfo } from "./handshake.ts";
+import type { Broker } from "./broker.ts";
+import type { CompressionConfig, CompressionOptions } from "./deflate.ts";
+import { compressionConfig } from "./deflate_codec.ts";
+import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
+import type { PerMessageDeflate } from "./deflate_codec.ts";
+import type { TopicRegistry } from "./topics.ts";
 import type { Socket } from "./socket.ts";
 import { Topics } from "./topics.ts";
 
@@ -97,6 +97,30 @@ export interface SocketLimits {
   maxBufferedAmount: number;
   pingInterval: number;
   pongTimeout: number;
+}
+
+/** What `listen` and `connect` hand to a new {@linkcode Socket}. */
+export interface SocketInit {
+  conn: Deno.Conn;
+  client: boolean;
+  /** Bytes read past the HTTP head: the start of the first frame. */
+  head: Uint8Array;
+  /**
+   * The buffer the head was read into (`head` may be a view of it): reading
+   * goes on into it once `head` was processed.
+   */
+  readBuffer?: Uint8Array;
+  protocol: string;
+  extensions: string;
+  request: UpgradeRequestInfo;
+  response: UpgradeResponseInfo | null;
+  limits: SocketLimits;
+  /** The permessage-deflate codec, when the handshake negotiated it. */
+  deflate?: PerMessageDeflate | null;
+  /** Server side: where `subscribe` and `unsubscribe` go. */
+  topics?: TopicRegistry;
+  /** Server side: what the upgrade hook attached. */
+  data?: unknown;
 }
 
 /** Applies the defaults to {@linkcode SocketOptions}, checking each value. */
@@ -325,6 +349,16 @@ export interface ListenOptions<T = unknown> extends HandshakeOptions<T> {
    */
   maxPublishBacklog?: number;
   /**
+   * Shares this server's topics with other servers (Workers, processes,
+   * hosts): `publish` also reaches their subscribers, and theirs reach
+   * this server's, at most once and in each publisher's order. Use
+   * `workerBroker(name)` for the Workers of one process, `redisBroker`
+   * from `@silly/websocket/redis` across processes and hosts. The broker
+   * becomes the server's: `close()` closes it. See `server.brokerStats()`.
+   * @default {none: topics reach this server's sockets only}
+   */
+  broker?: Broker;
+  /**
    * Most connections the server holds at once, in any state: in their
    * handshake, in `onRequest`, or open WebSockets. One more gets
    * `503 Service Unavailable` and is closed, so idle and never-upgraded
@@ -518,6 +552,7 @@ export function listenConfig(options: ListenOptions): ListenConfig {
     topics: new Topics({
       maxPublishBacklog: options.maxPublishBacklog,
       fragmentSize: config.limits.fragmentSize,
+      broker: options.broker,
     }),
     secure: !!options.tls,
   };

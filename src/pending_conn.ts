@@ -10,6 +10,7 @@ import { deadlinesOf } from "./deadlines.ts";
 import { encodeResponse } from "./http.ts";
 import { closeQuietly } from "./http_head.ts";
 import type { Member } from "./members.ts";
+import type { ConnectionInfo } from "./options.ts";
 
 /** The reason a cut connection's `signal` is aborted with. */
 const CUT = new Error("Connection cut");
@@ -113,4 +114,21 @@ export async function writeAll(
   while (offset < bytes.length) {
     offset += await conn.write(bytes.subarray(offset));
   }
+}
+
+/**
+ * Where a connection comes from, as the hooks see it, and whether it is
+ * secure (`wss`/`https`): as `secure` says, or else whether it is TLS.
+ */
+export function originOf(
+  conn: Deno.Conn,
+  secure: boolean | undefined,
+): { secure: boolean; info: ConnectionInfo } {
+  return {
+    secure: secure ?? typeof (conn as Deno.TlsConn).handshake === "function",
+    info: {
+      remoteAddr: conn.remoteAddr as Deno.NetAddr,
+      localAddr: conn.localAddr as Deno.NetAddr,
+    },
+  };
 }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { copyBytes } from "./buffers.ts";
 import {
   ABNORMAL_CLOSURE,
   decodeClosePayload,
@@ -14,7 +15,6 @@ import {
   INVALID_FRAME_PAYLOAD_DATA,
 } from "./close.ts";
 import {
-  FrameDecoder,
   FrameError,
   OPCODE_BINARY,
   OPCODE_CLOSE,
@@ -23,8 +23,9 @@ import {
   OPCODE_PONG,
   OPCODE_TEXT,
 } from "./frame.ts";
+import { FrameDecoder } from "./frame_decoder.ts";
 import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
-import type { PerMessageDeflate } from "./deflate.ts";
+import type { PerMessageDeflate } from "./deflate_codec.ts";
 
 /** A text message. */
 export interface TextMessage {
@@ -104,31 +105,6 @@ export interface ProtocolOptions {
 
 const EMPTY = new Uint8Array(0);
 
-// Small payloads are copied out of the read buffer into a shared slab, so a
-// message costs a view, not an ArrayBuffer of its own (allocating those is
-// the single biggest cost of a small message). A retained message keeps at
-// most one slab alive.
-const SLAB_SIZE = 64 * 1024;
-const SLAB_COPY_MAX = 4 * 1024;
-let slab = new Uint8Array(SLAB_SIZE);
-let slabOffset = 0;
-
-/** A copy of `bytes` that the caller owns (never written again by us). */
-export function copyBytes(bytes: Uint8Array): Uint8Array {
-  const length = bytes.length;
-  if (length > SLAB_COPY_MAX) return bytes.slice();
-  if (length === 0) return new Uint8Array(0);
-  if (slabOffset + length > SLAB_SIZE) {
-    slab = new Uint8Array(SLAB_SIZE);
-    slabOffset = 0;
-  }
-  const start = slabOffset;
-  slab.set(bytes, start);
-  // Keep views 8-byte aligned so typed-array views over them stay cheap.
-  slabOffset = (start + length + 7) & ~7;
-  return slab.subarray(start, start + length);
-}
-
 /** Encodes a close reason cut to at most `limit` UTF-8 bytes, whole characters. */
 export function truncateReason(reason: string, limit = 123): string {
   const encoder = new TextEncoder();
@@ -198,6 +174,9 @@ export class Protocol {
       allowRsv1: this.#deflate !== null,
       // Fragments of a binary message land in one buffer, uncopied.
       assembleBinary: true,
+      // Small binary and control payloads are unmasked as they are copied
+      // out of the read buffer.
+      copySmall: true,
     });
   }
 
@@ -395,7 +374,7 @@ export class Protocol {
         if (decoder.fin) this.#endFragmented(decoder.message);
         return;
       case OPCODE_PING: {
-        const data = copyBytes(payload);
+        const data = decoder.payloadOwned ? payload : copyBytes(payload);
         // RFC 6455 5.5.2: a ping is answered with a pong carrying the same
         // application data, unless a close frame was already sent.
         if (this.#state === State.OPEN) {
@@ -406,7 +385,10 @@ export class Protocol {
       }
       case OPCODE_PONG:
         this.#sink.deliver(
-          { type: "pong", data: copyBytes(payload) },
+          {
+            type: "pong",
+            data: decoder.payloadOwned ? payload : copyBytes(payload),
+          },
           payload.length,
         );
         return;

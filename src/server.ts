@@ -7,7 +7,7 @@
  */
 
 import { GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE } from "./close.ts";
-import { PerMessageDeflate } from "./deflate.ts";
+import { PerMessageDeflate } from "./deflate_codec.ts";
 import {
   acceptUpgrade,
   checkProtocol,
@@ -15,12 +15,7 @@ import {
   type UpgradeRequestInfo,
   validateUpgrade,
 } from "./handshake.ts";
-import {
-  hasToken,
-  headerValue,
-  parseRequestHead,
-  type RequestHead,
-} from "./http.ts";
+import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
 import { closeQuietly, readRequestHead } from "./http_head.ts";
 import { serveHttp } from "./http_conn.ts";
 import {
@@ -42,7 +37,8 @@ import {
   type ServerSocket,
   type UpgradeDecision,
 } from "./options.ts";
-import { fail, PendingConn, writeAll } from "./pending_conn.ts";
+import { fail, originOf, PendingConn, writeAll } from "./pending_conn.ts";
+import type { BrokerStats } from "./broker.ts";
 import { Socket } from "./socket.ts";
 import { topicRegistry, Topics } from "./topics.ts";
 
@@ -62,7 +58,6 @@ interface ConnTracker {
   /** `handshake`: cut at once on shutdown; `request`: given closeTimeout. */
   enter(pending: PendingConn, phase: "handshake" | "request"): void;
   leave(pending: PendingConn): void;
-  /** Whether the server is shutting down. */
   closing(): boolean;
 }
 
@@ -127,7 +122,13 @@ export class Server {
    */
   constructor(options: ListenOptions) {
     const config = listenConfig(options);
-    this.#listener = bind(config);
+    try {
+      this.#listener = bind(config);
+    } catch (error) {
+      // The broker was opened with the topics: it must not outlive them.
+      config.topics.close();
+      throw error;
+    }
     this.#handler = config.handler;
     this.#maxConnections = config.maxConnections;
     this.#topics = config.topics;
@@ -152,12 +153,19 @@ export class Server {
    * waiting to be sent is skipped (it misses this message), as is one that
    * is closing.
    *
+   * With the `broker` option, the message also reaches the subscribers of
+   * every other server on the broker, each once, in this server's order;
+   * local subscribers get it first, without a round trip. While the broker
+   * is down only the local ones get it (see {@linkcode Server.brokerStats}).
+   *
    * @param topic the topic
    * @param data the payload; strings are sent as UTF-8
    * @param type `"text"` or `"binary"`
-   * @returns how many subscribers the message was queued for
+   * @returns how many of this server's subscribers the message was queued for
    * @throws {TypeError} `type` is not text or binary, or `data` is not a
    *   string or Uint8Array
+   * @throws {RangeError} with a broker, `topic` is longer than 65535 UTF-8
+   *   bytes
    *
    * @example A room
    * ```ts
@@ -196,13 +204,45 @@ export class Server {
   }
 
   /**
-   * How many open sockets are subscribed to `topic`.
+   * How many open sockets of this server are subscribed to `topic` (not
+   * counting other servers on the broker).
    *
    * @param topic the topic
    * @returns the number of subscribers
    */
   subscriberCount(topic: string): number {
     return this.#topics.subscriberCount(topic);
+  }
+
+  /**
+   * With the `broker` option: what was published to and received from
+   * other servers, and what was lost (published while the broker was down,
+   * missing from other servers' sequences, malformed), and how many times
+   * the broker reconnected.
+   *
+   * @returns the counts, or `null` when the server has no broker
+   *
+   * @example Counting what went through the broker
+   * ```ts
+   * import { listen, workerBroker } from "@silly/websocket";
+   * import assert from "node:assert/strict";
+   *
+   * const server = listen({
+   *   addr: "127.0.0.1:0",
+   *   handler() {},
+   *   broker: workerBroker("counts"),
+   * });
+   * server.publish("news", "hello", "text");
+   * await new Promise((resolve) => setTimeout(resolve, 10));
+   * const stats = server.brokerStats();
+   * assert.equal(stats?.connected, true);
+   * assert.equal(stats?.published, 1);
+   * assert.equal(stats?.dropped, 0);
+   * await server.close();
+   * ```
+   */
+  brokerStats(): BrokerStats | null {
+    return this.#topics.brokerStats();
   }
 
   /**
@@ -243,6 +283,7 @@ export class Server {
     }
     await Promise.all(this.#refusing.values());
     clearTimeout(timer);
+    await this.#topics.close();
     this.#resolveFinished();
   }
 
@@ -363,26 +404,19 @@ async function handshake(
     if ("status" in request) {
       return fail(conn, request.status, {}, request.message);
     }
-    const secure = config.secure ?? isTls(conn);
-    const info = connectionInfo(conn);
+    const { secure, info } = originOf(conn, config.secure);
 
     if (
       config.onRequest !== undefined &&
-      !hasToken(headerValue(request, "upgrade"), "websocket")
+      !hasToken(request.headers.get("upgrade"), "websocket")
     ) {
       // Plain HTTP, maybe many requests, maybe an upgrade after them.
-      const next = await serveHttp(
-        pending,
-        { head: request, read, cancelDeadline },
-        config,
+      const first = { head: request, read, cancelDeadline };
+      const next = await serveHttp(pending, first, config, {
         secure,
         info,
-        {
-          enterRequest: () => tracker?.enter(pending, "request"),
-          enterIdle: () => tracker?.enter(pending, "handshake"),
-          closing: () => tracker?.closing() ?? false,
-        },
-      );
+        tracker,
+      });
       if (next === null) return null;
       ({ head: request, read, cancelDeadline } = next);
     }
@@ -497,17 +531,6 @@ function upgradeUrl(scheme: string, host: string, target: string): string {
   }
   lastUrl = { scheme, host, target, url };
   return url;
-}
-
-function connectionInfo(conn: Deno.Conn): ConnectionInfo {
-  return {
-    remoteAddr: conn.remoteAddr as Deno.NetAddr,
-    localAddr: conn.localAddr as Deno.NetAddr,
-  };
-}
-
-function isTls(conn: Deno.Conn): boolean {
-  return typeof (conn as Deno.TlsConn).handshake === "function";
 }
 
 function noop(): void {}

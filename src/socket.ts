@@ -12,16 +12,9 @@ import {
   INTERNAL_ERROR,
   NORMAL_CLOSURE,
 } from "./close.ts";
-import type { PerMessageDeflate } from "./deflate.ts";
+import type { PerMessageDeflate } from "./deflate_codec.ts";
 import { WebSocketError } from "./errors.ts";
-import {
-  MAX_CONTROL_PAYLOAD,
-  OPCODE_BINARY,
-  OPCODE_CLOSE,
-  OPCODE_PING,
-  OPCODE_PONG,
-  OPCODE_TEXT,
-} from "./frame.ts";
+import { OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING } from "./frame.ts";
 import {
   type CloseInfo,
   type Message,
@@ -36,13 +29,14 @@ import {
   nextReadBuffer,
   releaseReadBuffer,
   smallReadBuffer,
-} from "./read_buffer.ts";
-import type { Member } from "./members.ts";
+} from "./buffers.ts";
+import { Subscriptions } from "./subscriptions.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { type Keepalive, Keepalives, type Watch } from "./keepalive.ts";
-import type { SocketLimits } from "./options.ts";
+import type { SocketInit, SocketLimits } from "./options.ts";
 import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
-import type { Subscriber, TopicRegistry } from "./topics.ts";
+import { type MessageType, OPCODES, payloadOf, sendable } from "./outgoing.ts";
+import type { TopicRegistry } from "./topics.ts";
 
 /**
  * Where a socket's TCP (or TLS) connection is: open; draining our last
@@ -53,34 +47,6 @@ import type { Subscriber, TopicRegistry } from "./topics.ts";
 const Transport = { OPEN: 0, DRAINING: 1, LINGERING: 2, CLOSED: 3 } as const;
 type Transport = typeof Transport[keyof typeof Transport];
 
-/** The frame types `Socket.write` sends. */
-export type MessageType = "text" | "binary" | "ping" | "pong" | "close";
-
-/** What `listen` and `connect` hand to a new {@linkcode Socket}. */
-export interface SocketInit {
-  conn: Deno.Conn;
-  client: boolean;
-  /** Bytes read past the HTTP head: the start of the first frame. */
-  head: Uint8Array;
-  /**
-   * The buffer the head was read into (`head` may be a view of it): reading
-   * goes on into it once `head` was processed.
-   */
-  readBuffer?: Uint8Array;
-  protocol: string;
-  extensions: string;
-  request: UpgradeRequestInfo;
-  response: UpgradeResponseInfo | null;
-  limits: SocketLimits;
-  /** The permessage-deflate codec, when the handshake negotiated it. */
-  deflate?: PerMessageDeflate | null;
-  /** Server side: where `subscribe` and `unsubscribe` go. */
-  topics?: TopicRegistry;
-  /** Server side: what the upgrade hook attached. */
-  data?: unknown;
-}
-
-const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
 /** A payload spanning reads with this much left is read into directly. */
@@ -96,13 +62,6 @@ const DIRECT_READ_MIN = 16 * 1024;
 const TURN_BYTES = 4 * 1024 * 1024;
 /** Per-message bookkeeping counted against `maxQueuedBytes`. */
 const MESSAGE_OVERHEAD = 64;
-
-const OPCODES: Record<string, number> = {
-  text: OPCODE_TEXT,
-  binary: OPCODE_BINARY,
-  ping: OPCODE_PING,
-  pong: OPCODE_PONG,
-};
 
 function noop(): void {}
 
@@ -186,9 +145,7 @@ export class Socket implements AsyncIterable<Message> {
   // sure to fit one frame and the write buffer.
   #smallTextLimit: number;
   #topics: TopicRegistry | undefined;
-  /** This socket's topics, each with its place among the topic's subscribers. */
-  #subscriptions: Map<string, Member<Subscriber>> | null = null;
-  #subscriber: SocketSubscriber | null = null;
+  #subscriptions: Subscriptions | null = null;
   #deflate: PerMessageDeflate | null;
 
   #resolveClosed!: (info: CloseInfo) => void;
@@ -308,13 +265,13 @@ export class Socket implements AsyncIterable<Message> {
         "Cannot subscribe: only sockets accepted by a server have topics",
       );
     }
-    topic = String(topic);
-    if (this.#finished || this.#subscriptions?.has(topic)) return;
-    this.#subscriber ??= new SocketSubscriber(this.#protocol, this.#writes);
-    (this.#subscriptions ??= new Map()).set(
-      topic,
-      this.#topics.subscribe(this.#subscriber, topic),
+    if (this.#finished) return;
+    this.#subscriptions ??= new Subscriptions(
+      this.#topics,
+      this.#protocol,
+      this.#writes,
     );
+    this.#subscriptions.add(String(topic));
   }
 
   /**
@@ -329,11 +286,7 @@ export class Socket implements AsyncIterable<Message> {
         "Cannot unsubscribe: only sockets accepted by a server have topics",
       );
     }
-    topic = String(topic);
-    const member = this.#subscriptions?.get(topic);
-    if (member === undefined) return;
-    this.#subscriptions!.delete(topic);
-    this.#topics.unsubscribe(topic, member);
+    this.#subscriptions?.delete(String(topic));
   }
 
   /**
@@ -395,15 +348,6 @@ export class Socket implements AsyncIterable<Message> {
   ): Promise<void> {
     if (type === "close") return this.#writeClose(data);
     const opcode = OPCODES[type];
-    if (opcode === undefined) {
-      return Promise.reject(
-        new TypeError(
-          `Cannot write: type must be text, binary, ping, pong or close, received ${
-            String(type)
-          }`,
-        ),
-      );
-    }
     if (
       typeof data === "string" && opcode <= OPCODE_BINARY &&
       data.length * 3 <= this.#smallTextLimit
@@ -412,24 +356,8 @@ export class Socket implements AsyncIterable<Message> {
       return this.#refusal(data.length) ??
         this.#queued(this.#writes.pushString(opcode, data));
     }
-    let payload: Uint8Array;
-    if (data === null || data === undefined) payload = EMPTY;
-    else if (typeof data === "string") payload = encoder.encode(data);
-    else if (data instanceof Uint8Array) payload = data;
-    else {
-      return Promise.reject(
-        new TypeError(
-          `Cannot write: data must be a string or Uint8Array, received ${typeof data}`,
-        ),
-      );
-    }
-    if (opcode >= OPCODE_PING && payload.length > MAX_CONTROL_PAYLOAD) {
-      return Promise.reject(
-        new RangeError(
-          `Cannot send ${type} frame: payload must be 125 bytes or less, received ${payload.length} bytes`,
-        ),
-      );
-    }
+    const payload = payloadOf(data, type, opcode);
+    if (!(payload instanceof Uint8Array)) return Promise.reject(payload);
     const refusal = this.#refusal(payload.length);
     if (refusal !== null) return refusal;
     if (
@@ -466,22 +394,9 @@ export class Socket implements AsyncIterable<Message> {
    * @throws {WebSocketError} (as a rejection, code `SOCKET_CLOSED`) the close handshake began or the connection was lost
    */
   send(data: string | ArrayBufferView | ArrayBuffer): Promise<void> {
-    if (typeof data === "string") return this.write(data, "text");
-    if (data instanceof Uint8Array) return this.write(data, "binary");
-    if (ArrayBuffer.isView(data)) {
-      return this.write(
-        new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-        "binary",
-      );
-    }
-    if (data instanceof ArrayBuffer) {
-      return this.write(new Uint8Array(data), "binary");
-    }
-    return Promise.reject(
-      new TypeError(
-        `Cannot send: data must be a string, an ArrayBufferView or an ArrayBuffer, received ${typeof data}`,
-      ),
-    );
+    const value = sendable(data);
+    if (value instanceof TypeError) return Promise.reject(value);
+    return this.write(value, typeof value === "string" ? "text" : "binary");
   }
 
   /**
@@ -606,7 +521,7 @@ export class Socket implements AsyncIterable<Message> {
     const keepalive = this.#keepalive;
     const watch = this.#watch;
     const conn = this.conn;
-    // See read_buffer.ts: small while quiet, bigger while busy.
+    // See buffers.ts: small while quiet, bigger while busy.
     const small = smallReadBuffer(readBuffer);
     let buffer = readBuffer ?? small;
     let readSinceTurn = 0;
@@ -701,12 +616,8 @@ export class Socket implements AsyncIterable<Message> {
   #finish(): void {
     this.#finished = true;
     this.#deflate?.close();
-    if (this.#subscriptions !== null) {
-      for (const [topic, member] of this.#subscriptions) {
-        this.#topics!.unsubscribe(topic, member);
-      }
-      this.#subscriptions = null;
-    }
+    this.#subscriptions?.clear();
+    this.#subscriptions = null;
     this.#closeTimer?.cancel();
     if (this.#watch !== null) this.#keepalive!.remove(this.#watch);
     const protocol = this.#protocol;
@@ -775,24 +686,5 @@ export class Socket implements AsyncIterable<Message> {
       this.#dropReason = "Close timeout: no close frame from the peer";
       this.#closeConn();
     });
-  }
-}
-
-/** A socket as `publish` sees it: made when it first subscribes. */
-class SocketSubscriber implements Subscriber {
-  #protocol: Protocol;
-  #writes: WriteQueue;
-
-  constructor(protocol: Protocol, writes: WriteQueue) {
-    this.#protocol = protocol;
-    this.#writes = writes;
-  }
-
-  get bufferedAmount(): number {
-    return this.#writes.bufferedAmount;
-  }
-
-  push(frame: Uint8Array): boolean {
-    return this.#protocol.open && this.#writes.pushEncoded(frame);
   }
 }

@@ -6,13 +6,18 @@
  */
 
 import { setImmediate } from "node:timers";
-import { BufferPool } from "./buffer_pool.ts";
+import {
+  giveWriteBuffer,
+  takeWriteBuffer,
+  WRITE_BUFFER_SIZE,
+  WRITE_KEEP_LIMIT,
+} from "./buffers.ts";
 import {
   frameHeaderSize,
   OPCODE_CONTINUATION,
   writeFrameHeader,
 } from "./frame.ts";
-import { mask, maskInto } from "./mask.ts";
+import { mask, maskInto, nextMaskingKey } from "./mask.ts";
 
 /** The part of a `Deno.Conn` the queue writes to. */
 export interface Writer {
@@ -26,96 +31,11 @@ const COPY_LIMIT = 256 * 1024;
  * shared, not copied into each socket's buffer.
  */
 const SHARE_LIMIT = 16 * 1024;
-const INITIAL_CAPACITY = 4 * 1024;
-/** A buffer bigger than this is not kept by its queue once written... */
-const KEEP_LIMIT = 256 * 1024;
-/**
- * ...but goes to a pool shared by every queue, at most POOL_BYTES in all:
- * a new buffer is zero-filled, which cost as much as copying the frames
- * into it when echoing 1 MiB messages. The bound is what a server keeps
- * after a burst of big messages.
- */
-const POOL_BYTES = 8 * 1024 * 1024;
-const pool: Uint8Array[] = [];
-let pooledBytes = 0;
-
-// Idle buffers of INITIAL_CAPACITY: a queue takes one when it has frames
-// to write and gives it back once they were written, so an idle socket
-// holds none. 1,024 of them (4 MiB) serve a publish to 1,000 sockets per
-// turn without allocating.
-const smallBuffers = new BufferPool(INITIAL_CAPACITY, 1024);
-
-// Idle buffers of 8 KiB to 256 KiB, by power of two, about 3.5 MiB in all:
-// a queue that gives its buffer back when idle takes a grown one again for
-// its next burst instead of zero-filling a new one.
-const mediumBuffers = [64, 32, 16, 8, 4, 4].map((max, i) =>
-  new BufferPool(INITIAL_CAPACITY << (i + 1), max)
-);
-
-/** The pool of medium buffers that serves `size` (8 KiB < size ≤ 256 KiB). */
-function mediumPool(size: number): BufferPool {
-  // 2^13 = 8 KiB is the first class.
-  return mediumBuffers[Math.max(0, 32 - Math.clz32(size - 1) - 13)];
-}
-
-/** Gives a buffer nothing writes from any more back to its pool, if any. */
-function giveBuffer(buffer: Uint8Array): void {
-  const length = buffer.length;
-  if (length <= INITIAL_CAPACITY) smallBuffers.give(buffer);
-  else if (length <= KEEP_LIMIT) mediumPool(length).give(buffer);
-  else poolBuffer(buffer);
-}
 
 // Queued bytes from which a write starts at once (in a microtask, so what
 // the caller queues in the same job still joins it) instead of at the end
 // of the event-loop turn.
 const EAGER_FLUSH = 64 * 1024;
-
-/** A pooled buffer of at least `size` bytes, or a new one. */
-function takeBuffer(size: number): Uint8Array {
-  if (size <= INITIAL_CAPACITY) return smallBuffers.take();
-  if (size <= KEEP_LIMIT) return mediumPool(size).take();
-  for (let i = 0; i < pool.length; i++) {
-    if (pool[i].length >= size) {
-      const buffer = pool[i];
-      pool[i] = pool[pool.length - 1];
-      pool.pop();
-      pooledBytes -= buffer.length;
-      return buffer;
-    }
-  }
-  return new Uint8Array(size);
-}
-
-/** Gives a written buffer bigger than KEEP_LIMIT to the pool. */
-function poolBuffer(buffer: Uint8Array): void {
-  // Full: make room by dropping smaller ones, which are cheaper to make.
-  while (pooledBytes + buffer.length > POOL_BYTES && pool.length > 0) {
-    let smallest = 0;
-    for (let i = 1; i < pool.length; i++) {
-      if (pool[i].length < pool[smallest].length) smallest = i;
-    }
-    if (pool[smallest].length >= buffer.length) return;
-    pooledBytes -= pool[smallest].length;
-    pool[smallest] = pool[pool.length - 1];
-    pool.pop();
-  }
-  if (pooledBytes + buffer.length > POOL_BYTES) return;
-  pool.push(buffer);
-  pooledBytes += buffer.length;
-}
-
-/** Bytes held by the pool of big write buffers (for tests). */
-export function pooledWriteBytes(): number {
-  return pooledBytes;
-}
-
-/** Bytes held by the pools of small and medium write buffers (for tests). */
-export function pooledSmallWriteBytes(): number {
-  let bytes = smallBuffers.idleBytes;
-  for (const pool of mediumBuffers) bytes += pool.idleBytes;
-  return bytes;
-}
 
 function noop(): void {}
 
@@ -138,22 +58,6 @@ function scheduleFlush(queue: WriteQueue): void {
 }
 
 const encoder = new TextEncoder();
-
-// Masking keys come from a pool of CSPRNG bytes refilled 4 KiB at a time,
-// not from one getRandomValues call per frame.
-const keyPool = new Uint8Array(4096);
-let keyPoolOffset = keyPool.length;
-
-/** A fresh masking key (a view into the pool, valid until the next call). */
-function nextMaskingKey(): Uint8Array {
-  if (keyPoolOffset === keyPool.length) {
-    crypto.getRandomValues(keyPool);
-    keyPoolOffset = 0;
-  }
-  const key = keyPool.subarray(keyPoolOffset, keyPoolOffset + 4);
-  keyPoolOffset += 4;
-  return key;
-}
 
 /**
  * Frames waiting for the OS, and the promise that `flush()` waits on, made
@@ -443,7 +347,7 @@ export class WriteQueue {
     this.#batch = null;
     if (batch !== null) batch.reject(this.#error());
     // The spare is never part of a write in progress (the buffer may be).
-    if (this.#spare !== null) giveBuffer(this.#spare);
+    if (this.#spare !== null) giveWriteBuffer(this.#spare);
     this.#buffer = this.#spare = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
@@ -499,7 +403,7 @@ export class WriteQueue {
     if (buffer === null) {
       buffer = this.#spare !== null && this.#spare.length >= size
         ? this.#spare
-        : takeBuffer(Math.max(INITIAL_CAPACITY, size));
+        : takeWriteBuffer(Math.max(WRITE_BUFFER_SIZE, size));
       this.#spare = null;
       this.#buffer = buffer;
       this.#length = this.#sealed = 0;
@@ -508,7 +412,7 @@ export class WriteQueue {
       // stays one contiguous write: a copy is cheaper than a system call
       // for anything below COPY_LIMIT.
       const pending = this.#length - this.#sealed;
-      const next = takeBuffer(Math.max(buffer.length * 2, pending + size));
+      const next = takeWriteBuffer(Math.max(buffer.length * 2, pending + size));
       next.set(buffer.subarray(this.#sealed, this.#length));
       buffer = next;
       this.#buffer = buffer;
@@ -571,7 +475,7 @@ export class WriteQueue {
       }
       this.#writing = null;
       if (written !== null) {
-        if (written.length > KEEP_LIMIT) poolBuffer(written);
+        if (written.length > WRITE_KEEP_LIMIT) giveWriteBuffer(written);
         else if (this.#spare === null) this.#spare = written;
         else {
           // Two idle buffers (frames came in while this one was being
@@ -580,7 +484,7 @@ export class WriteQueue {
           const other = this.#spare;
           const keepWritten = written.length > other.length;
           this.#spare = keepWritten ? written : other;
-          giveBuffer(keepWritten ? other : written);
+          giveWriteBuffer(keepWritten ? other : written);
         }
       }
       batch.resolve();
@@ -589,7 +493,7 @@ export class WriteQueue {
     if (this.#batch === null && this.#spare !== null) {
       // Nothing queued: an idle socket holds no write buffer. A small one
       // goes back to the pool of its size.
-      giveBuffer(this.#spare);
+      giveWriteBuffer(this.#spare);
       this.#spare = null;
     }
     this.#wakeIdle();

@@ -4,7 +4,7 @@
  * stopped. `.ci/run` installs Debian's `chromium` when it is missing.
  */
 
-import { stopChild } from "./_raw_helpers.ts";
+import { stopChild } from "./_helpers.ts";
 
 /** Where Debian's package puts the browser. */
 export const CHROMIUM = "/usr/bin/chromium";

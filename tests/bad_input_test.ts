@@ -16,26 +16,25 @@ import {
   WebSocketError,
 } from "../mod.ts";
 import { acceptKey } from "../src/handshake.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   clientFrame,
-  drain,
-  echo,
-  RawClient,
-  serve,
-  TEST_KEY,
-} from "./_helpers.ts";
-import {
   closePayload,
   concat,
   connectToRaw,
-  delay,
+  drain,
+  echo,
+  RawClient,
   type RawPeer,
   RawServer,
   readAll,
+  serve,
   serverFrame,
+  sleep,
+  TEST_KEY,
   utf8,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 const decoder = new TextDecoder();
 
@@ -207,21 +206,23 @@ Deno.test("maxHandshakeSize sets the request head limit", async () => {
 });
 
 Deno.test("handshakeTimeout drops a client that sends nothing", async () => {
+  using time = new FakeTime();
   await using server = serve(() => {}, { handshakeTimeout: 200 });
   await using client = await within(RawClient.connect(server.addr.port));
   const start = performance.now();
-  const rest = await within(client.readToEnd());
+  const rest = await time.tickUntil(client.readToEnd());
   const elapsed = performance.now() - start;
   assert.equal(rest.length, 0);
   assert.ok(elapsed >= 150 && elapsed < 2000, `dropped after ${elapsed} ms`);
 });
 
 Deno.test("handshakeTimeout drops a client that stops halfway through its request", async () => {
+  using time = new FakeTime();
   await using server = serve(() => {}, { handshakeTimeout: 200 });
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr");
   const start = performance.now();
-  await within(client.readToEnd());
+  await time.tickUntil(client.readToEnd());
   const elapsed = performance.now() - start;
   assert.ok(elapsed >= 150 && elapsed < 2000, `dropped after ${elapsed} ms`);
 });
@@ -333,7 +334,7 @@ Deno.test("an upgrade request sent one byte at a time is accepted", async () => 
   );
   for (let i = 0; i < request.length; i++) {
     await client.send(request.subarray(i, i + 1));
-    await delay(1);
+    await sleep(1);
   }
   const head = await within(client.readHead());
   assert.equal(statusOf(head), 101, head);
@@ -516,7 +517,7 @@ async function assertServerFailsMidFrame(
     RawClient.upgrade(server.addr.port, extensions),
   );
   await client.send(before);
-  await delay(30);
+  await sleep(30);
   await client.send(invalid);
   const close = await within(client.readClose(), "the close frame", 1000);
   assert.equal(close?.code, 1007, JSON.stringify(close));
@@ -544,7 +545,7 @@ Deno.test("a text frame still arriving that ends inside a character waits for th
   const frame = clientFrame(0x1, text);
   for (const [from, to] of [[0, 12], [12, 72], [72, frame.length]]) {
     await client.send(frame.subarray(from, to));
-    await delay(10);
+    await sleep(10);
   }
   const echoed = await within(client.readFrame());
   assert.equal(decoder.decode(echoed?.payload), text);
@@ -577,7 +578,7 @@ async function assertClientFailsMidFrame(
     compression ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "",
   );
   await peer.send(before);
-  await delay(30);
+  await sleep(30);
   await peer.send(invalid);
   const close = await within(peer.readClose(), "the close frame", 1000);
   assert.equal(close?.code, 1007, JSON.stringify(close));
@@ -906,7 +907,7 @@ Deno.test("a 101 response that arrives one byte at a time is accepted", async ()
   peer.conn.setNoDelay(true);
   for (const byte of response) {
     await peer.send(new Uint8Array([byte]));
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await sleep(0);
   }
   const sock = await within(connecting);
   assert.equal(sock.response?.status, 101);
@@ -926,7 +927,7 @@ Deno.test("a frame that arrives one byte at a time is decoded", async () => {
   );
   for (const byte of bytes) {
     await client.send(new Uint8Array([byte]));
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await sleep(0);
   }
   assert.deepEqual(await within(client.readClose()), {
     code: 1000,
@@ -955,10 +956,11 @@ Deno.test("connect() rejects a URL that is not ws:// or wss:// with INVALID_URL"
 });
 
 Deno.test("connect() rejects with HANDSHAKE_TIMEOUT when the server never answers", async () => {
+  using time = new FakeTime();
   const start = performance.now();
-  const error = await connectError(async (peer) => {
+  const error = await time.tickUntil(connectError(async (peer) => {
     await peer.readHead();
-  }, { handshakeTimeout: 200 });
+  }, { handshakeTimeout: 200 }));
   const elapsed = performance.now() - start;
   assertWebSocketError(error, "HANDSHAKE_TIMEOUT");
   assert.ok(elapsed >= 150 && elapsed < 2000, `rejected after ${elapsed} ms`);

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { connect, type Message, type Socket, WebSocketError } from "../mod.ts";
-import { stopChild, within } from "./_raw_helpers.ts";
+import { sleep, stopChild, within } from "./_helpers.ts";
 import { CHROMIUM, Chromium, HAS_CHROMIUM } from "./_chromium.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -347,7 +347,7 @@ class Page {
         // The page may be between documents while it loads.
         last = error;
       }
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
     const status = await this.status().catch(() => "unknown");
     throw new Error(

@@ -5,8 +5,7 @@
 
 import assert from "node:assert/strict";
 import { connect, listen, WebSocketError } from "../mod.ts";
-import { CERT, echo, KEY, serve, urlOf } from "./_helpers.ts";
-import { readAll, within } from "./_raw_helpers.ts";
+import { CERT, echo, KEY, readAll, serve, urlOf, within } from "./_helpers.ts";
 
 function isError(code: string): (error: unknown) => boolean {
   return (error) => error instanceof WebSocketError && error.code === code;

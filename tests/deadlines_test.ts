@@ -1,38 +1,26 @@
 import assert from "node:assert/strict";
 import { Deadlines } from "../src/deadlines.ts";
+import { FakeTime } from "./_fake_time.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Deadlines' timer is unref'd (connections keep the process alive, not
- * their deadlines): waiting on one alone needs something else pending.
- */
-async function alive<T>(promise: Promise<T>): Promise<T> {
-  const keep = setTimeout(() => {}, 10_000);
-  try {
-    return await promise;
-  } finally {
-    clearTimeout(keep);
-  }
-}
-
-Deno.test("Deadlines fire in order, each no earlier than its duration after it was set", async () => {
+Deno.test("Deadlines fire in order, each no earlier than its duration after it was set", () => {
+  using time = new FakeTime();
   const deadlines = new Deadlines(40);
   const fired: [number, number][] = [];
   const set: number[] = [];
   for (let i = 0; i < 5; i++) {
     set.push(performance.now());
     deadlines.add(() => fired.push([i, performance.now()]));
-    await sleep(5);
+    time.tick(5);
   }
-  await sleep(120);
+  time.tick(120);
   assert.deepEqual(fired.map(([i]) => i), [0, 1, 2, 3, 4]);
   for (const [i, at] of fired) {
     assert.ok(at - set[i] >= 39, `deadline ${i} fired after ${at - set[i]} ms`);
   }
 });
 
-Deno.test("Deadlines cancelled do not fire", async () => {
+Deno.test("Deadlines cancelled do not fire", () => {
+  using time = new FakeTime();
   const deadlines = new Deadlines(30);
   const fired: number[] = [];
   const handles = Array.from(
@@ -43,21 +31,23 @@ Deno.test("Deadlines cancelled do not fire", async () => {
   for (let i = handles.length - 1; i >= 0; i--) {
     if (i % 1000 !== 500) handles[i].cancel();
   }
-  await sleep(80);
+  time.tick(80);
   assert.deepEqual(fired, [500, 1500, 2500]);
   const late = deadlines.add(() => fired.push(-1));
   late.cancel();
   late.cancel();
-  await sleep(50);
+  time.tick(50);
   assert.deepEqual(fired, [500, 1500, 2500]);
 });
 
 Deno.test("Deadlines set from inside a callback still fire", async () => {
+  using time = new FakeTime();
   const deadlines = new Deadlines(10);
   const done = Promise.withResolvers<number>();
   deadlines.add(() => deadlines.add(() => done.resolve(performance.now())));
   const start = performance.now();
-  assert.ok((await alive(done.promise)) - start >= 19);
+  time.tick(20);
+  assert.ok((await done.promise) - start >= 19);
 });
 
 Deno.test("pending or cancelled deadlines do not keep a process alive", async () => {
@@ -79,15 +69,16 @@ Deno.test("pending or cancelled deadlines do not keep a process alive", async ()
   assert.ok(performance.now() - start < 4000);
 });
 
-Deno.test("a deadline set after the one its timer was set for was cancelled still fires on time, not early", async () => {
+Deno.test("a deadline set after the one its timer was set for was cancelled still fires on time, not early", () => {
+  using time = new FakeTime();
   const deadlines = new Deadlines(60);
   const first = deadlines.add(() => assert.fail("cancelled"));
   first.cancel();
-  await sleep(30);
+  time.tick(30);
   // The timer set for `first` fires in 30 ms, 30 ms before this is due.
   const set = performance.now();
-  const fired = Promise.withResolvers<number>();
-  deadlines.add(() => fired.resolve(performance.now()));
-  const at = await alive(fired.promise);
+  let at = NaN;
+  deadlines.add(() => at = performance.now());
+  time.tick(60);
   assert.ok(at - set >= 59, `fired after ${at - set} ms`);
 });

@@ -26,10 +26,8 @@ import {
   type Server,
   type Socket,
 } from "../mod.ts";
-import { serve } from "./_helpers.ts";
-import { deadline } from "./_interop_helpers.ts";
+import { jsonText, noise, serve, stopChild, within } from "./_helpers.ts";
 import { CHROMIUM, Chromium, HAS_CHROMIUM } from "./_chromium.ts";
-import { stopChild } from "./_raw_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -55,31 +53,6 @@ const CLOSE_TIMEOUT = 2000;
 function noop(): void {}
 
 // -- Data --
-
-/** JSON-like text that compresses well, different for each `seed`. */
-function jsonText(items: number, seed = 0): string {
-  return JSON.stringify(
-    Array.from({ length: items }, (_, i) => ({
-      id: seed * 100_000 + i,
-      user: `user-${(i * 7919 + seed) % 1000}`,
-      online: i % 3 === 0,
-      tags: ["alpha", "beta", "gamma"].slice(0, i % 4),
-    })),
-  );
-}
-
-/** Bytes that do not compress (a seeded xorshift). */
-function noise(length: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 // -- A counting TCP proxy --
 
@@ -163,7 +136,7 @@ class CountingProxy implements AsyncDisposable {
     close(this.listener);
     await this.#accepting;
     for (const conn of this.#conns) close(conn);
-    await deadline(Promise.all(this.#tasks), "the proxy to stop");
+    await within(Promise.all(this.#tasks), "the proxy to stop");
   }
 }
 
@@ -184,12 +157,12 @@ async function roundTrip(
   what: string,
 ): Promise<void> {
   const type = typeof data === "string" ? "text" : "binary";
-  await deadline(sock.write(data, type), `our write of ${what}`);
+  await within(sock.write(data, type), `our write of ${what}`);
   assertEcho(await read(sock, what), data, what);
 }
 
 function read(sock: Socket, what: string): Promise<Message | null> {
-  return deadline(sock.read(), `the echo of ${what}`);
+  return within(sock.read(), `the echo of ${what}`);
 }
 
 function assertEcho(
@@ -254,7 +227,7 @@ async function exercise(
     { length: 30 },
     (_, i) => i % 2 ? jsonText(20 + i, i) : encoder.encode(jsonText(i, i)),
   );
-  await deadline(
+  await within(
     Promise.all(
       burst.map((data) =>
         sock.write(data, typeof data === "string" ? "text" : "binary")
@@ -267,7 +240,7 @@ async function exercise(
   }
   if (interleave) {
     const body = jsonText(300, 5);
-    await deadline(sock.write(`fragment:${body}`, "text"), "our write");
+    await within(sock.write(`fragment:${body}`, "text"), "our write");
     const ping = await read(sock, "a fragmented message");
     assert.equal(ping?.type, "ping", JSON.stringify(ping)?.slice(0, 200));
     assert.equal(
@@ -352,7 +325,7 @@ async function wsClosed(ws: WsClient): Promise<void> {
   if (ws.readyState === WsClient.CLOSED) return;
   const closed = new Promise<void>((resolve) => ws.once("close", resolve));
   if (ws.readyState !== WsClient.CLOSING) ws.terminate();
-  await deadline(closed, "the ws socket to close");
+  await within(closed, "the ws socket to close");
 }
 
 const WS_VARIANTS: [string, Record<string, unknown>][] = [
@@ -373,7 +346,7 @@ for (const [name, perMessageDeflate] of WS_VARIANTS) {
       true,
       first.handler(async (sock) => {
         await exercise(sock, proxy, true);
-        await deadline(sock.close(), "our socket to close");
+        await within(sock.close(), "our socket to close");
       }),
     );
     await using proxy = new CountingProxy(server.addr.port);
@@ -382,9 +355,9 @@ for (const [name, perMessageDeflate] of WS_VARIANTS) {
     });
     wsEcho(ws);
     try {
-      const sock = await deadline(first.sock, "our server to accept");
+      const sock = await within(first.sock, "our server to accept");
       assert.match(sock.extensions, /^permessage-deflate\b/);
-      await deadline(first.done, "the cases");
+      await within(first.done, "the cases");
       assert.match(ws.extensions, /^permessage-deflate\b/);
     } finally {
       await wsClosed(ws);
@@ -403,7 +376,7 @@ for (const [name, perMessageDeflate] of WS_VARIANTS) {
       wsEcho(ws);
     });
     try {
-      await deadline(
+      await within(
         new Promise((resolve, reject) => {
           wss.once("listening", resolve);
           wss.once("error", reject);
@@ -413,7 +386,7 @@ for (const [name, perMessageDeflate] of WS_VARIANTS) {
       await using proxy = new CountingProxy(
         (wss.address() as AddressInfo).port,
       );
-      const sock = await deadline(
+      const sock = await within(
         connect(`ws://127.0.0.1:${proxy.port}/`, {
           compression: true,
           fragmentSize: FRAGMENT_SIZE,
@@ -425,11 +398,11 @@ for (const [name, perMessageDeflate] of WS_VARIANTS) {
         assert.match(sock.extensions, /^permessage-deflate\b/);
         await exercise(sock, proxy, true);
       } finally {
-        await deadline(sock.close(), "our client to close");
+        await within(sock.close(), "our client to close");
       }
     } finally {
       await Promise.all(sockets.map(wsClosed));
-      await deadline(
+      await within(
         new Promise<void>((resolve, reject) =>
           wss.close((error?: Error) => error ? reject(error) : resolve())
         ),
@@ -451,7 +424,7 @@ Deno.test("permessage-deflate: our client asking for no context takeover and win
     wsEcho(ws);
   });
   try {
-    await deadline(
+    await within(
       new Promise((resolve) => wss.once("listening", resolve)),
       "the ws server to listen",
     );
@@ -463,7 +436,7 @@ Deno.test("permessage-deflate: our client asking for no context takeover and win
       serverMaxWindowBits: 11,
       clientMaxWindowBits: 12,
     };
-    const sock = await deadline(
+    const sock = await within(
       connect(`ws://127.0.0.1:${proxy.port}/`, {
         compression,
         fragmentSize: FRAGMENT_SIZE,
@@ -478,11 +451,11 @@ Deno.test("permessage-deflate: our client asking for no context takeover and win
       );
       await exercise(sock, proxy, true);
     } finally {
-      await deadline(sock.close(), "our client to close");
+      await within(sock.close(), "our client to close");
     }
   } finally {
     await Promise.all(sockets.map(wsClosed));
-    await deadline(
+    await within(
       new Promise<void>((resolve) => wss.close(() => resolve())),
       "the ws server to close",
     );
@@ -599,7 +572,7 @@ class PythonPeer implements AsyncDisposable {
         throw new Error(`Python ended before ${what}: ${this.#stderr}`);
       }
       const woken = new Promise<void>((resolve) => this.#waiters.push(resolve));
-      await deadline(woken, `${what} from Python (stderr: ${this.#stderr})`);
+      await within(woken, `${what} from Python (stderr: ${this.#stderr})`);
     }
     return JSON.parse(this.#lines.shift()!);
   }
@@ -634,7 +607,7 @@ for (const [name, params] of PYTHON_VARIANTS) {
         { threshold: 0 },
         first.handler(async (sock) => {
           await exercise(sock, proxy, true);
-          await deadline(sock.close(), "our socket to close");
+          await within(sock.close(), "our socket to close");
         }),
       );
       await using proxy = new CountingProxy(server.addr.port);
@@ -643,11 +616,11 @@ for (const [name, params] of PYTHON_VARIANTS) {
         `ws://127.0.0.1:${proxy.port}/`,
         JSON.stringify(params),
       ]);
-      const sock = await deadline(first.sock, "our server to accept");
+      const sock = await within(first.sock, "our server to accept");
       const { extensions } = await python.next("the handshake");
       assert.match(String(extensions), /PerMessageDeflate/);
       assert.match(sock.extensions, /^permessage-deflate\b/);
-      await deadline(first.done, "the cases");
+      await within(first.done, "the cases");
       assert.deepEqual(await python.next("the close"), { closed: 1000 });
     },
   });
@@ -661,7 +634,7 @@ for (const [name, params] of PYTHON_VARIANTS) {
       await using python = new PythonPeer(["server", JSON.stringify(params)]);
       const { port } = await python.next("the port");
       await using proxy = new CountingProxy(port as number);
-      const sock = await deadline(
+      const sock = await within(
         connect(`ws://127.0.0.1:${proxy.port}/`, {
           compression: { threshold: 0 },
           fragmentSize: FRAGMENT_SIZE,
@@ -681,7 +654,7 @@ for (const [name, params] of PYTHON_VARIANTS) {
         assert.match(String(extensions), /PerMessageDeflate/);
         await exercise(sock, proxy, true);
       } finally {
-        await deadline(sock.close(), "our client to close");
+        await within(sock.close(), "our client to close");
       }
     },
   });
@@ -739,14 +712,14 @@ Deno.test({
         compression,
         runs[i].handler(async (sock) => {
           assert.equal(sock.extensions, expected[i]);
-          await deadline(sock.write("extensions?", "text"), "our write");
+          await within(sock.write("extensions?", "text"), "our write");
           const reply = await read(sock, "the page's extensions");
           assert.deepEqual(reply, {
             type: "text",
             data: `extensions:${expected[i]}`,
           });
           await exercise(sock, proxies[i], false);
-          await deadline(sock.close(), "our socket to close");
+          await within(sock.close(), "our socket to close");
         }),
         i === 0 ? { onRequest: () => pageResponse() } : {},
       ))
@@ -765,12 +738,12 @@ Deno.test({
     );
     try {
       // Starting the browser takes longer than any other wait here.
-      await deadline(
+      await within(
         Promise.all(runs.map((run) => run.sock)),
         "Chromium to connect",
         15_000,
       );
-      await deadline(Promise.all(runs.map((run) => run.done)), "the cases");
+      await within(Promise.all(runs.map((run) => run.done)), "the cases");
     } catch (error) {
       throw new Error(`${error}\nChromium log: ${browser.log}`);
     }

@@ -10,36 +10,40 @@ import zlib from "node:zlib";
 import {
   acceptDeflate,
   type CompressionConfig,
-  compressionConfig,
   deflateOffer,
   deflateParams,
   formatDeflate,
   negotiateDeflate,
-  parseExtensions,
-  PerMessageDeflate,
 } from "../src/deflate.ts";
+import { compressionConfig, PerMessageDeflate } from "../src/deflate_codec.ts";
+import { parseExtensions } from "../src/extensions.ts";
 import { FrameError } from "../src/frame.ts";
 import {
   accept,
   connect,
   type ConnectOptions,
   type ListenOptions,
-  type Message,
   type Socket,
   WebSocketError,
 } from "../mod.ts";
-import { clientFrame, serve, upgradeRequest, urlOf } from "./_helpers.ts";
 import {
+  clientFrame,
   closePayload,
   concat,
   connectToRaw,
+  jsonText,
+  noise,
   RawPeer,
   RawServer,
-  type RawServer as RawServerType,
+  recordingServer,
+  serve,
   serverFrame,
+  sleep,
+  upgradeRequest,
+  urlOf,
   utf8,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 const decoder = new TextDecoder();
 const TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
@@ -47,31 +51,6 @@ const TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
 /** Settings as `compression: true` gives them, with `overrides`. */
 function config(overrides: Partial<CompressionConfig> = {}): CompressionConfig {
   return { ...compressionConfig(true)!, ...overrides };
-}
-
-/** JSON-like text that compresses well, different for each `seed`. */
-function jsonText(items: number, seed = 0): string {
-  return JSON.stringify(
-    Array.from({ length: items }, (_, i) => ({
-      id: seed * 100_000 + i,
-      name: `user-${(i * 7919 + seed) % 1000}`,
-      online: i % 3 === 0,
-      tags: ["alpha", "beta", "gamma"].slice(0, i % 4),
-    })),
-  );
-}
-
-/** Bytes that do not compress (a seeded xorshift, not crypto: any length). */
-function noise(length: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
 }
 
 /** Raw deflate of `data` ending in a sync flush, tail removed: one message without context. */
@@ -850,20 +829,9 @@ async function rawClient(
   return { peer, head };
 }
 
-/** A server whose handler records every message it reads, until the close message. */
-function recordingServer(options: Partial<ListenOptions> = {}) {
-  const received: Message[] = [];
-  const done = Promise.withResolvers<void>();
-  const server = serve(async (sock) => {
-    for await (const msg of sock) received.push(msg);
-    done.resolve();
-  }, { compression: true, ...options });
-  return { server, received, done: done.promise };
-}
-
 Deno.test("our server inflates fragmented compressed messages with pings between the fragments, in order", async () => {
-  const { server, received, done } = recordingServer();
-  await using _ = server;
+  await using server = recordingServer({ compression: true });
+  const { received, done } = server;
   const { peer } = await rawClient(server.addr.port);
   await using __ = peer;
   const text = jsonText(50);
@@ -985,8 +953,8 @@ Deno.test("our server fails a message that inflates past maxMessageSize with 100
   const bomb = concat(...parts);
   assert.ok(bomb.length < 1.1 * 1024 * 1024, `${bomb.length}`);
 
-  const { server, received, done } = recordingServer();
-  await using _ = server;
+  await using server = recordingServer({ compression: true });
+  const { received, done } = server;
   const { peer } = await rawClient(server.addr.port);
   await using __ = peer;
   const started = performance.now();
@@ -1057,8 +1025,8 @@ Deno.test("our server declines an invalid offer and accepts the next one", async
 Deno.test("our server reads RFC 7692 7.2.3.4's final-block message and the message after it, with and without client context takeover", async () => {
   // Hardening II: this was refused with 1007 ("data after the final block").
   for (const takeover of [true, false]) {
-    const { server, received, done } = recordingServer();
-    await using _ = server;
+    await using server = recordingServer({ compression: true });
+    const { received, done } = server;
     const { peer, head } = await rawClient(
       server.addr.port,
       takeover
@@ -1181,7 +1149,7 @@ Deno.test("our client fails the handshake with BAD_HANDSHAKE on a response outsi
     [false, "permessage-deflate"],
   ];
   for (const [compression, response] of cases) {
-    await using raw: RawServerType = new RawServer();
+    await using raw: RawServer = new RawServer();
     const accepted = raw.accept();
     const connecting = connect(raw.url(), { compression }).catch((e) => e);
     const peer = await within(accepted, "the raw server to accept");
@@ -1238,7 +1206,7 @@ Deno.test("published messages go uncompressed between compressed writes, and the
     connect(urlOf(server), { compression: { threshold: 0 } }),
   );
   while (server.subscriberCount("news") === 0) {
-    await within(new Promise((resolve) => setTimeout(resolve, 5)));
+    await within(sleep(5));
   }
   for (let i = 0; i < 5; i++) {
     await roundTrip(sock, jsonText(50, i));

@@ -15,30 +15,21 @@ import {
 } from "../mod.ts";
 import {
   echoHandler,
-  freePort,
-  lines,
-  readData,
   runClientExample,
   startExample,
   startServerExample,
-  startTestServer,
-} from "./_examples_helpers.ts";
+} from "./_examples.ts";
+import {
+  CERT,
+  freePort,
+  lines,
+  readData,
+  recordingServer,
+  serve,
+  urlOf,
+} from "./_helpers.ts";
 
-const CERT = await Deno.readTextFile(
-  new URL("./fixtures/localhost.crt", import.meta.url),
-);
 const decoder = new TextDecoder();
-
-/** Collects every message a test server receives, until the socket ends. */
-function recordingServer() {
-  const received: Message[] = [];
-  const done = Promise.withResolvers<void>();
-  const server = startTestServer(async (sock) => {
-    for await (const msg of sock) received.push(msg);
-    done.resolve();
-  });
-  return { ...server, received, done: done.promise };
-}
 
 /** Asserts that `needles` occur in `haystack` in this order. */
 function assertInOrder(haystack: string, needles: string[]): void {
@@ -321,8 +312,8 @@ Deno.test("a server example sends 1001 Going Away to open clients on SIGTERM", a
 Deno.test({
   name: "echo_client.ts sends five messages and prints the replies",
   async fn() {
-    await using server = startTestServer(echoHandler);
-    const run = await runClientExample("echo_client.ts", server.url);
+    await using server = serve(echoHandler);
+    const run = await runClientExample("echo_client.ts", urlOf(server, ""));
     assert.equal(run.code, 0, run.stderr);
     const expected = ["Connected to server"];
     for (let i = 1; i <= 5; i++) {
@@ -348,9 +339,9 @@ Deno.test({
 Deno.test({
   name: "echo_client.ts takes its URL from the URL environment variable",
   async fn() {
-    await using server = startTestServer(echoHandler);
+    await using server = serve(echoHandler);
     await using process = startExample("echo_client.ts", {
-      env: { URL: server.url },
+      env: { URL: urlOf(server, "") },
     });
     const status = await process.exited();
     assert.equal(status.code, 0, process.stderr);
@@ -419,20 +410,23 @@ Deno.test({
   name: "read_loop_client.ts prints each message type until the close",
   async fn() {
     const pong = Promise.withResolvers<Message | null>();
-    await using server = startTestServer(async (sock: Socket) => {
+    await using server = serve(async (sock: Socket) => {
       await sock.write("hello", "text");
       await sock.write(new Uint8Array([1, 2, 3]), "binary");
       await sock.write("are you there", "ping");
       pong.resolve(await sock.read());
       await sock.close(1000, "bye");
     });
-    const run = await runClientExample("read_loop_client.ts", server.url);
+    const run = await runClientExample(
+      "read_loop_client.ts",
+      urlOf(server, ""),
+    );
     assert.equal(run.code, 0, run.stderr);
     const [first, ...rest] = lines(run.stdout);
     assert.match(
       first,
       new RegExp(
-        `^Connected to 127\\.0\\.0\\.1:${server.server.addr.port} ` +
+        `^Connected to 127\\.0\\.0\\.1:${server.addr.port} ` +
           `\\(HTTP 101, local port \\d+\\)$`,
       ),
     );
@@ -454,7 +448,7 @@ Deno.test({
   name: "write_client.ts sends text, binary, a ping and a 1 MiB message",
   async fn() {
     await using server = recordingServer();
-    const run = await runClientExample("write_client.ts", server.url);
+    const run = await runClientExample("write_client.ts", urlOf(server, ""));
     assert.equal(run.code, 0, run.stderr);
     assert.deepEqual(lines(run.stdout), [
       "Sent 6 messages, the last one 1048576 bytes",
@@ -477,7 +471,10 @@ Deno.test({
   name: "control_frame_limit.ts shows a 200-byte ping rejected with RangeError",
   async fn() {
     await using server = recordingServer();
-    const run = await runClientExample("control_frame_limit.ts", server.url);
+    const run = await runClientExample(
+      "control_frame_limit.ts",
+      urlOf(server, ""),
+    );
     assert.equal(run.code, 0, run.stderr);
     const out = lines(run.stdout);
     assert.equal(out.length, 3, run.stdout);
@@ -497,7 +494,7 @@ Deno.test({
   name: "large_message_client.ts gets its 1 MiB message back whole",
   async fn() {
     let size = 0;
-    await using server = startTestServer(async (sock) => {
+    await using server = serve(async (sock) => {
       for await (const msg of sock) {
         if (msg.type === "binary") {
           size = msg.data.length;
@@ -505,7 +502,10 @@ Deno.test({
         }
       }
     });
-    const run = await runClientExample("large_message_client.ts", server.url);
+    const run = await runClientExample(
+      "large_message_client.ts",
+      urlOf(server, ""),
+    );
     assert.equal(run.code, 0, run.stderr);
     assert.equal(size, 1048576);
     assert.equal(run.stdout, "Received complete message, size: 1048576\n");
@@ -516,13 +516,16 @@ Deno.test({
   name: "graceful_close_client.ts waits for the server's close frame",
   async fn() {
     const closed = Promise.withResolvers<unknown>();
-    await using server = startTestServer(async (sock) => {
+    await using server = serve(async (sock) => {
       assert.deepEqual(await readData(sock), { type: "text", data: "Goodbye" });
       await sock.write("See you", "text");
       await sock.close(1000, "Goodbye received");
       closed.resolve(await sock.closed);
     });
-    const run = await runClientExample("graceful_close_client.ts", server.url);
+    const run = await runClientExample(
+      "graceful_close_client.ts",
+      urlOf(server, ""),
+    );
     assert.equal(run.code, 0, run.stderr);
     assert.deepEqual(lines(run.stdout), [
       "Received: See you",
@@ -545,7 +548,7 @@ Deno.test({
     let open = 0;
     let peak = 0;
     let total = 0;
-    await using server = startTestServer(async (sock) => {
+    await using server = serve(async (sock) => {
       total++;
       peak = Math.max(peak, ++open);
       try {
@@ -554,7 +557,10 @@ Deno.test({
         open--;
       }
     });
-    const run = await runClientExample("concurrent_clients.ts", server.url);
+    const run = await runClientExample(
+      "concurrent_clients.ts",
+      urlOf(server, ""),
+    );
     assert.equal(run.code, 0, run.stderr);
     const out = lines(run.stdout);
     assert.equal(out.at(-1), "All clients completed");
@@ -572,7 +578,7 @@ Deno.test({
   name: "batching_client.ts sends 100 messages, then one joined message",
   async fn() {
     await using server = recordingServer();
-    const run = await runClientExample("batching_client.ts", server.url);
+    const run = await runClientExample("batching_client.ts", urlOf(server, ""));
     assert.equal(run.code, 0, run.stderr);
     const messages = Array.from({ length: 100 }, (_, i) => `Message ${i + 1}`);
     const batch = messages.join("\n");
@@ -593,7 +599,7 @@ Deno.test({
   name: "binary_pack_client.ts packs two u32 and an f32 and unpacks the echo",
   async fn() {
     let packet: Uint8Array | undefined;
-    await using server = startTestServer(async (sock) => {
+    await using server = serve(async (sock) => {
       for await (const msg of sock) {
         if (msg.type === "binary") {
           packet = msg.data;
@@ -601,7 +607,10 @@ Deno.test({
         }
       }
     });
-    const run = await runClientExample("binary_pack_client.ts", server.url);
+    const run = await runClientExample(
+      "binary_pack_client.ts",
+      urlOf(server, ""),
+    );
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout, "Received: 12345 67890 3.14159\n");
     // >I4I4f: 12345, 67890, then 3.14159 as an IEEE 754 single (0x40490fd0).
@@ -630,7 +639,7 @@ Deno.test({
   async fn() {
     let connections = 0;
     let requests = 0;
-    await using server = startTestServer(async (sock) => {
+    await using server = serve(async (sock) => {
       connections++;
       for await (const msg of sock) {
         if (msg.type !== "text") continue;
@@ -641,7 +650,7 @@ Deno.test({
     });
     const run = await runClientExample(
       "connection_reuse_client.ts",
-      server.url,
+      urlOf(server, ""),
       {
         env: { REQUESTS: "20", DELAY_MS: "5" },
       },

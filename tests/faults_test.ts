@@ -23,25 +23,24 @@ import {
   type Socket,
   WebSocketError,
 } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   clientFrame,
-  RawClient,
-  serve,
-  upgradeRequest,
-  urlOf,
-} from "./_helpers.ts";
-import {
   closePayload,
   concat,
   connectToRaw,
-  delay,
+  RawClient,
   RawServer,
   readAll,
+  serve,
   serverFrame,
+  sleep,
+  upgradeRequest,
+  urlOf,
   utf8,
   waitFor,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 import { Random } from "../fuzz/_gen.ts";
 
 const MIB = 1024 * 1024;
@@ -97,7 +96,7 @@ async function reset(accepted: Accepted, client: RawClient): Promise<void> {
   await accepted.sock.write("unread", "text");
   // The write resolved: the bytes are in the kernel, on their way over
   // loopback to the client's receive buffer.
-  await delay(10);
+  await sleep(10);
   client.close();
 }
 
@@ -123,9 +122,9 @@ Deno.test("closing a connection with unread input resets it: the other side's ne
     });
     using server = await listener.accept();
     if (unread) await server.write(utf8("never read"));
-    await delay(10);
+    await sleep(10);
     client.close();
-    await delay(10);
+    await sleep(10);
     const wrote = await server.write(utf8("after")).then(
       () => "ok",
       (e: Error) => e.name,
@@ -144,7 +143,7 @@ Deno.test("a peer that resets mid-handshake (before reading the 101) never troub
     await client.send(upgradeRequest(port));
     // Gone before the 101 is read: the 101 lands in a closed socket, or
     // sits unread when it closes; either way the server sees a reset.
-    if (i % 2 === 0) await delay(1);
+    if (i % 2 === 0) await sleep(1);
     client.close();
   }
   await waitFor(() => server.connections === 0, "the sockets to end");
@@ -217,7 +216,7 @@ Deno.test("a peer that resets right after its close frame: the handler reads tha
   const client = await within(RawClient.upgrade(server.addr.port));
   const accepted = await server.next();
   await accepted.sock.write("unread", "text");
-  await delay(10);
+  await sleep(10);
   await client.send(clientFrame(0x8, closePayload(4000, "bye")));
   client.close(); // Unread input: a reset, before our close reply can land.
   const { messages, closed } = await within(accepted.done, "the handler");
@@ -241,7 +240,7 @@ Deno.test("a peer that resets while the handler writes 16 MiB: the write resolve
   // Read a little of it, so the transfer is under way, then reset.
   const first = await within(client.readFrame(), "the first fragment");
   assert.equal(first?.opcode, 0x2);
-  await delay(20);
+  await sleep(20);
   client.close();
   // SPEC, write semantics: a frame lost with the connection is not its
   // writer's error; `closed` reports it and later writes reject.
@@ -282,7 +281,7 @@ Deno.test({
       (e: unknown) => e,
     );
     await within(client.readFrame());
-    await delay(20);
+    await sleep(20);
     client.close();
     const error = await within(writing);
     assert.ok(error instanceof WebSocketError, String(error));
@@ -323,7 +322,7 @@ for (const { name, bytes, expected } of CLIENT_RESET_CASES) {
     const { sock, peer } = await connectToRaw(raw);
     const reading = readAll(sock);
     await sock.write("unread by the server", "text");
-    await delay(10);
+    await sleep(10);
     await peer.send(bytes);
     peer.close(); // Our text is unread: a reset.
     assert.deepEqual(await within(reading), [
@@ -346,7 +345,7 @@ Deno.test("a server that resets while our client writes 16 MiB: the write resolv
     (e: unknown) => e,
   );
   const flushing = sock.flush().then(() => null, (e: unknown) => e);
-  await delay(50); // The raw server reads none of it.
+  await sleep(50); // The raw server reads none of it.
   assert.ok(sock.bufferedAmount > 0);
   peer.close();
   assert.equal(await within(writing, "the write to settle"), null);
@@ -391,6 +390,7 @@ Deno.test("a handler that never reads: the peer's close is still answered and th
 });
 
 Deno.test("server.close() frees a socket whose handler never reads after its peer flooded past maxQueuedBytes", async () => {
+  using time = new FakeTime();
   const release = Promise.withResolvers<void>();
   const server = serve(() => release.promise, {
     maxQueuedBytes: 64 * 1024,
@@ -404,10 +404,10 @@ Deno.test("server.close() frees a socket whose handler never reads after its pee
     for (let i = 0; i < 64; i++) await client.send(flood);
     await client.send(clientFrame(0x8, closePayload(1000)));
   })().catch(() => {});
-  await delay(200);
+  await sleep(200);
   assert.equal(server.connections, 1);
   const start = performance.now();
-  await within(server.close(), "server.close()");
+  await time.tickUntil(server.close());
   const elapsed = performance.now() - start;
   assert.ok(elapsed < 2000, `server.close() took ${elapsed} ms`);
   assert.equal(server.connections, 0);
@@ -554,6 +554,7 @@ Deno.test("2000 concurrent connects and aborts of every kind: the server keeps a
 });
 
 Deno.test("server.close() in the middle of every fault resolves within closeTimeout and leaves nothing open", async () => {
+  using time = new FakeTime();
   const never = Promise.withResolvers<void>();
   const writes: Promise<unknown>[] = [];
   const server = serve(async (sock) => {
@@ -605,9 +606,9 @@ Deno.test("server.close() in the middle of every fault resolves within closeTime
     Array.from({ length: 100 }, () => misbehave(port, rng.int(7), rng)),
   );
   await waitFor(() => server.connections >= 5, "the sockets to open");
-  await delay(50);
+  await sleep(50);
   const start = performance.now();
-  await within(server.close(), "server.close()");
+  await time.tickUntil(server.close());
   const elapsed = performance.now() - start;
   // Sockets get closeTimeout for their close handshake, all at once.
   assert.ok(elapsed < 300 + 1500, `server.close() took ${elapsed} ms`);

@@ -6,15 +6,17 @@
 
 import assert from "node:assert/strict";
 import type { Socket } from "../mod.ts";
-import { clientFrame, RawClient, serve } from "./_helpers.ts";
 import {
+  clientFrame,
   connectToRaw,
-  delay,
+  RawClient,
   RawServer,
   readAll,
+  serve,
   serverFrame,
+  sleep,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 const MiB = 1024 * 1024;
 const PINGS = 100_000;
@@ -68,7 +70,7 @@ function peakBuffered(sock: Promise<Socket>) {
     const s = await sock;
     while (running) {
       peak = Math.max(peak, s.bufferedAmount);
-      await delay(5);
+      await sleep(5);
     }
   })();
   return {

@@ -4,20 +4,21 @@
 
 import assert from "node:assert/strict";
 import { connect, type Message } from "../mod.ts";
-import { clientFrame, RawClient, serve, urlOf } from "./_helpers.ts";
-import { within } from "./_raw_helpers.ts";
-
-function deadline<T>(promise: Promise<T>, ms = 5000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+import { FakeTime } from "./_fake_time.ts";
+import {
+  clientFrame,
+  RawClient,
+  serve,
+  sleep,
+  urlOf,
+  waitFor,
+  within,
+} from "./_helpers.ts";
 
 // -- Keepalive --
 
 Deno.test("a server with pingInterval drops a peer that never answers pings with 1006", async () => {
+  using time = new FakeTime();
   const ended = Promise.withResolvers<Message | null>();
   await using server = serve(async (sock) => {
     let last: Message | null = null;
@@ -26,19 +27,25 @@ Deno.test("a server with pingInterval drops a peer that never answers pings with
   }, { pingInterval: 50, pongTimeout: 100 });
   await using raw = await RawClient.upgrade(server.addr.port);
   // The raw client reads the pings but never answers them.
-  const ping = await deadline(raw.readFrame());
+  const reading = raw.readFrame();
+  await time.tickAsync(50);
+  const ping = await within(reading);
   assert.equal(ping?.opcode, 0x9);
-  const last = await deadline(ended.promise);
+  await time.tickAsync(100);
+  const last = await within(ended.promise);
   assert.equal(last?.type, "close");
   assert.equal((last as { code: number }).code, 1006);
   assert.match((last as { reason: string }).reason, /Keepalive timeout/);
-  assert.ok(await deadline(raw.closedByPeer()));
+  assert.ok(await within(raw.closedByPeer()));
 });
 
 Deno.test("a server with pingInterval keeps a peer that answers pings", async () => {
+  using time = new FakeTime();
   let pings = 0;
+  let pongs = 0;
   await using server = serve(async (sock) => {
     for await (const msg of sock) {
+      if (msg.type === "pong") pongs++;
       if (msg.type === "text") await sock.write(msg.data, "text");
     }
   }, { pingInterval: 30, pongTimeout: 200 });
@@ -49,9 +56,13 @@ Deno.test("a server with pingInterval keeps a peer that answers pings", async ()
       if (msg.type === "text") return msg.data;
     }
   })();
-  await new Promise((resolve) => setTimeout(resolve, 400));
+  // 400 ms, each pong back at the server before the clock moves on.
+  for (let ms = 0; ms < 400; ms += 20) {
+    await time.tickAsync(20);
+    await waitFor(() => pongs === pings, "the pong to each ping");
+  }
   await sock.write("still here", "text");
-  assert.equal(await deadline(reader), "still here");
+  assert.equal(await within(reader), "still here");
   assert.ok(pings >= 3, `expected several pings, saw ${pings}`);
   assert.equal(sock.readyState, "open");
   await sock.close();
@@ -80,14 +91,14 @@ Deno.test("a socket stops reading from TCP while maxQueuedBytes of messages wait
   for (let i = 0; i < 64; i++) last = sock.write(payload);
   // 64 MiB cannot fit in loopback socket buffers: if the server kept
   // reading into its queue, our writes would all have been handed to the OS.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await sleep(300);
   assert.ok(
     sock.bufferedAmount > 16 * 1024 * 1024,
     `bufferedAmount ${sock.bufferedAmount}`,
   );
   release.resolve();
-  assert.equal(await deadline(received.promise, 20_000), 64);
-  await deadline(last!, 20_000);
+  assert.equal(await within(received.promise, "64 messages", 20_000), 64);
+  await within(last!, "the last write", 20_000);
   assert.equal(sock.bufferedAmount, 0);
   await sock.close();
 });
@@ -107,12 +118,12 @@ Deno.test("messages sent in the same packet as the upgrade arrive as the first m
   packet.set(request);
   packet.set(frame, request.length);
   await raw.send(packet);
-  assert.match(await deadline(raw.readHead()), /^HTTP\/1.1 101 /);
-  assert.deepEqual(await deadline(first.promise), {
+  assert.match(await within(raw.readHead()), /^HTTP\/1.1 101 /);
+  assert.deepEqual(await within(first.promise), {
     type: "text",
     data: "early",
   });
-  assert.equal((await deadline(raw.readClose()))?.code, 1000);
+  assert.equal((await within(raw.readClose()))?.code, 1000);
 });
 
 Deno.test("a peer that never reads is dropped once maxBufferedAmount is exceeded", async () => {
@@ -125,7 +136,7 @@ Deno.test("a peer that never reads is dropped once maxBufferedAmount is exceeded
     // Un-awaited writes, as a careless broadcaster would make.
     for (let i = 0; i < 10_000 && error === null; i++) {
       sock.write(chunk).catch((e) => error ??= e);
-      if (i % 16 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+      if (i % 16 === 0) await sleep(1);
     }
     let last: Message | null = null;
     for await (const msg of sock) last = msg;
@@ -133,7 +144,7 @@ Deno.test("a peer that never reads is dropped once maxBufferedAmount is exceeded
   }, { maxBufferedAmount: 1024 * 1024 });
   // Upgrades, then never reads: the server's send buffer can only grow.
   await using _raw = await RawClient.upgrade(server.addr.port);
-  const { error, last } = await deadline(outcome.promise, 10_000);
+  const { error, last } = await within(outcome.promise, "the outcome", 10_000);
   assert.ok(
     error instanceof Error && error.name === "WebSocketError",
     String(error),
@@ -153,7 +164,7 @@ Deno.test("connections over maxConnections get 503 and are closed; the server ke
   const a = await connect(urlOf(server));
   const b = await connect(urlOf(server));
   await using raw = await RawClient.connect(server.addr.port);
-  const response = new TextDecoder().decode(await deadline(raw.readToEnd()));
+  const response = new TextDecoder().decode(await within(raw.readToEnd()));
   assert.match(response, /^HTTP\/1.1 503 Service Unavailable\r\n/);
   const refused = await connect(urlOf(server)).catch((e) => e);
   assert.equal(refused.code, "BAD_HANDSHAKE");
@@ -164,7 +175,7 @@ Deno.test("connections over maxConnections get 503 and are closed; the server ke
   for (let i = 0; i < 100 && c === undefined; i++) {
     c = await connect(urlOf(server)).catch(() => undefined);
     if (c === undefined) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await sleep(10);
     }
   }
   assert.ok(c, "a connection after one closed");

@@ -32,8 +32,15 @@ import {
   validRequest,
   validStream,
 } from "../fuzz/_gen.ts";
-import { RawClient, serve, upgradeRequest } from "./_helpers.ts";
-import { connectToRaw, RawServer, readAll, within } from "./_raw_helpers.ts";
+import {
+  connectToRaw,
+  RawClient,
+  RawServer,
+  readAll,
+  serve,
+  upgradeRequest,
+  within,
+} from "./_helpers.ts";
 
 /** Every property starts from this seed (plus a per-test offset). */
 const SEED = 0x5eed_f022;

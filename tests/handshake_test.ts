@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { compressionConfig } from "../src/deflate.ts";
+import { compressionConfig } from "../src/deflate_codec.ts";
 import { WebSocketError } from "../src/errors.ts";
 import {
   type AcceptChoice,

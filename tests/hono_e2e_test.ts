@@ -9,9 +9,8 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { connect, WebSocketError } from "../mod.ts";
-import { echo, serve } from "./_helpers.ts";
-import { within } from "./_raw_helpers.ts";
-import { startServerExample } from "./_examples_helpers.ts";
+import { echo, serve, within } from "./_helpers.ts";
+import { startServerExample } from "./_examples.ts";
 
 const DOWNLOAD = 8 * 1024 * 1024;
 

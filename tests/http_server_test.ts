@@ -7,9 +7,14 @@
 
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { clientFrame, echo, serve } from "./_helpers.ts";
 import { get, HttpClient } from "./_http_helpers.ts";
-import { delay, within } from "./_raw_helpers.ts";
+import {
+  clientFrame,
+  echo,
+  serve,
+  sleep as delay,
+  within,
+} from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 

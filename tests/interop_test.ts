@@ -3,26 +3,32 @@
  * against Deno's built-in `WebSocket` (client and `Deno.upgradeWebSocket`
  * server), npm `ws` (client and `WebSocketServer`) and each other, plain
  * and over TLS. Every pairing runs the same cases in both directions; see
- * tests/_interop_helpers.ts for the pairings.
+ * tests/_interop_peers.ts for the pairings.
  */
 
 import assert from "node:assert/strict";
 import { WebSocket as WsClient } from "ws";
 import type { Message, Socket } from "../mod.ts";
-import { CERT, clientFrame, KEY, RawClient, urlOf } from "./_helpers.ts";
+import {
+  CERT,
+  clientFrame,
+  KEY,
+  RawClient,
+  TIMEOUT,
+  urlOf,
+  within,
+} from "./_helpers.ts";
 import {
   type Capability,
-  deadline,
   type Pair,
   type Pairing,
   PAIRINGS,
   type PairOptions,
   type PeerMessage,
   serveBounded,
-  TIMEOUT,
   webPeer,
   wsPeer,
-} from "./_interop_helpers.ts";
+} from "./_interop_peers.ts";
 
 const encoder = new TextEncoder();
 
@@ -105,12 +111,12 @@ function write(
   data: string | Uint8Array,
   type: "text" | "binary" | "ping",
 ): Promise<void> {
-  return deadline(sock.write(data, type), "our write()");
+  return within(sock.write(data, type), "our write()");
 }
 
 /** Our next message, bounded. */
 function read(sock: Socket): Promise<Message | null> {
-  return deadline(sock.read(), "our read()");
+  return within(sock.read(), "our read()");
 }
 
 async function expectPeerBinary(
@@ -324,14 +330,14 @@ const CASES: Case[] = [
         reason: "bye",
       });
       assert.equal(await read(ours), null);
-      assert.deepEqual(await deadline(ours.closed, "our closed"), {
+      assert.deepEqual(await within(ours.closed, "our closed"), {
         code: 4001,
         reason: "bye",
         wasClean: true,
       });
       // RFC 6455 5.5.1: the reply typically echoes the status code.
       assert.equal(
-        (await deadline(peer.closed, "the peer's close")).code,
+        (await within(peer.closed, "the peer's close")).code,
         4001,
       );
     },
@@ -339,12 +345,12 @@ const CASES: Case[] = [
   {
     name: "our close 4002 'done' reaches the peer with its code and reason",
     async run({ ours, peer }) {
-      await deadline(ours.close(4002, "done"), "our close()");
-      assert.deepEqual(await deadline(peer.closed, "the peer's close"), {
+      await within(ours.close(4002, "done"), "our close()");
+      assert.deepEqual(await within(peer.closed, "the peer's close"), {
         code: 4002,
         reason: "done",
       });
-      const info = await deadline(ours.closed, "our closed");
+      const info = await within(ours.closed, "our closed");
       assert.equal(info.code, 4002, "the peer's reply echoes our code");
       assert.equal(info.wasClean, true);
       assert.equal((await read(ours))?.type, "close");
@@ -366,7 +372,7 @@ const CASES: Case[] = [
       for (const [i, m] of messages.entries()) {
         assertSameData(await read(ours), m, `message ${i} at our socket`);
       }
-      await deadline(
+      await within(
         Promise.all([ourSends, peerSends]),
         "all sends to complete",
       );
@@ -386,13 +392,13 @@ const CASES: Case[] = [
         reason: "",
       });
       assert.equal(await read(ours), null);
-      assert.deepEqual(await deadline(ours.closed, "our closed"), {
+      assert.deepEqual(await within(ours.closed, "our closed"), {
         code: 1005,
         reason: "",
         wasClean: true,
       });
       assert.equal(
-        (await deadline(peer.closed, "the peer's close")).code,
+        (await within(peer.closed, "the peer's close")).code,
         1005,
       );
     },
@@ -406,7 +412,7 @@ const CASES: Case[] = [
       assert.equal(msg?.type, "close");
       assert.equal((msg as { code: number }).code, 1006);
       assert.equal(await read(ours), null);
-      const info = await deadline(ours.closed, "our closed");
+      const info = await within(ours.closed, "our closed");
       assert.equal(info.code, 1006);
       assert.equal(info.wasClean, false);
     },
@@ -425,11 +431,11 @@ const CASES: Case[] = [
       assert.equal(msg?.type, "close");
       assert.equal((msg as { code: number }).code, 1007);
       assert.equal(await read(ours), null);
-      const info = await deadline(ours.closed, "our closed");
+      const info = await within(ours.closed, "our closed");
       assert.equal(info.code, 1007);
       assert.equal(info.wasClean, false);
       assert.equal(
-        (await deadline(peer.closed, "the peer's close")).code,
+        (await within(peer.closed, "the peer's close")).code,
         1007,
       );
     },
@@ -447,9 +453,9 @@ const CASES: Case[] = [
       assert.equal(msg?.type, "close");
       assert.equal((msg as { code: number }).code, 1009);
       assert.equal(await read(ours), null);
-      assert.equal((await deadline(ours.closed, "our closed")).code, 1009);
+      assert.equal((await within(ours.closed, "our closed")).code, 1009);
       assert.equal(
-        (await deadline(peer.closed, "the peer's close")).code,
+        (await within(peer.closed, "the peer's close")).code,
         1009,
       );
     },
@@ -459,12 +465,12 @@ const CASES: Case[] = [
       "our Server.close() sends the peer 1001 Going Away and waits for its reply",
     needs: "ourServer",
     async run({ ours, peer, server }) {
-      await deadline(server!.close(), "Server.close()");
-      assert.deepEqual(await deadline(peer.closed, "the peer's close"), {
+      await within(server!.close(), "Server.close()");
+      assert.deepEqual(await within(peer.closed, "the peer's close"), {
         code: 1001,
         reason: "Server shutting down",
       });
-      const info = await deadline(ours.closed, "our closed");
+      const info = await within(ours.closed, "our closed");
       assert.equal(info.code, 1001);
       assert.equal(info.wasClean, true);
       assert.equal(server!.connections, 0);
@@ -531,13 +537,13 @@ Deno.test("ws client → our server: a handler that throws closes the client wit
   await using _server = server;
   const peer = wsPeer(new WsClient(urlOf(server)));
   try {
-    await deadline(peer.opened, "the ws client to open");
-    assert.deepEqual(await deadline(peer.closed, "the ws client's close"), {
+    await within(peer.opened, "the ws client to open");
+    assert.deepEqual(await within(peer.closed, "the ws client's close"), {
       code: 1011,
       reason: "Internal error",
     });
     assert.equal(
-      ((await deadline(reported, "onError")) as Error).message,
+      ((await within(reported, "onError")) as Error).message,
       "boom",
     );
   } finally {
@@ -550,13 +556,13 @@ Deno.test("Deno WebSocket client → our server: a handler that throws closes th
   await using _server = server;
   const peer = webPeer(new WebSocket(urlOf(server)));
   try {
-    await deadline(peer.opened, "the Deno WebSocket client to open");
-    assert.deepEqual(await deadline(peer.closed, "the client's close"), {
+    await within(peer.opened, "the Deno WebSocket client to open");
+    assert.deepEqual(await within(peer.closed, "the client's close"), {
       code: 1011,
       reason: "Internal error",
     });
     assert.equal(
-      ((await deadline(reported, "onError")) as Error).message,
+      ((await within(reported, "onError")) as Error).message,
       "boom",
     );
   } finally {
@@ -603,7 +609,7 @@ ws.onclose = (event) => console.log(JSON.stringify({
 ${body}`;
   const certPath =
     new URL("./fixtures/localhost.crt", import.meta.url).pathname;
-  const output = await deadline(
+  const output = await within(
     new Deno.Command(Deno.execPath(), {
       args: ["eval", "--no-config", "--cert", certPath, script],
       env: { NO_COLOR: "1" },
@@ -650,14 +656,14 @@ ws.onopen = () => {
 };
 ws.onmessage = (event) => { record(event.data); if (received.length === 2) ws.close(4001, "bye"); };`,
   );
-  const sock = await deadline(accepted.promise, "our server to accept");
+  const sock = await within(accepted.promise, "our server to accept");
   assert.equal(sock.protocol, "b");
   assert.deepEqual(report, {
     protocol: "b",
     received: [GREETING, Array.from(ALL_BYTES)],
     close: { code: 4001, reason: "", wasClean: true },
   });
-  assert.deepEqual(await deadline(sock.closed, "our closed"), {
+  assert.deepEqual(await within(sock.closed, "our closed"), {
     code: 4001,
     reason: "bye",
     wasClean: true,
@@ -704,24 +710,24 @@ Deno.test({
     await using server = serveBounded(async (sock) => {
       await sock.closed;
     }, { maxMessageSize: 1000, closeTimeout: 2000 });
-    await using raw = await deadline(
+    await using raw = await within(
       RawClient.upgrade(server.addr.port),
       "the raw client to upgrade",
     );
     const frame = clientFrame(0x2, new Uint8Array(2000));
     // The header (with the masking key) first, as a client streaming a large message would.
-    await deadline(
+    await within(
       raw.send(frame.subarray(0, 8)),
       "the frame header to be written",
     );
-    const close = await deadline(raw.readClose(), "our close frame");
+    const close = await within(raw.readClose(), "our close frame");
     assert.equal(close?.code, 1009);
-    await deadline(raw.send(frame.subarray(8)), "the payload to be written");
+    await within(raw.send(frame.subarray(8)), "the payload to be written");
     // The peer answers the close frame, as RFC 6455 5.5.1 asks.
-    await deadline(
+    await within(
       raw.send(clientFrame(0x8, new Uint8Array([0x03, 0xf1]))),
       "the close reply to be written",
     );
-    assert.ok(await deadline(raw.closedByPeer(), "our server to close TCP"));
+    assert.ok(await within(raw.closedByPeer(), "our server to close TCP"));
   },
 });

@@ -8,8 +8,17 @@ import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { Keepalive } from "../src/keepalive.ts";
 import { socketLimits } from "../src/options.ts";
-import { clientFrame, RawClient, serve, urlOf } from "./_helpers.ts";
-import { delay, within } from "./_raw_helpers.ts";
+import { FakeTime } from "./_fake_time.ts";
+import {
+  clientFrame,
+  RawClient,
+  RawPeer,
+  serve,
+  sleep,
+  urlOf,
+  waitFor,
+  within,
+} from "./_helpers.ts";
 
 Deno.test("keepalive is on by default: a ping after 30 s of silence, a drop 30 s later", () => {
   const limits = socketLimits({});
@@ -19,8 +28,10 @@ Deno.test("keepalive is on by default: a ping after 30 s of silence, a drop 30 s
 });
 
 Deno.test("a peer that keeps sending is never pinged; a silent one is, and answering keeps it", async () => {
+  using time = new FakeTime();
+  let received = 0;
   await using server = serve(async (sock) => {
-    for await (const _ of sock) { /* read */ }
+    for await (const msg of sock) if (msg.type === "binary") received++;
   }, { pingInterval: 100, pongTimeout: 100 });
   await using chatty = await within(RawClient.upgrade(server.addr.port));
   await using quiet = await within(RawClient.upgrade(server.addr.port));
@@ -35,10 +46,12 @@ Deno.test("a peer that keeps sending is never pinged; a silent one is, and answe
       await quiet.send(clientFrame(0xa, frame.payload));
     }
   })();
-  // The chatty client sends a message every 20 ms for 400 ms.
+  // The chatty client sends a message every 20 ms for 400 ms, each read by
+  // the server before the clock moves on.
   for (let i = 0; i < 20; i++) {
     await chatty.send(clientFrame(0x2, new Uint8Array([i])));
-    await delay(20);
+    await waitFor(() => received > i, `message ${i} at the server`);
+    await time.tickAsync(20);
   }
   // About one ping per pingInterval of silence, and answering kept it.
   assert.ok(pings >= 2, `${pings} pings`);
@@ -57,8 +70,8 @@ Deno.test("a peer that keeps sending is never pinged; a silent one is, and answe
 });
 
 Deno.test("our client pings a silent server after pingInterval and drops it after pongTimeout", async () => {
+  using time = new FakeTime();
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { RawPeer } = await import("./_raw_helpers.ts");
   const accepted = listener.accept().then((conn) => new RawPeer(conn));
   const connecting = connect(`ws://127.0.0.1:${listener.addr.port}/`, {
     pingInterval: 60,
@@ -68,9 +81,12 @@ Deno.test("our client pings a silent server after pingInterval and drops it afte
   await within(peer.acceptUpgrade());
   const sock = await within(connecting);
   const started = performance.now();
-  const ping = await within(peer.readFrame(), "a ping");
+  const reading = peer.readFrame();
+  await time.tickAsync(60);
+  const ping = await within(reading, "a ping");
   assert.equal(ping?.opcode, 0x9);
   // Never answered: dropped within pongTimeout (and a tick) of the ping.
+  await time.tickAsync(120 + 15);
   const closed = await within(sock.closed);
   const elapsed = performance.now() - started;
   assert.equal(closed.code, 1006);
@@ -80,7 +96,8 @@ Deno.test("our client pings a silent server after pingInterval and drops it afte
   listener.close();
 });
 
-Deno.test("one Keepalive of 1,000 sockets pings the silent ones, spares those heard from, drops the silent ones after pongTimeout", async () => {
+Deno.test("one Keepalive of 1,000 sockets pings the silent ones, spares those heard from, drops the silent ones after pongTimeout", () => {
+  using time = new FakeTime();
   const pinged = new Set<number>();
   const expired = new Set<number>();
   const keepalive = new Keepalive<number>(40, 40, {
@@ -99,7 +116,7 @@ Deno.test("one Keepalive of 1,000 sockets pings the silent ones, spares those he
       watches[i].heard = keepalive.ticks;
       watches[i].pinged = -1;
     }
-    await delay(10);
+    time.tick(10);
   }
   for (let i = 0; i < 1000; i++) {
     const silent = i % 2 === 1;
@@ -111,7 +128,8 @@ Deno.test("one Keepalive of 1,000 sockets pings the silent ones, spares those he
   for (let i = 0; i < 1000; i += 2) keepalive.remove(watches[i]);
   keepalive.remove(watches[999]);
   assert.equal(keepalive.size, 0);
-  await delay(30); // The timer stops at its next sweep.
+  time.tick(30); // The timer stops at its next sweep.
+  assert.equal(time.pending, 0);
 });
 
 Deno.test("keepalive keeps no process alive and stops its timer once no socket is left", async () => {
@@ -120,7 +138,7 @@ Deno.test("keepalive keeps no process alive and stops its timer once no socket i
     for await (const _ of sock) { /* read */ }
   }, { pingInterval: 40, pongTimeout: 40 });
   const sock = await connect(urlOf(server), { pingInterval: 40 });
-  await delay(100);
+  await sleep(100);
   await sock.close();
-  await delay(60);
+  await sleep(60);
 });

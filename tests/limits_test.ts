@@ -17,24 +17,23 @@ import {
   type Message,
   WebSocketError,
 } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   clientFrame,
+  concat,
+  connectToRaw,
   RawClient,
+  RawServer,
+  readAll,
   serve,
+  sleep,
   TEST_KEY,
   upgradeRequest,
   urlOf,
-} from "./_helpers.ts";
-import {
-  concat,
-  connectToRaw,
-  delay,
-  RawServer,
-  readAll,
   utf8,
   waitFor,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 const MIB = 1024 * 1024;
 
@@ -81,6 +80,7 @@ async function serverAnswer(
 // -- Handshake --
 
 Deno.test("handshakeTimeout drops a slowloris client that sends one header byte every 100 ms", async () => {
+  using time = new FakeTime();
   let handled = 0;
   await using server = serve(() => {
     handled++;
@@ -102,7 +102,7 @@ Deno.test("handshakeTimeout drops a slowloris client that sends one header byte 
       break; // Reset: the server is gone.
     }
     sent++;
-    await delay(100);
+    await time.tickAsync(100);
   }
   const { rest, elapsed } = await within(dropped);
   // Dropped at the deadline although bytes kept coming: the timeout is on
@@ -114,6 +114,7 @@ Deno.test("handshakeTimeout drops a slowloris client that sends one header byte 
 });
 
 Deno.test("50 slowloris clients do not keep a well-behaved client from being served, and all are dropped", async () => {
+  using time = new FakeTime();
   await using server = serve(async (sock) => {
     for await (const msg of sock) {
       if (msg.type === "text") await sock.write(msg.data, "text");
@@ -125,6 +126,10 @@ Deno.test("50 slowloris clients do not keep a well-behaved client from being ser
   const slow = await Promise.all(
     Array.from({ length: 50 }, () => within(RawClient.connect(port))),
   );
+  // Each sends a byte, then waits for the clock, which moves 100 ms once
+  // every one still trickling has sent its byte.
+  let trickling = slow.length;
+  let waiting = 0;
   const trickles = slow.map(async (client) => {
     let done = false;
     const dropped = client.readToEnd().then(() => {
@@ -137,12 +142,21 @@ Deno.test("50 slowloris clients do not keep a well-behaved client from being ser
       } catch {
         break;
       }
-      await delay(100);
+      waiting++;
+      await time.sleep(100);
+      waiting--;
     }
+    trickling--;
     const elapsed = await dropped;
     client.close();
     return elapsed;
   });
+  const clock = (async () => {
+    while (trickling > 0) {
+      await waitFor(() => waiting === trickling, "every slowloris byte");
+      await time.tickAsync(100);
+    }
+  })();
   // Meanwhile a real client connects, talks and leaves.
   const sock = await within(connect(urlOf(server)));
   await sock.write("still serving", "text");
@@ -152,6 +166,7 @@ Deno.test("50 slowloris clients do not keep a well-behaved client from being ser
   });
   await within(sock.close());
   const elapsed = await within(Promise.all(trickles), "the slowloris drops");
+  await within(clock, "the clock to stop");
   for (const ms of elapsed) {
     assert.ok(ms >= 350 && ms < 3000, `a slowloris was dropped after ${ms} ms`);
   }
@@ -210,7 +225,7 @@ Deno.test("declared lengths are not allocated up front: 64 peers each announcing
   // what arrives and waits for the rest.
   const start = concat(header64(BigInt(16 * MIB)), new Uint8Array(4096));
   await Promise.all(clients.map((client) => client.send(start)));
-  await delay(200);
+  await sleep(200);
   const grown = Deno.memoryUsage().external - before;
   // Allocating the declared length would take 64 × 16 MiB = 1 GiB. What
   // frame.ts documents is at most max(1 MiB, 4 × the bytes received) per
@@ -258,6 +273,7 @@ Deno.test("fragments each within maxFrameSize make a message up to maxMessageSiz
 // -- closeTimeout --
 
 Deno.test("after failing a connection, the server stops discarding a peer that keeps sending at closeTimeout", async () => {
+  using time = new FakeTime();
   const ended = Promise.withResolvers<{ closed: CloseInfo; at: number }>();
   await using server = serve(async (sock) => {
     await readAll(sock);
@@ -276,7 +292,7 @@ Deno.test("after failing a connection, the server stops discarding a peer that k
       } catch {
         writeFailed = true;
       }
-      await delay(20);
+      await time.tickAsync(20);
     }
   })();
   const { closed, at } = await within(ended.promise, "the handler to end");
@@ -292,13 +308,16 @@ Deno.test("after failing a connection, the server stops discarding a peer that k
 // -- Keepalive --
 
 Deno.test("our client with pingInterval drops a server that stops answering (half-open) with 1006 and frees it", async () => {
+  using time = new FakeTime();
   await using raw = new RawServer();
   const { sock, peer } = await connectToRaw(raw, {
     pingInterval: 50,
     pongTimeout: 100,
   });
   // The raw server is alive at the TCP level but never reads or answers.
-  const messages = await within(readAll(sock));
+  const reading = readAll(sock);
+  await time.tickAsync(50 + 100 + 25);
+  const messages = await within(reading);
   assert.equal(messages.length, 1);
   assert.equal(messages[0].type, "close");
   assert.equal((messages[0] as { code: number }).code, 1006);
@@ -316,6 +335,7 @@ Deno.test("our client with pingInterval drops a server that stops answering (hal
 });
 
 Deno.test("keepalive drops a frozen peer even while a write to it is stuck", async () => {
+  using time = new FakeTime();
   const outcome = Promise.withResolvers<
     { error: unknown; closed: CloseInfo; last: Message | null }
   >();
@@ -331,6 +351,7 @@ Deno.test("keepalive drops a frozen peer even while a write to it is stuck", asy
   }, { pingInterval: 100, pongTimeout: 200 });
   // Upgrades, then neither reads nor writes.
   await using _client = await within(RawClient.upgrade(server.addr.port));
+  await time.tickAsync(100 + 200 + 50);
   const { error, closed, last } = await within(outcome.promise);
   assert.ok(error instanceof Error, `the flush did not reject: ${error}`);
   assert.equal(closed.code, 1006);
@@ -352,9 +373,10 @@ Deno.test("keepalive drops a frozen peer even while a write to it is stuck", asy
 Deno.test({
   name: "keepalive does not drop a live peer while backpressure pauses reading",
   async fn() {
+    using time = new FakeTime();
     const got = Promise.withResolvers<Message[]>();
     await using server = serve(async (sock) => {
-      await delay(800); // Busy elsewhere: not reading.
+      await time.sleep(800); // Busy elsewhere: not reading.
       const messages: Message[] = [];
       let binary = 0;
       for await (const msg of sock) {
@@ -368,6 +390,7 @@ Deno.test({
     for (let i = 0; i < 64; i++) {
       sock.write(new Uint8Array(16 * 1024)).catch(() => {});
     }
+    await time.tickAsync(1000);
     const messages = await within(got.promise);
     assert.equal(messages.filter((m) => m.type === "binary").length, 64);
     assert.notEqual(messages.at(-1)?.type, "close");
@@ -408,7 +431,7 @@ Deno.test("a write to a peer that stops reading stays pending with an accurate b
   await within(progress.pending.promise);
   // Every fragment accepted, none taken by the OS yet.
   assert.equal(buffered, wire);
-  await delay(200);
+  await sleep(200);
   assert.equal(resolved, false, "write() resolved before the peer read");
   // Now read it all: the write resolves and nothing stays buffered.
   const chunk = new Uint8Array(256 * 1024);

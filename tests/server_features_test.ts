@@ -11,18 +11,24 @@ import {
   listen,
   type ListenOptions,
   type ServerSocket,
+  type Socket,
   type UpgradeRequest,
   WebSocketError,
 } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   clientFrame,
   echo,
   RawClient,
+  readAll,
   serve,
+  sleep,
   upgradeRequest,
   urlOf,
+  utf8,
+  waitFor,
+  within,
 } from "./_helpers.ts";
-import { delay, readAll, utf8, waitFor, within } from "./_raw_helpers.ts";
 
 const decoder = new TextDecoder();
 
@@ -176,7 +182,7 @@ Deno.test("data from the upgrade hook reaches the handler as sock.data", async (
     seen.resolve(data);
   }, {
     async upgrade(req) {
-      await delay(1);
+      await sleep(1);
       const url = new URL(req.url);
       return {
         data: { user: url.searchParams.get("user")!, room: 42 },
@@ -254,7 +260,7 @@ Deno.test("an upgrade hook that throws gets the client a 500, and onError the er
     onError,
     async upgrade() {
       if (calls++ === 0) throw boom;
-      await delay(1);
+      await sleep(1);
       throw boom;
     },
   });
@@ -298,6 +304,7 @@ Deno.test("headers from the upgrade hook go on the 101, but cannot replace the h
 });
 
 Deno.test("an upgrade hook slower than handshakeTimeout loses the connection, and the server moves on", async () => {
+  using time = new FakeTime();
   const { errors, onError } = errorLog();
   let handled = 0;
   await using server = serve(() => {
@@ -311,7 +318,7 @@ Deno.test("an upgrade hook slower than handshakeTimeout loses the connection, an
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send(upgradeRequest(server.addr.port));
   const start = performance.now();
-  assert.equal((await within(client.readToEnd())).length, 0);
+  assert.equal((await time.tickUntil(client.readToEnd())).length, 0);
   const elapsed = performance.now() - start;
   assert.ok(elapsed >= 100 && elapsed < 2000, `dropped after ${elapsed} ms`);
   assert.equal(handled, 0);
@@ -815,7 +822,7 @@ Deno.test("server.close() lets a plain request in onRequest finish", async () =>
   const response = fetch(`http://127.0.0.1:${server.addr.port}/slow`);
   await within(entered.promise);
   const closing = server.close();
-  await delay(20);
+  await sleep(20);
   release.resolve();
   const res = await within(response);
   assert.equal(await res.text(), "finished");
@@ -823,6 +830,7 @@ Deno.test("server.close() lets a plain request in onRequest finish", async () =>
 });
 
 Deno.test("server.close() cuts a request still in onRequest after closeTimeout, aborting request.signal", async () => {
+  using time = new FakeTime();
   const aborted = Promise.withResolvers<void>();
   const server = listen({
     addr: "127.0.0.1:0",
@@ -835,9 +843,9 @@ Deno.test("server.close() cuts a request still in onRequest after closeTimeout, 
   });
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-  await delay(20);
+  await sleep(20);
   const start = performance.now();
-  await within(server.close());
+  await time.tickUntil(server.close());
   const elapsed = performance.now() - start;
   assert.ok(elapsed >= 80 && elapsed < 2000, `closed after ${elapsed} ms`);
   await within(aborted.promise);
@@ -865,7 +873,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "examples/multicore_server.ts runs one server per worker on one port with reusePort",
+    "examples/multicore_server.ts runs one server per worker on one port with reusePort, and a publish reaches every worker's sockets",
   ignore: Deno.build.os !== "linux",
   async fn() {
     const script = new URL("../examples/multicore_server.ts", import.meta.url);
@@ -916,6 +924,25 @@ Deno.test({
       // The kernel hashes each connection to one listener: with 40 tries
       // both workers are all but certain to have served.
       assert.equal(workers.size, 2, [...workers].join(", "));
+      // A publish in one worker reaches the sockets of both (workerBroker).
+      const byWorker = new Map<string, Socket>();
+      const extra: Socket[] = [];
+      for (let i = 0; i < 40 && byWorker.size < 2; i++) {
+        const sock = await within(connect(`ws://127.0.0.1:${port}`));
+        await sock.write("who", "text");
+        const msg = await within(sock.read()) as { data: string };
+        const worker = msg.data.slice(0, "worker 1".length);
+        if (byWorker.has(worker)) extra.push(sock);
+        else byWorker.set(worker, sock);
+      }
+      for (const sock of extra) await within(sock.close());
+      const [first, second] = [...byWorker.values()];
+      await first.write("/all hello", "text");
+      for (const sock of [first, second]) {
+        const msg = await within(sock.read()) as { data: string };
+        assert.match(msg.data, /^worker [12] to all: hello$/);
+        await within(sock.close());
+      }
     } finally {
       child.kill("SIGTERM");
       const status = await within(child.status, "the example to exit");

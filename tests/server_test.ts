@@ -11,26 +11,25 @@ import {
   type Socket,
   WebSocketError,
 } from "../mod.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   CERT,
   clientFrame,
+  closePayload,
+  concat,
   drain,
   echo,
   KEY,
   RawClient,
+  readAll,
   serve,
+  sleep,
   upgradeRequest,
   urlOf,
-} from "./_helpers.ts";
-import {
-  closePayload,
-  concat,
-  delay,
-  readAll,
   utf8,
   waitFor,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 /** Whether IPv6 loopback can be bound on this machine. */
 const HAS_IPV6 = (() => {
@@ -207,7 +206,7 @@ Deno.test("when the handler throws, the client gets 1011, onError gets the error
     const path = new URL(sock.request.url).pathname;
     if (path === "/sync") throw boom;
     if (path === "/async") {
-      await delay(1);
+      await sleep(1);
       throw bang;
     }
     await echo(sock);
@@ -305,6 +304,7 @@ Deno.test("server.close() sends 1001 to open sockets, resolves, and refuses new 
 });
 
 Deno.test("server.close() waits at most closeTimeout for a peer that never answers", async () => {
+  using time = new FakeTime();
   const server = listen({
     addr: "127.0.0.1:0",
     handler: drain,
@@ -318,7 +318,7 @@ Deno.test("server.close() waits at most closeTimeout for a peer that never answe
     code: 1001,
     reason: "Server shutting down",
   });
-  await within(closing);
+  await time.tickUntil(closing);
   const elapsed = performance.now() - start;
   assert.ok(
     elapsed >= 150 && elapsed < 2000,
@@ -351,7 +351,7 @@ Deno.test("server.close() drops a connection still in its handshake", async () =
   const server = listen({ addr: "127.0.0.1:0", handler: drain });
   await using client = await within(RawClient.connect(server.addr.port));
   await client.send("GET / HTTP/1.1\r\nHost: x\r\n");
-  await delay(20);
+  await sleep(20);
   await within(server.close());
   assert.ok(await within(client.closedByPeer()));
 });
@@ -505,6 +505,7 @@ Deno.test("a wss:// server gives back the slot of a TCP connection that never st
   // handshake. (Deno itself keeps such a socket open until the peer sends
   // or hangs up: closing a TlsConn mid-handshake leaves its handshake task
   // holding the TCP stream, which no API reaches. See the ignored test.)
+  using time = new FakeTime();
   await using server = serve(echo, {
     tls: true,
     certs: [{ cert: CERT, key: KEY }],
@@ -517,13 +518,13 @@ Deno.test("a wss:// server gives back the slot of a TCP connection that never st
     await Deno.connect({ hostname: "127.0.0.1", port }),
   ];
   try {
-    await delay(100);
+    await sleep(100);
     // Both slots are taken: a third connection is refused...
     const refused = await connect(urlOf(server, "/", true), { caCerts: [CERT] })
       .catch((error) => error);
     assert.match(String(refused), /503/);
     // ...until the handshake timeout gives them back.
-    await delay(400);
+    await time.tickAsync(400);
     const sock = await within(
       connect(urlOf(server, "/", true), { caCerts: [CERT] }),
     );

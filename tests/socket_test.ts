@@ -5,25 +5,25 @@
 
 import assert from "node:assert/strict";
 import { connect, type Message, WebSocketError } from "../mod.ts";
-import {
-  clientFrame,
-  drain,
-  echo,
-  RawClient,
-  serve,
-  urlOf,
-} from "./_helpers.ts";
+import { FakeTime } from "./_fake_time.ts";
 import {
   answerClose,
+  clientFrame,
   closePayload,
   concat,
   connectToRaw,
+  drain,
+  echo,
+  RawClient,
   RawServer,
   readAll,
+  serve,
+  sleep,
+  urlOf,
   utf8,
   waitFor,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 function isSocketClosed(error: unknown): boolean {
   return error instanceof WebSocketError && error.code === "SOCKET_CLOSED";
@@ -296,7 +296,7 @@ Deno.test("concurrent writes arrive whole and in order", async () => {
     };
     writes.push(sock.write(msg.data, msg.type));
     // Some writes land while an earlier batch is still being flushed.
-    if (i % 7 === 6) await new Promise((resolve) => setTimeout(resolve, 0));
+    if (i % 7 === 6) await sleep(0);
   }
   await within(Promise.all(writes));
   const received = await within(seen.promise);
@@ -537,7 +537,7 @@ Deno.test(
     for (let i = 0; i < 20; i++) writes.push(sock.write(new Uint8Array(500)));
     await within(Promise.all(writes));
     // Let the server read past maxQueuedBytes and pause.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
     gate.resolve();
     assert.deepEqual(await within(sock.read()), {
       type: "close",
@@ -662,6 +662,7 @@ Deno.test("an abrupt drop ends read() with a 1006 close message, then null", asy
 });
 
 Deno.test("closeTimeout bounds the wait for a peer that never answers the close", async () => {
+  using time = new FakeTime();
   await using raw = new RawServer();
   const { sock, peer } = await connectToRaw(raw, { closeTimeout: 200 });
   const start = performance.now();
@@ -669,7 +670,7 @@ Deno.test("closeTimeout bounds the wait for a peer that never answers the close"
   const close = await within(peer.readClose());
   assert.equal(close?.code, 4000);
   assert.equal(close?.frame.masked, true);
-  const info = await within(sock.closed);
+  const info = await time.tickUntil(sock.closed);
   const elapsed = performance.now() - start;
   assert.equal(info.code, 1006);
   assert.equal(info.wasClean, false);

@@ -12,8 +12,16 @@ import {
   Topics,
   WebSocketError,
 } from "../mod.ts";
-import { RawClient, serve, upgradeRequest, urlOf } from "./_helpers.ts";
-import { delay, readAll, waitFor, within } from "./_raw_helpers.ts";
+import {
+  RawClient,
+  readAll,
+  serve,
+  sleep,
+  upgradeRequest,
+  urlOf,
+  waitFor,
+  within,
+} from "./_helpers.ts";
 
 /** Subscribes to the topics in the `topics` query parameter, then drains. */
 async function subscriber(sock: Socket): Promise<void> {
@@ -278,7 +286,7 @@ Deno.test("publish() skips a subscriber whose send buffer is over maxPublishBack
   // buffer past 100 bytes, so the second is skipped for this subscriber.
   assert.equal(server.publish("t", "a".repeat(200), "text"), 1);
   assert.equal(server.publish("t", "b".repeat(10), "text"), 0);
-  await delay(10);
+  await sleep(10);
   // Once flushed, it gets messages again.
   assert.equal(server.publish("t", "c".repeat(10), "text"), 1);
   assert.deepEqual(await within(client.read()), {
@@ -313,7 +321,7 @@ Deno.test("a subscriber that stops reading is skipped once its backlog is full, 
     assert.ok(queued >= 1, "the reading subscriber is never skipped");
     if (queued === 1) skipped++;
     // Give the reader time to keep up, as a real feed would.
-    await delay(0);
+    await sleep(0);
     await waitFor(() => received >= i - 8, "the reader to keep up");
   }
   await waitFor(() => received === sent, "the reader to get everything");

@@ -6,8 +6,9 @@
 
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { serve, urlOf } from "./_helpers.ts";
-import { pooledWriteBytes, WriteQueue } from "../src/write_queue.ts";
+import { serve, sleep, urlOf } from "./_helpers.ts";
+import { pooledWriteBytes } from "../src/buffers.ts";
+import { WriteQueue } from "../src/write_queue.ts";
 
 const echo = async (sock: Parameters<Parameters<typeof serve>[0]>[0]) => {
   for await (const msg of sock) {
@@ -127,19 +128,19 @@ Deno.test("a pooled write buffer is not handed to another queue while its write 
   const warm = new HeldWriter();
   const first = new WriteQueue(warm, false, onError);
   for (let i = 0; i < 6; i++) first.push(true, false, 2, frame(1));
-  await new Promise((r) => setTimeout(r, 0));
+  await sleep(0);
   warm.release();
   await first.idle();
   // Queue A takes that buffer and starts writing it; the write hangs.
   const slow = new HeldWriter();
   const a = new WriteQueue(slow, false, onError);
   for (let i = 0; i < 6; i++) a.push(true, false, 2, frame(0xaa));
-  await new Promise((r) => setTimeout(r, 0));
+  await sleep(0);
   // Meanwhile queue B needs a big buffer too.
   const fast = new HeldWriter();
   const b = new WriteQueue(fast, false, onError);
   for (let i = 0; i < 6; i++) b.push(true, false, 2, frame(0xbb));
-  await new Promise((r) => setTimeout(r, 0));
+  await sleep(0);
   fast.release();
   slow.release();
   await Promise.all([a.idle(), b.idle()]);
@@ -164,7 +165,7 @@ for (
     const onError = (e: unknown) => e;
     const writers = [0, 1, 2, 3].map(() => new HeldWriter());
     const queues = writers.map((w) => new WriteQueue(w, false, onError));
-    const turn = () => new Promise((r) => setTimeout(r, 0));
+    const turn = () => sleep(0);
     for (let round = 0; round < 20; round++) {
       // Every queue gets frames while its previous write is held, then the
       // writes of half the queues complete.
@@ -207,7 +208,7 @@ Deno.test("64 KiB queued starts its write after the caller's job, not at the end
   queue.push(true, false, 2, new Uint8Array(100));
   await microtasks();
   assert.deepEqual(calls, []);
-  await new Promise((r) => setTimeout(r, 0));
+  await sleep(0);
   assert.deepEqual(calls, [2 * 102]);
   // A message sent as 16 fragments, pushed in one job: one write, started
   // before any other task runs.
@@ -224,7 +225,7 @@ Deno.test("64 KiB queued starts its write after the caller's job, not at the end
   queue.push(true, false, 2, new Uint8Array(70_000));
   await microtasks();
   assert.deepEqual(calls, [102 + 70_010]);
-  await new Promise((r) => setTimeout(r, 0));
+  await sleep(0);
   assert.deepEqual(calls, [102 + 70_010]); // the turn's flush finds nothing
   await queue.idle();
 });

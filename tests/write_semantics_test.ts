@@ -8,14 +8,17 @@
 
 import assert from "node:assert/strict";
 import { connect, type Socket, WebSocketError } from "../mod.ts";
-import { RawClient, serve, urlOf } from "./_helpers.ts";
 import {
   connectToRaw,
-  delay,
+  RawClient,
   RawServer,
+  serve,
+  settlesWithin,
+  sleep,
+  urlOf,
   waitFor,
   within,
-} from "./_raw_helpers.ts";
+} from "./_helpers.ts";
 
 const KiB = 1024;
 
@@ -29,23 +32,6 @@ function countWrites(sock: Socket): number[] {
     return write(p);
   };
   return calls;
-}
-
-/** Resolves to true if `promise` settles within `ms`, else false. */
-async function settlesWithin(
-  promise: Promise<unknown>,
-  ms: number,
-): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  const settled = promise.then(() => true, () => true);
-  try {
-    return await Promise.race([settled, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test("100 awaited writes in a row leave in one write call", async () => {
@@ -130,7 +116,7 @@ async function untilStalled(count: () => number, quietMs = 300) {
   let last = -1;
   while (count() !== last) {
     last = count();
-    await delay(quietMs);
+    await sleep(quietMs);
   }
 }
 
@@ -248,7 +234,7 @@ Deno.test("flush() waits for a peer that does not read, and rejects when it goes
 Deno.test("flush() resolves once the peer reads what was queued", async () => {
   const received = Promise.withResolvers<number>();
   await using server = serve(async (sock) => {
-    await delay(200); // Not reading yet: the client's bytes wait.
+    await sleep(200); // Not reading yet: the client's bytes wait.
     let bytes = 0;
     for await (const msg of sock) {
       if (msg.type === "binary") bytes += msg.data.length;

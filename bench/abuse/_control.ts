@@ -40,7 +40,9 @@ export async function serveControl(
         const m = Deno.memoryUsage();
         print("STATS", {
           heapUsed: m.heapUsed,
+          heapTotal: m.heapTotal,
           external: m.external,
+          rss: m.rss,
           ...extra(),
         });
       }

@@ -1,5 +1,5 @@
 /**
- * Helpers for tests/interop_test.ts: other WebSocket implementations (Deno's
+ * The interop peers of tests/interop_test.ts: other WebSocket implementations (Deno's
  * built-in `WebSocket`, npm `ws`, and our own `Socket` playing the other
  * side) behind one small {@linkcode Peer} interface, and the pairings that
  * connect each of them to our library over loopback.
@@ -21,34 +21,12 @@ import {
   type Server,
   type Socket,
 } from "../mod.ts";
-import { CERT, KEY, serve, urlOf } from "./_helpers.ts";
-
-/** How long any single wait may take before the test fails, in ms. */
-export const TIMEOUT = 5000;
+import { CERT, KEY, serve, TIMEOUT, urlOf, within } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 function noop(): void {}
-
-/**
- * `promise`, or a rejection naming `what` once `ms` have passed: a hang
- * fails the test instead of blocking CI.
- */
-export function deadline<T>(
-  promise: Promise<T>,
-  what: string,
-  ms = TIMEOUT,
-): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)),
-      ms,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** A FIFO of events that one side pushes and the test takes, bounded. */
 class Mailbox<T> {
@@ -63,7 +41,7 @@ class Mailbox<T> {
 
   take(what: string): Promise<T> {
     if (this.#items.length > 0) return Promise.resolve(this.#items.shift()!);
-    return deadline(
+    return within(
       new Promise<T>((resolve) => this.#waiters.push(resolve)),
       what,
     );
@@ -192,7 +170,7 @@ export function webPeer(
         socket.readyState === WebSocket.CONNECTING ||
         socket.readyState === WebSocket.OPEN
       ) socket.close();
-      await deadline(closed.promise, "the Deno WebSocket peer to close");
+      await within(closed.promise, "the Deno WebSocket peer to close");
     },
   };
 }
@@ -228,7 +206,7 @@ export function wsPeer(ws: WsClient): Peer & { opened: Promise<void> } {
     data: string | Uint8Array,
     options: { binary: boolean; fin: boolean },
   ) =>
-    deadline(
+    within(
       new Promise<void>((resolve, reject) =>
         ws.send(data, options, (error?: Error) =>
           error ? reject(error) : resolve())
@@ -283,7 +261,7 @@ export function wsPeer(ws: WsClient): Peer & { opened: Promise<void> } {
       // terminate() destroys the TCP socket at once, which also clears ws's
       // 30 s close timer; a clean close has already reached CLOSED.
       if (ws.readyState !== WsClient.CLOSED) ws.terminate();
-      await deadline(closed.promise, "the ws peer to close");
+      await within(closed.promise, "the ws peer to close");
     },
   };
 }
@@ -309,7 +287,7 @@ function ourPeer(sock: Socket, fragmentSize: number | undefined): Peer {
       return sock.protocol;
     },
     send: (data) =>
-      deadline(sock.write(data, type(data)), "our peer socket's write()"),
+      within(sock.write(data, type(data)), "our peer socket's write()"),
     sendFragmented(data, frameSize) {
       // Our socket fragments by itself; the pairing configured the size.
       if (frameSize !== fragmentSize) {
@@ -317,7 +295,7 @@ function ourPeer(sock: Socket, fragmentSize: number | undefined): Peer {
           `Peer was opened with fragmentSize ${fragmentSize}, not ${frameSize}`,
         );
       }
-      return deadline(
+      return within(
         sock.write(data, type(data)),
         "our peer socket's write()",
       );
@@ -326,7 +304,7 @@ function ourPeer(sock: Socket, fragmentSize: number | undefined): Peer {
     pingBetweenFragments: null,
     // write(bytes, "text") sends the bytes as they are.
     sendTextBytes: (frames) =>
-      deadline(
+      within(
         sock.write(
           new Uint8Array(frames.flatMap((frame) => [...frame])),
           "text",
@@ -334,7 +312,7 @@ function ourPeer(sock: Socket, fragmentSize: number | undefined): Peer {
         "our peer socket's write()",
       ),
     async ping(data) {
-      await deadline(sock.write(data, "ping"), "our peer socket's ping");
+      await within(sock.write(data, "ping"), "our peer socket's ping");
       return pongs.take("a pong at our peer socket");
     },
     drop: () => sock.conn.close(),
@@ -343,8 +321,8 @@ function ourPeer(sock: Socket, fragmentSize: number | undefined): Peer {
     next: () => inbox.take("a message at our peer socket"),
     closed: closed.promise,
     async dispose() {
-      await deadline(sock.close(), "our peer socket to close");
-      await deadline(pump, "our peer socket's reader to end");
+      await within(sock.close(), "our peer socket to close");
+      await within(pump, "our peer socket's reader to end");
     },
   };
 }
@@ -359,8 +337,7 @@ export function serveBounded(
 ): Server & AsyncDisposable {
   const server = serve(handler, options);
   return Object.assign(server, {
-    [Symbol.asyncDispose]: () =>
-      deadline(server.close(), "our server to close"),
+    [Symbol.asyncDispose]: () => within(server.close(), "our server to close"),
   });
 }
 
@@ -466,7 +443,7 @@ function ourClient(
   options: PairOptions,
   tls: boolean,
 ): Promise<Socket> {
-  return deadline(
+  return within(
     connect(url, {
       ...socketOptions(options),
       // Gives up before the deadline below, so a failed connect leaves nothing pending.
@@ -476,7 +453,7 @@ function ourClient(
     }),
     "our client to connect",
   ).then((sock) => {
-    stack.defer(() => deadline(sock.close(), "our client to close"));
+    stack.defer(() => within(sock.close(), "our client to close"));
     return sock;
   });
 }
@@ -492,9 +469,9 @@ const builtinClientToOurServer: Pairing = {
         new WebSocket(url, options.subprotocols ? OFFERED : []),
       );
       stack.defer(() => peer.dispose());
-      await deadline(peer.opened, "the Deno WebSocket client to open");
-      const ours = await deadline(accepted, "our server to accept");
-      stack.defer(() => deadline(ours.close(), "our server socket to close"));
+      await within(peer.opened, "the Deno WebSocket client to open");
+      const ours = await within(accepted, "our server to accept");
+      stack.defer(() => within(ours.close(), "our server socket to close"));
       return { ours, peer, server };
     }),
 };
@@ -527,9 +504,7 @@ function ourClientToDenoServe(tls: boolean): Pairing {
           );
           return response;
         });
-        stack.defer(() =>
-          deadline(server.shutdown(), "Deno.serve to shut down")
-        );
+        stack.defer(() => within(server.shutdown(), "Deno.serve to shut down"));
         const host = tls ? "localhost" : "127.0.0.1";
         const ours = await ourClient(
           stack,
@@ -537,9 +512,9 @@ function ourClientToDenoServe(tls: boolean): Pairing {
           options,
           tls,
         );
-        const peer = await deadline(upgraded.promise, "Deno.serve to upgrade");
+        const peer = await within(upgraded.promise, "Deno.serve to upgrade");
         stack.defer(() => peer.dispose());
-        await deadline(peer.opened, "the Deno.serve WebSocket to open");
+        await within(peer.opened, "the Deno.serve WebSocket to open");
         return { ours, peer, server: null };
       }),
   };
@@ -561,9 +536,9 @@ function wsClientToOurServer(tls: boolean): Pairing {
           ),
         );
         stack.defer(() => peer.dispose());
-        await deadline(peer.opened, "the ws client to open");
-        const ours = await deadline(accepted, "our server to accept");
-        stack.defer(() => deadline(ours.close(), "our server socket to close"));
+        await within(peer.opened, "the ws client to open");
+        const ours = await within(accepted, "our server to accept");
+        stack.defer(() => within(ours.close(), "our server socket to close"));
         return { ours, peer, server };
       }),
   };
@@ -583,7 +558,7 @@ function ourClientToWsServer(tls: boolean): Pairing {
         if (tls) {
           const https = createHttpsServer({ cert: CERT, key: KEY });
           stack.defer(() =>
-            deadline(
+            within(
               new Promise<void>((resolve, reject) =>
                 https.close((error?: Error) =>
                   error ? reject(error) : resolve()
@@ -609,14 +584,14 @@ function ourClientToWsServer(tls: boolean): Pairing {
           // wss.close() stops its own listener (not an external server's)
           // but leaves accepted sockets open.
           for (const client of wss.clients) client.terminate();
-          await deadline(
+          await within(
             new Promise<void>((resolve, reject) =>
               wss.close((error?: Error) => error ? reject(error) : resolve())
             ),
             "the ws server to close",
           );
         });
-        await deadline(
+        await within(
           new Promise((resolve, reject) => {
             listening.once("listening", resolve);
             listening.once("error", reject);
@@ -628,7 +603,7 @@ function ourClientToWsServer(tls: boolean): Pairing {
           ? `wss://localhost:${port}/`
           : `ws://127.0.0.1:${port}/`;
         const ours = await ourClient(stack, url, options, tls);
-        const peer = await deadline(
+        const peer = await within(
           connected.promise,
           "the ws server to accept",
         );
@@ -648,7 +623,7 @@ function ourClientToOurServer(tls: boolean): Pairing {
         const { url, accepted } = ourServer(stack, options, tls);
         const ours = await ourClient(stack, url, options, tls);
         const peer = ourPeer(
-          await deadline(accepted, "our server to accept"),
+          await within(accepted, "our server to accept"),
           options.fragmentSize,
         );
         stack.defer(() => peer.dispose());

@@ -1,5 +1,7 @@
 /**
  * Runs the scripts in examples/ as subprocesses for tests/examples_test.ts.
+ * Shared basics (servers, `freePort`, `readData`, `lines`) are in
+ * `_helpers.ts`.
  *
  * Every process started here is killed and reaped, and its pipes are read to
  * the end, so Deno's resource and op sanitizers stay on.
@@ -7,10 +9,8 @@
  * @module
  */
 
-import { listen, type Message, type Server, type Socket } from "../mod.ts";
-
-/** How long to wait for an example to print or exit before failing. */
-export const DEFAULT_TIMEOUT = 5_000;
+import type { Socket } from "../mod.ts";
+import { settlesWithin, stopChild, TIMEOUT } from "./_helpers.ts";
 
 const LISTENING = /listening on (wss?):\/\/127\.0\.0\.1:(\d+)/;
 
@@ -68,7 +68,7 @@ export class ExampleProcess {
    */
   waitFor(
     pattern: string | RegExp,
-    timeout: number = DEFAULT_TIMEOUT,
+    timeout: number = TIMEOUT,
   ): Promise<RegExpMatchArray> {
     const regexp = typeof pattern === "string"
       ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
@@ -105,19 +105,13 @@ export class ExampleProcess {
    * @throws {Error} when it is still running after `timeout` ms (it is
    *   killed first)
    */
-  async exited(timeout: number = DEFAULT_TIMEOUT): Promise<Deno.CommandStatus> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), timeout);
-    });
-    const result = await Promise.race([this.#status, timedOut]);
-    clearTimeout(timer);
-    if (result === "timeout") {
+  async exited(timeout: number = TIMEOUT): Promise<Deno.CommandStatus> {
+    if (!await settlesWithin(this.#status, timeout)) {
       await this.stop();
       throw this.#failure(`did not exit within ${timeout} ms`);
     }
     await this.#pumps;
-    return result;
+    return await this.#status;
   }
 
   /**
@@ -127,23 +121,9 @@ export class ExampleProcess {
    * @returns its exit status
    */
   async stop(): Promise<Deno.CommandStatus> {
-    if (!this.#exited) {
-      this.#kill("SIGTERM");
-      const timer = setTimeout(() => this.#kill("SIGKILL"), 3_000);
-      await this.#status;
-      clearTimeout(timer);
-    }
+    if (!this.#exited) await stopChild(this.child, 3_000);
     await this.#pumps;
     return await this.#status;
-  }
-
-  #kill(signal: Deno.Signal): void {
-    if (this.#exited) return;
-    try {
-      this.child.kill(signal);
-    } catch {
-      // It exited between the check and the kill.
-    }
   }
 
   #failure(what: string): Error {
@@ -240,56 +220,10 @@ export async function runClientExample(
   return { code, stdout: process.stdout, stderr: process.stderr };
 }
 
-/** An in-test server on 127.0.0.1:0. */
-export interface TestServer extends AsyncDisposable {
-  server: Server;
-  url: string;
-}
-
-/** Starts `listen` on 127.0.0.1:0 with `handler`; dispose to close it. */
-export function startTestServer(
-  handler: (sock: Socket) => void | Promise<void>,
-): TestServer {
-  const server = listen({ addr: "127.0.0.1:0", handler });
-  return {
-    server,
-    url: `ws://127.0.0.1:${server.addr.port}`,
-    async [Symbol.asyncDispose]() {
-      await server.close();
-    },
-  };
-}
-
 /** An echo handler like examples/echo_server.ts: text gets "Echo: ". */
 export async function echoHandler(sock: Socket): Promise<void> {
   for await (const msg of sock) {
     if (msg.type === "text") await sock.write(`Echo: ${msg.data}`, "text");
     else if (msg.type === "binary") await sock.write(msg.data, "binary");
   }
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}
-
-/** Resolves after `ms` milliseconds. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** The next text, binary or close message, skipping pings and pongs. */
-export async function readData(sock: Socket): Promise<Message | null> {
-  while (true) {
-    const msg = await sock.read();
-    if (msg?.type !== "ping" && msg?.type !== "pong") return msg;
-  }
-}
-
-/** Lines of `text`, without the empty last one. */
-export function lines(text: string): string[] {
-  return text.split("\n").filter((line) => line !== "");
 }
