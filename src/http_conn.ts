@@ -17,6 +17,7 @@ import {
 import { RequestBody } from "./http_body.ts";
 import { closeQuietly, type HeadRead } from "./http_head.ts";
 import { ConnReader } from "./http_reader.ts";
+import { ConnTimer } from "./http_timer.ts";
 import { bodyLength, requestUrl } from "./http_request.ts";
 import {
   BodyFailed,
@@ -99,6 +100,21 @@ export async function serveHttp(
   config: HandshakeConfig,
   context: HttpConnContext,
 ): Promise<UpgradeNext | null> {
+  const timer = new ConnTimer(() => pending.cut());
+  try {
+    return await serveRequests(pending, first, config, context, timer);
+  } finally {
+    timer.stop();
+  }
+}
+
+async function serveRequests(
+  pending: PendingConn,
+  first: { head: RequestHead; read: HeadRead; cancelDeadline: () => void },
+  config: HandshakeConfig,
+  context: HttpConnContext,
+  timer: ConnTimer,
+): Promise<UpgradeNext | null> {
   const { secure, info, tracker } = context;
   const phases = {
     enterRequest: () => tracker?.enter(pending, "request"),
@@ -119,7 +135,7 @@ export async function serveHttp(
   const cut = pending.signal;
   cut.addEventListener("abort", () => gone.abort(cut.reason), { once: true });
   const write = async (bytes: Uint8Array) => {
-    const cancel = pending.deadline(config.handshakeTimeout);
+    timer.arm(config.handshakeTimeout);
     try {
       // writeAll, inlined: one async call fewer per response.
       let offset = await conn.write(bytes);
@@ -130,7 +146,7 @@ export async function serveHttp(
       gone.abort(error);
       throw error;
     } finally {
-      cancel();
+      timer.disarm();
     }
   };
   const stallDeadline = () => pending.deadline(config.handshakeTimeout);
@@ -295,9 +311,9 @@ export async function serveHttp(
 
     // -- The next request --
     if (reader.buffered === 0) {
-      const cancel = pending.deadline(config.keepAliveTimeout);
+      timer.arm(config.keepAliveTimeout);
       const more = await reader.fill();
-      cancel();
+      timer.disarm();
       if (!more || reader.buffered === 0) {
         closeQuietly(conn);
         return null;
