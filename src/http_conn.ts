@@ -62,6 +62,22 @@ const DRAIN_LIMIT = 64 * 1024;
 /** Most bytes buffered ahead (pipelined requests, or body being read). */
 const READ_AHEAD = 64 * 1024;
 
+/** Where a request keeps the function that gives its `signal`. */
+const SIGNAL = Symbol("signal");
+interface RequestWithSignal extends Request {
+  [SIGNAL]: () => AbortSignal;
+}
+/**
+ * `req.signal`, the connection's: one getter for every request, so every
+ * request gets the same shape (a getter per connection gave each its own,
+ * and Deno's own code on `Request` went megamorphic).
+ */
+const SIGNAL_PROPERTY: PropertyDescriptor = {
+  get(this: RequestWithSignal): AbortSignal {
+    return this[SIGNAL]();
+  },
+};
+
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 
 /**
@@ -177,12 +193,10 @@ async function serveRequests(
       if (!await reader.fill()) gone.abort(new Error("Client gone"));
     }
   };
-  const signal: PropertyDescriptor = {
-    get() {
-      signalWanted = true;
-      watch();
-      return gone.signal;
-    },
+  const signal = () => {
+    signalWanted = true;
+    watch();
+    return gone.signal;
   };
 
   for (let count = 1;; count++) {
@@ -242,7 +256,8 @@ async function serveRequests(
         // Valid already: the parser checked every name and value.
         headers.append(name, value);
       }
-      Object.defineProperty(request, "signal", signal);
+      (request as RequestWithSignal)[SIGNAL] = signal;
+      Object.defineProperty(request, "signal", SIGNAL_PROPERTY);
     } catch {
       return await refuse(405, `Method not allowed: ${method}`);
     }
