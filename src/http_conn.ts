@@ -62,6 +62,8 @@ const DRAIN_LIMIT = 64 * 1024;
 /** Most bytes buffered ahead (pipelined requests, or body being read). */
 const READ_AHEAD = 64 * 1024;
 
+const FORBIDDEN_METHOD = /^(?:CONNECT|TRACE|TRACK)$/i;
+
 /** Where a request keeps the function that gives its `signal`. */
 const SIGNAL = Symbol("signal");
 interface RequestWithSignal extends Request {
@@ -259,7 +261,14 @@ async function serveRequests(
       (request as RequestWithSignal)[SIGNAL] = signal;
       Object.defineProperty(request, "signal", SIGNAL_PROPERTY);
     } catch {
-      return await refuse(405, `Method not allowed: ${method}`);
+      // Request refuses CONNECT, TRACE and TRACK, and a URL it cannot parse.
+      if (FORBIDDEN_METHOD.test(method)) {
+        return await refuse(405, `Method not allowed: ${method}`);
+      }
+      return await refuse(
+        400,
+        `Invalid request target: ${JSON.stringify(head.target.slice(0, 64))}`,
+      );
     }
     cancelHead();
     phases.enterRequest();

@@ -69,40 +69,37 @@ export function bodyLength(
   return length === 0 ? null : length;
 }
 
-// What the URL parser keeps as it is: a lower-case name whose last label
-// starts with a letter (and no "xn--" label, punycode it would check), or a dotted-quad address,
-// with a port that is not the scheme's default; a path without dot
-// segments or percent signs, a query of plain characters.
-const SIMPLE_HOST =
-  /^(?:(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))(?::([1-9]\d{0,4}))?$/;
-const SIMPLE_TARGET =
-  /^(?:\/[A-Za-z0-9_~!$&'()*+,;=:@.-]*)+(?:\?[A-Za-z0-9_~!$&()*+,;=:@/?%.-]*)?$/;
-const DOT_SEGMENT = /\/\.\.?(?:[/?]|$)/;
+// A Host that cannot change the URL's structure when written after
+// "scheme://": a name or address and a port. What else the URL parser
+// would do to it (lower case, drop a default port, check punycode or a
+// port's range) `Request` does, and a host it refuses fails there.
+const PLAIN_HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+// The last Host that passed: a connection sends the same one each time.
+let lastHost = "";
 
-/** `scheme://host` + `target` as the URL parser would write it, or `null`. */
-function simpleUrl(
+/**
+ * An origin-form target (`/path?query`) written after `scheme://host`, to
+ * be parsed (and normalized) once, by `Request`; `null` for anything else.
+ * Unlike resolving the target against the host, a target that starts with
+ * `//` stays a path (RFC 9112 3.2.1: it is an absolute path).
+ */
+function originFormUrl(
   scheme: string,
   host: string,
   target: string,
 ): string | null {
-  const match = SIMPLE_HOST.exec(host);
-  if (
-    match === null || host.includes("xn--") || !SIMPLE_TARGET.test(target) ||
-    DOT_SEGMENT.test(target)
-  ) {
-    return null;
+  if (target.charCodeAt(0) !== 0x2f) return null;
+  if (host !== lastHost) {
+    if (!PLAIN_HOST.test(host)) return null;
+    lastHost = host;
   }
-  const port = match[1];
-  if (
-    port !== undefined &&
-    (Number(port) > 65535 || port === (scheme === "https" ? "443" : "80"))
-  ) return null;
   return `${scheme}://${host}${target}`;
 }
 
 /**
  * The full URL of a request: `target` (origin-form or absolute-form)
  * resolved against the scheme and `Host`. `null` when it does not parse.
+ * Not normalized: `new Request(url).url` is.
  */
 export function requestUrl(
   head: RequestHead,
@@ -111,7 +108,7 @@ export function requestUrl(
 ): string | null {
   const host = headerValue(head, "host") ?? fallbackHost;
   // The common case, without a URL parse here (Request parses it anyway).
-  const simple = simpleUrl(scheme, host, head.target);
+  const simple = originFormUrl(scheme, host, head.target);
   if (simple !== null) return simple;
   try {
     return new URL(head.target, `${scheme}://${host}`).href;

@@ -555,3 +555,43 @@ Deno.test("the WebSocket client and fetch share one port with a kept-alive serve
   assert.deepEqual(await within(sock.read()), { type: "text", data: "hi" });
   await within(sock.close());
 });
+
+// -- Request targets --
+
+Deno.test("req.url: an origin-form target is a path on the Host, even one that starts with //", async () => {
+  const urls: string[] = [];
+  await using server = serve(() => {}, {
+    onRequest(req) {
+      urls.push(req.url);
+      return new Response("ok");
+    },
+  });
+  await using client = await within(HttpClient.connect(server.addr.port));
+  await client.send(
+    "GET //evil.example/x HTTP/1.1\r\nHost: app.example:8080\r\n\r\n" +
+      "GET /a/../b?q=1 HTTP/1.1\r\nHost: APP.example:80\r\n\r\n" +
+      "GET http://other.example/abs HTTP/1.1\r\nHost: app.example\r\n\r\n",
+  );
+  for (let i = 0; i < 3; i++) await within(client.readResponse());
+  assert.deepEqual(urls, [
+    "http://app.example:8080//evil.example/x",
+    "http://app.example/b?q=1",
+    "http://other.example/abs",
+  ]);
+});
+
+Deno.test("CONNECT and TRACE get 405, a Host that cannot be a URL's gets 400", async () => {
+  await using server = pathServer();
+  const cases: [string, number][] = [
+    ["CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405],
+    ["TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 405],
+    ["GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n", 400],
+  ];
+  for (const [request, status] of cases) {
+    await using client = await within(HttpClient.connect(server.addr.port));
+    await client.send(request);
+    const response = await within(client.readResponse());
+    assert.equal(response.status, status, request);
+    assert.equal(response.headers.get("connection"), "close");
+  }
+});
