@@ -275,7 +275,11 @@ async function serveRequests(
 
     let response: Response;
     try {
-      response = await pending.race(config.onRequest!(request, info));
+      const result = config.onRequest!(request, info);
+      // A Response returned at once is not awaited: a turn fewer.
+      response = result instanceof Promise
+        ? await pending.race(result)
+        : result;
       if (!(response instanceof Response)) {
         throw new TypeError(
           `Invalid onRequest result: expected a Response, received ${typeof response}`,
