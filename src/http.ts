@@ -15,6 +15,15 @@
  * `Headers` and Deno.serve keep them.
  */
 export function latin1(bytes: Uint8Array): string {
+  // ASCII, the usual case, is the same in UTF-8: decoded natively.
+  let ascii = true;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii) return asciiDecoder.decode(bytes);
   let text = "";
   for (let i = 0; i < bytes.length; i += 8192) {
     text += String.fromCharCode.apply(
@@ -24,6 +33,7 @@ export function latin1(bytes: Uint8Array): string {
   }
   return text;
 }
+const asciiDecoder = new TextDecoder();
 const encoder = new TextEncoder();
 
 /** A parsed HTTP request head. */

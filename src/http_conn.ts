@@ -152,20 +152,33 @@ async function serveRequests(
   const gone = new AbortController();
   const cut = pending.signal;
   cut.addEventListener("abort", () => gone.abort(cut.reason), { once: true });
-  const write = async (bytes: Uint8Array) => {
-    timer.arm(config.handshakeTimeout);
-    try {
-      // writeAll, inlined: one async call fewer per response.
-      let offset = await conn.write(bytes);
-      while (offset < bytes.length) {
-        offset += await conn.write(bytes.subarray(offset));
-      }
-    } catch (error) {
-      gone.abort(error);
-      throw error;
-    } finally {
-      timer.disarm();
+  const failed = (error: unknown): never => {
+    timer.disarm();
+    gone.abort(error);
+    throw error;
+  };
+  // The rest of a write the kernel took only part of (rare: a full buffer).
+  const writeRest = async (bytes: Uint8Array, offset: number) => {
+    while (offset < bytes.length) {
+      offset += await conn.write(bytes.subarray(offset));
     }
+    timer.disarm();
+  };
+  // Not an async function: a response's one write settles in one then.
+  const write = (bytes: Uint8Array): Promise<void> => {
+    timer.arm(config.handshakeTimeout);
+    let written: Promise<number>;
+    try {
+      written = conn.write(bytes);
+    } catch (error) {
+      timer.disarm();
+      gone.abort(error);
+      return Promise.reject(error);
+    }
+    return written.then((n) => {
+      if (n < bytes.length) return writeRest(bytes, n).catch(failed);
+      timer.disarm();
+    }, failed);
   };
   const stallDeadline = () => pending.deadline(config.handshakeTimeout);
   const sendContinue = () => write(CONTINUE);
