@@ -264,11 +264,10 @@ export async function writeResponse(
   // chunk and its end within a few microtask turns, and gets a
   // Content-Length; anything else is streamed.
   const reads = [track(reader.read()), track(reader.read())];
-  // A few microtask turns: long enough for the reads of a body whose bytes
-  // are queued already to settle (two suffice in Deno 2.9), and no longer,
-  // so a stream that waits for its producer is not waited on. If a Deno
-  // took longer, such bodies would go out chunked: slower, still right.
-  await null;
+  // Two microtask turns: long enough for the reads of a body whose bytes
+  // are queued already to settle (in Deno 2.9), and no longer, so a stream
+  // that waits for its producer is not waited on. If a Deno took longer,
+  // such bodies would go out chunked: slower, still right (a test checks).
   await null;
   await null;
   for (const read of reads) {

@@ -99,6 +99,8 @@ Deno.test("a Hono app and WebSockets share one port: routes, middleware, JSON, S
   assert.equal(await home.text(), "<h1>Home</h1>");
 
   const user = await within(fetch(`http://${base}/api/users/7`));
+  // A body at hand at once goes out with its length, not chunked.
+  assert.equal(user.headers.get("content-length"), "21");
   assert.deepEqual(await user.json(), { id: 7, name: "Ann" });
 
   const posted = await within(
