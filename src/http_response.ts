@@ -127,19 +127,28 @@ async function writeWhole(
   body: Uint8Array | null,
 ): Promise<void> {
   const size = head.length + (body === null ? 0 : body.length);
-  if (size > SCRATCH_SIZE || NON_ASCII.test(head)) {
+  const buffer = size > SCRATCH_SIZE
+    ? null
+    : scratch.pop() ?? new Uint8Array(SCRATCH_SIZE);
+  // ASCII, the usual case, encodes to as many bytes as it has characters;
+  // anything else is written as ISO-8859-1 (header values are bytes).
+  if (buffer === null || !isAscii(encoder.encodeInto(head, buffer), head)) {
+    if (buffer !== null) scratch.push(buffer);
     const out = latin1Bytes(head, size - head.length);
     if (body !== null) out.set(body, head.length);
     return await write(out);
   }
-  const buffer = scratch.pop() ?? new Uint8Array(SCRATCH_SIZE);
   try {
-    encoder.encodeInto(head, buffer);
     if (body !== null) buffer.set(body, head.length);
     await write(buffer.subarray(0, size));
   } finally {
     if (scratch.length < 64) scratch.push(buffer);
   }
+}
+
+/** Whether an `encodeInto` of `text` shows it was ASCII (one byte each). */
+function isAscii(result: TextEncoderEncodeIntoResult, text: string): boolean {
+  return result.read === text.length && result.written === text.length;
 }
 
 /** A head's text as bytes, with `extra` bytes of room after it. */

@@ -22,7 +22,7 @@ export class PendingConn {
   // code, and an AbortController per connection was measurable under churn.
   #abort: AbortController | null = null;
   // What race() waits on, rejected when the connection is cut.
-  #racers: Set<(reason: unknown) => void> | null = null;
+  #racer: ((reason: unknown) => void) | null = null;
   #cut = false;
   /** Where the server follows it: cut at once on shutdown, or given closeTimeout. */
   phase: "handshake" | "request" = "handshake";
@@ -46,32 +46,30 @@ export class PendingConn {
     if (!this.#cut) {
       this.#cut = true;
       this.#abort?.abort(CUT);
-      if (this.#racers !== null) {
-        for (const reject of this.#racers) reject(CUT);
-        this.#racers.clear();
-      }
+      this.#racer?.(CUT);
+      this.#racer = null;
     }
     closeQuietly(this.conn);
   }
 
   /**
    * `promise`, unless the connection is cut first (user code may never
-   * settle). Nothing is kept once it settles: a kept-alive connection races
-   * every request it serves.
+   * settle). One race at a time (a hook, then a request, never two at
+   * once), and nothing is kept once it settles: a kept-alive connection
+   * races every request it serves.
    */
   race<V>(promise: V | Promise<V>): Promise<V> {
     if (this.#cut) return Promise.reject(CUT);
     if (!(promise instanceof Promise)) return Promise.resolve(promise);
     return new Promise<V>((resolve, reject) => {
-      const racers = this.#racers ??= new Set();
-      racers.add(reject);
+      this.#racer = reject;
       promise.then(
         (value) => {
-          racers.delete(reject);
+          this.#racer = null;
           resolve(value);
         },
         (error) => {
-          racers.delete(reject);
+          this.#racer = null;
           reject(error);
         },
       );

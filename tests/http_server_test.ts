@@ -595,3 +595,14 @@ Deno.test("CONNECT and TRACE get 405, a Host that cannot be a URL's gets 400", a
     assert.equal(response.headers.get("connection"), "close");
   }
 });
+
+Deno.test("response header values go out as the bytes they stand for (ISO-8859-1), not UTF-8", async () => {
+  await using server = serve(() => {}, {
+    onRequest: () => new Response("ok", { headers: { "x-name": "caf\u00e9" } }),
+  });
+  await using client = await within(HttpClient.connect(server.addr.port));
+  await client.send(get("/", "Connection: close\r\n"));
+  const bytes = await within(client.readToEnd());
+  const text = Array.from(bytes, (b) => String.fromCharCode(b)).join("");
+  assert.ok(text.includes("x-name: caf\xe9\r\n"), JSON.stringify(text));
+});
