@@ -630,14 +630,14 @@ function bind(config: ListenConfig): Deno.Listener {
  * connection belongs to the library from here on: it becomes the socket's,
  * or it is closed.
  *
- * Plain HTTP requests go to `onRequest` (or get 426), and the upgrade hook
- * runs as with {@linkcode listen}.
+ * Plain HTTP requests go to `onRequest` (or get 426), kept alive until the
+ * client closes or upgrades, and the upgrade hook runs as with listen.
  *
  * @typeParam T the type of `sock.data`, as the `upgrade` hook attaches it
  * @param conn a connection that has not been read from
  * @param options hooks, limits, and `topics` for `sock.subscribe`
  * @returns the socket, or `null` when the connection did not become a
- *   WebSocket (it got an HTTP response: a rejection, an error, or what
+ *   WebSocket (it got HTTP responses: a rejection, an error, or what
  *   `onRequest` returned; or it timed out or hung up) and is closed
  * @throws {TypeError} (as a rejection) `conn` is not a connection or an
  *   option is invalid (the message names it)
