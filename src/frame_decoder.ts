@@ -123,7 +123,9 @@ export class FrameDecoder {
   #chunk: Uint8Array = EMPTY;
   #pos = 0;
   // Header fields that straddle chunks are gathered here (at most 8 bytes).
-  #scratch = new Uint8Array(8);
+  // Made the first time a header straddles chunks: most connections never
+  // need it.
+  #scratch: Uint8Array | null = null;
   #scratchLength = 0;
   #src: Uint8Array = EMPTY;
   #srcOffset = 0;
@@ -336,11 +338,12 @@ export class FrameDecoder {
       return true;
     }
     const take = Math.min(n - this.#scratchLength, available);
+    const scratch = this.#scratch ??= new Uint8Array(8);
     for (let i = 0; i < take; i++) {
-      this.#scratch[this.#scratchLength++] = chunk[this.#pos++];
+      scratch[this.#scratchLength++] = chunk[this.#pos++];
     }
     if (this.#scratchLength < n) return false;
-    this.#src = this.#scratch;
+    this.#src = scratch;
     this.#srcOffset = 0;
     this.#scratchLength = 0;
     return true;
