@@ -259,7 +259,9 @@ async function serveRequests(
     try {
       // A Request cannot carry the body of a GET or HEAD: it is dropped.
       const bodyless = method === "GET" || method === "HEAD";
-      request = new Request(url, {
+      // A GET without the init dictionary: converting one costs a third
+      // of what a Request costs.
+      request = method === "GET" ? new Request(url) : new Request(url, {
         method,
         body: bodyless || body === null ? null : body.stream(),
       });
