@@ -352,6 +352,7 @@ export function headerList(value: string | null): string[] {
 
 /** Whether the comma-separated header value contains `token`, ignoring case. */
 export function hasToken(value: string | null, token: string): boolean {
+  if (value === null) return false;
   const lower = token.toLowerCase();
   return headerList(value).some((item) => item.toLowerCase() === lower);
 }
