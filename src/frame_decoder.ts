@@ -38,6 +38,13 @@ export interface FrameDecoderOptions {
    * as they arrive (see {@linkcode FrameDecoder.message}).
    */
   assembleBinary?: boolean;
+  /**
+   * Largest data message, in bytes, of a message streamed in pieces (see
+   * {@linkcode FrameDecoder.streamMessages}).
+   */
+  maxStreamedMessageSize?: number;
+  /** Largest payload of a single data frame of a streamed message. */
+  maxStreamedFrameSize?: number;
 }
 
 const HEADER = 0;
@@ -102,12 +109,26 @@ export class FrameDecoder {
    * the whole message (owned by the caller); otherwise `null`.
    */
   message: Uint8Array | null = null;
+  /**
+   * Set by the caller: data messages that start from now on are streamed.
+   * Their frames come out of `next()` in pieces, as the bytes arrive,
+   * never buffered: `payload` is each piece (a view of the fed chunk,
+   * unmasked), `partial` says more of the frame is to come, and their
+   * limits are `maxStreamedMessageSize` and `maxStreamedFrameSize`.
+   */
+  streamMessages = false;
+  /** Whether the data message in progress is streamed in pieces. */
+  streaming = false;
+  /** For a streamed frame: whether `payload` is not the frame's last piece. */
+  partial = false;
 
   #requireMask: boolean;
   #maxFrameSize: number;
   #maxMessageSize: number;
   #allowRsv1: boolean;
   #assembleBinary: boolean;
+  #maxStreamedMessageSize: number;
+  #maxStreamedFrameSize: number;
 
   #state = HEADER;
   #chunk: Uint8Array = EMPTY;
@@ -141,6 +162,10 @@ export class FrameDecoder {
     this.#maxMessageSize = options.maxMessageSize;
     this.#allowRsv1 = options.allowRsv1 ?? false;
     this.#assembleBinary = options.assembleBinary ?? false;
+    this.#maxStreamedMessageSize = options.maxStreamedMessageSize ??
+      options.maxMessageSize;
+    this.#maxStreamedFrameSize = options.maxStreamedFrameSize ??
+      options.maxFrameSize;
   }
 
   /** Sets the chunk that the following `next()` calls consume. */
@@ -232,6 +257,7 @@ export class FrameDecoder {
    * @param minimum the least room worth reading into directly
    */
   directTarget(minimum: number): Uint8Array | null {
+    if (this.streaming && this.opcode < 0x8) return null;
     if (this.#assembling && this.opcode < 0x8) {
       // Into the message buffer once it exists (a declared length alone
       // allocates nothing), never past the end of this frame.
@@ -437,24 +463,32 @@ export class FrameDecoder {
     this.payloadLength = length;
     const opcode = this.opcode;
     if (opcode < 0x8) {
+      if (opcode !== OPCODE_CONTINUATION) this.streaming = this.streamMessages;
+      const streaming = this.streaming;
+      const maxFrameSize = streaming
+        ? this.#maxStreamedFrameSize
+        : this.#maxFrameSize;
+      const maxMessageSize = streaming
+        ? this.#maxStreamedMessageSize
+        : this.#maxMessageSize;
       // Limits are checked here, before any payload byte is buffered.
-      if (length > this.#maxFrameSize) {
+      if (length > maxFrameSize) {
         throw new FrameError(
           MESSAGE_TOO_BIG,
-          `Frame too big: limit is ${this.#maxFrameSize} bytes, received ${length} bytes`,
+          `Frame too big: limit is ${maxFrameSize} bytes, received ${length} bytes`,
         );
       }
       const messageSize =
         (opcode === OPCODE_CONTINUATION ? this.#messageSize : 0) + length;
-      if (messageSize > this.#maxMessageSize) {
+      if (messageSize > maxMessageSize) {
         throw new FrameError(
           MESSAGE_TOO_BIG,
-          `Message too big: limit is ${this.#maxMessageSize} bytes, received ${messageSize} bytes or more`,
+          `Message too big: limit is ${maxMessageSize} bytes, received ${messageSize} bytes or more`,
         );
       }
       if (opcode !== OPCODE_CONTINUATION) {
         this.#assembling = !this.fin && opcode === OPCODE_BINARY &&
-          !this.rsv1 && this.#assembleBinary;
+          !this.rsv1 && this.#assembleBinary && !streaming;
       }
       if (this.fin) {
         this.#fragmentOpcode = 0;
@@ -469,7 +503,10 @@ export class FrameDecoder {
   }
 
   #readPayload(): boolean {
-    if (this.#assembling && this.opcode < 0x8) return this.#readFragment();
+    if (this.opcode < 0x8) {
+      if (this.streaming) return this.#readPiece();
+      if (this.#assembling) return this.#readFragment();
+    }
     const length = this.payloadLength;
     const chunk = this.#chunk;
     const available = chunk.length - this.#pos;
@@ -528,6 +565,30 @@ export class FrameDecoder {
     this.assembled = assembled;
     this.message = null;
     this.#state = HEADER;
+    return true;
+  }
+
+  /**
+   * {@linkcode FrameDecoder.next} for a frame of a streamed message: what
+   * the fed chunk holds of its payload, unmasked in place, uncopied.
+   */
+  #readPiece(): boolean {
+    const length = this.payloadLength;
+    const filled = this.#filled;
+    const chunk = this.#chunk;
+    const take = Math.min(length - filled, chunk.length - this.#pos);
+    if (take === 0 && length > 0) return false;
+    const start = this.#pos;
+    const piece = chunk.subarray(start, start + take);
+    this.#pos = start + take;
+    if (this.#masked) mask(piece, this.#maskingKey, filled);
+    this.#filled = filled + take;
+    this.payload = piece;
+    this.payloadOwned = false;
+    this.assembled = false;
+    this.message = null;
+    this.partial = this.#filled < length;
+    if (!this.partial) this.#state = HEADER;
     return true;
   }
 

@@ -10,6 +10,7 @@ import {
   closeArgumentError,
   closeArguments,
   INTERNAL_ERROR,
+  MESSAGE_TOO_BIG,
   NORMAL_CLOSURE,
 } from "./close.ts";
 import type { PerMessageDeflate } from "./deflate_codec.ts";
@@ -37,6 +38,15 @@ import type { SocketInit, SocketLimits } from "./options.ts";
 import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
 import { type MessageType, OPCODES, payloadOf, sendable } from "./outgoing.ts";
 import type { TopicRegistry } from "./topics.ts";
+import { Inbound, type StreamedMessage } from "./message_stream.ts";
+import {
+  DataLane,
+  isStreamSource,
+  streamOpcode,
+  type StreamSource,
+  writeStream,
+} from "./stream_writer.ts";
+import { readableOf, writableOf } from "./web_streams.ts";
 
 /**
  * Where a socket's TCP (or TLS) connection is: open; draining our last
@@ -62,8 +72,21 @@ const DIRECT_READ_MIN = 16 * 1024;
 const TURN_BYTES = 4 * 1024 * 1024;
 /** Per-message bookkeeping counted against `maxQueuedBytes`. */
 const MESSAGE_OVERHEAD = 64;
+/**
+ * Read size while a compressed message is streamed: what one read may
+ * inflate to before backpressure is checked again stays a few MiB.
+ */
+const INFLATE_READ = 4096;
 
 function noop(): void {}
+
+function iteration(
+  message: Message | null,
+): IteratorResult<Message, undefined> {
+  return message === null
+    ? { done: true, value: undefined }
+    : { done: false, value: message };
+}
 
 function closedError(message: string, closeCode?: number): Promise<never> {
   const promise = Promise.reject(
@@ -138,7 +161,13 @@ export class Socket implements AsyncIterable<Message> {
   data: unknown;
 
   #protocol: Protocol;
-  #queue = new ReadQueue<Message>();
+  #queue = new ReadQueue<Message | StreamedMessage>();
+  // Made by the first readStream(): streamed messages, the protocol's sink.
+  #inbound: Inbound | null = null;
+  // Made by the first write of a stream: data writes wait behind it.
+  #lane: DataLane | null = null;
+  #readable: ReadableStream<string | Uint8Array> | null = null;
+  #writable: WritableStream<string | Uint8Array> | null = null;
   #writes: WriteQueue;
   #limits: SocketLimits;
   // Strings this short (times 3, the most UTF-8 bytes per UTF-16 unit) are
@@ -204,6 +233,8 @@ export class Socket implements AsyncIterable<Message> {
       client: init.client,
       maxMessageSize: init.limits.maxMessageSize,
       maxFrameSize: init.limits.maxFrameSize,
+      maxStreamedMessageSize: init.limits.maxStreamedMessageSize,
+      maxStreamedFrameSize: init.limits.maxStreamedFrameSize,
       deflate: this.#deflate,
     });
     this.#writes = new WriteQueue(
@@ -298,13 +329,114 @@ export class Socket implements AsyncIterable<Message> {
    * @returns the next message, or `null` once the close message was read
    */
   read(): Promise<Message | null> {
-    return this.#queue.read();
+    const inbound = this.#inbound;
+    if (inbound === null) return this.#queue.read() as Promise<Message | null>;
+    this.#protocol.streamTo(null);
+    return this.#queue.read().then(inbound.toWhole);
   }
 
   /** Yields what {@linkcode read} returns until it returns `null`. */
   [Symbol.asyncIterator](): AsyncIterator<Message> {
-    const queue = this.#queue;
-    return { next: () => queue.next() };
+    const queue = this.#queue as ReadQueue<Message>;
+    return {
+      next: () =>
+        this.#inbound === null ? queue.next() : this.read().then(iteration),
+    };
+  }
+
+  /**
+   * The next message, a data message in pieces: its `stream` gives the
+   * payload as the frames arrive (bytes from a byte stream, so a BYOB
+   * reader can read into its own buffer; text decoded and validated piece
+   * by piece), bounded by `maxStreamedMessageSize` (1 GiB) rather than
+   * `maxMessageSize`. While the stream's consumer does not pull, the
+   * socket stops reading; cancelling the stream drops the rest of the
+   * message. Ping, pong and close messages come as from {@linkcode read};
+   * `null` after the close message. A message streams when its first
+   * frame arrives after a call to `readStream()` (and before one to
+   * `read()`); one that was read whole comes as a stream of one piece.
+   * A message cut short by the end of the connection errors its stream
+   * with a `WebSocketError` (`SOCKET_CLOSED`).
+   *
+   * @example Save an upload of any size, piece by piece
+   * ```ts ignore
+   * const msg = await sock.readStream();
+   * if (msg?.type === "binary") {
+   *   using file = await Deno.create("upload.bin");
+   *   await msg.stream.pipeTo(file.writable);
+   * }
+   * ```
+   *
+   * @returns the next message, or `null` once the close message was read
+   */
+  readStream(): Promise<StreamedMessage | null> {
+    const inbound = this.#inbound ??= this.#makeInbound();
+    this.#protocol.streamTo(inbound);
+    return this.#queue.read().then(inbound.toStreamed);
+  }
+
+  /**
+   * The data messages, as the web's `WebSocketStream` reads them: text as
+   * strings, binary as `Uint8Array`s; it ends after the close message, and
+   * cancelling it closes the socket.
+   *
+   * @example Print what comes
+   * ```ts ignore
+   * await sock.readable.pipeTo(new WritableStream({ write: console.log }));
+   * ```
+   */
+  get readable(): ReadableStream<string | Uint8Array> {
+    return this.#readable ??= readableOf(this);
+  }
+
+  /**
+   * Where to write data messages, as the web's `WebSocketStream` does: a
+   * string is sent as text, bytes as binary, with the write backpressure;
+   * closing it closes the socket (1000), aborting it closes with 1011.
+   *
+   * @example Pipe a stream of strings into the socket
+   * ```ts ignore
+   * await ReadableStream.from(["a", "b"]).pipeTo(sock.writable);
+   * ```
+   */
+  get writable(): WritableStream<string | Uint8Array> {
+    return this.#writable ??= writableOf(this);
+  }
+
+  /**
+   * `await using sock = await connect(...)`: closes the socket (1000) and
+   * waits until the connection is over.
+   *
+   * @example
+   * ```ts ignore
+   * {
+   *   await using sock = await connect("ws://127.0.0.1:8080");
+   *   await sock.send("hello");
+   * } // closed here
+   * ```
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #makeInbound(): Inbound {
+    const limits = this.#limits;
+    return new Inbound({
+      // Counted as over maxQueuedBytes: reading stops until it is taken.
+      push: (message) => this.#queue.push(message, limits.maxQueuedBytes + 1),
+      highWaterMark: limits.maxQueuedBytes,
+      maxMessageSize: limits.maxMessageSize,
+      closeInfo: () => ({
+        code: this.#protocol.closeCode,
+        reason: this.#protocol.closeReason,
+      }),
+      tooBig: (size) =>
+        this.#protocol.failConnection(
+          MESSAGE_TOO_BIG,
+          `Message too big: limit is ${limits.maxMessageSize} bytes, received ${size} bytes or more`,
+        ),
+      next: () => this.read(),
+    });
   }
 
   /**
@@ -343,10 +475,24 @@ export class Socket implements AsyncIterable<Message> {
    * @throws {WebSocketError} (as a rejection, code `SOCKET_CLOSED`) the close handshake began or the connection was lost
    */
   write(
-    data?: string | Uint8Array | null,
+    data?: string | Uint8Array | null | StreamSource,
     type: MessageType = "binary",
   ): Promise<void> {
-    if (type === "close") return this.#writeClose(data);
+    const lane = this.#lane;
+    if (lane !== null && lane.busy && (type === "text" || type === "binary")) {
+      // A message is going out in pieces: this one waits its turn.
+      return lane.behind(() => this.#write(data, type));
+    }
+    return this.#write(data, type);
+  }
+
+  #write(
+    data: string | Uint8Array | null | undefined | StreamSource,
+    type: MessageType,
+  ): Promise<void> {
+    if (type === "close") {
+      return this.#writeClose(data as string | Uint8Array | null);
+    }
     const opcode = OPCODES[type];
     if (
       typeof data === "string" && opcode <= OPCODE_BINARY &&
@@ -357,7 +503,11 @@ export class Socket implements AsyncIterable<Message> {
         this.#queued(this.#writes.pushString(opcode, data));
     }
     const payload = payloadOf(data, type, opcode);
-    if (!(payload instanceof Uint8Array)) return Promise.reject(payload);
+    if (!(payload instanceof Uint8Array)) {
+      return isStreamSource(data)
+        ? this.#writeStream(data, type)
+        : Promise.reject(payload);
+    }
     const refusal = this.#refusal(payload.length);
     if (refusal !== null) return refusal;
     if (
@@ -463,6 +613,37 @@ export class Socket implements AsyncIterable<Message> {
     );
   }
 
+  /** Sends a stream as one message, after the data writes queued before. */
+  #writeStream(source: StreamSource, type: MessageType): Promise<void> {
+    const opcode = streamOpcode(type);
+    if (opcode === undefined) {
+      return Promise.reject(
+        new TypeError(
+          `Cannot write a stream: type must be text or binary, received ${type}`,
+        ),
+      );
+    }
+    const send = () =>
+      writeStream(
+        {
+          writes: this.#writes,
+          fragmentSize: this.#limits.fragmentSize,
+          deflate: this.#deflate,
+          refusal: (size) => this.#refusal(size),
+          failed: (what) =>
+            what === "source"
+              ? this.#protocol.close(INTERNAL_ERROR, "Stream source failed")
+              : this.#protocol.failConnection(
+                INTERNAL_ERROR,
+                "Compression failed",
+              ),
+        },
+        source,
+        opcode,
+      );
+    return (this.#lane ??= new DataLane()).behind(send);
+  }
+
   #writeClose(data: string | Uint8Array | null | undefined): Promise<void> {
     const close = closeArguments(data);
     if (close instanceof RangeError) return Promise.reject(close);
@@ -530,7 +711,13 @@ export class Socket implements AsyncIterable<Message> {
     try {
       // Processed before the first read, which may overwrite it: the
       // protocol copies what it keeps.
-      if (head.length > 0) protocol.receive(head);
+      if (head.length > 0) {
+        // After the handler (or the caller of connect) had its turn to ask
+        // for readStream(): a first message that came with the handshake
+        // streams too.
+        await new Promise((resolve) => setImmediate(resolve));
+        protocol.receive(head);
+      }
       buffer = nextReadBuffer(buffer, small, 0);
       while (protocol.state !== State.CLOSED && !this.#transportClosed) {
         if (queue.bytes > limit && protocol.open) {
@@ -545,6 +732,14 @@ export class Socket implements AsyncIterable<Message> {
           this.#paused = false;
           continue;
         }
+        const inbound = this.#inbound;
+        if (inbound !== null && inbound.blocked && protocol.open) {
+          // The consumer of a streamed message is behind.
+          this.#paused = true;
+          await Promise.race([inbound.pulled(), this.#closingPromise()]);
+          this.#paused = false;
+          continue;
+        }
         if (writes.bufferedAmount > sendLimit) {
           // The peer is not reading what we send: stop reading what it
           // sends (a ping flood throttles the flooder) until half is out.
@@ -553,7 +748,12 @@ export class Socket implements AsyncIterable<Message> {
           continue;
         }
         const direct = protocol.directTarget(DIRECT_READ_MIN);
-        const n = await conn.read(direct ?? buffer);
+        const n = await conn.read(
+          direct ??
+            (inbound !== null && protocol.streaming && this.#deflate !== null
+              ? buffer.subarray(0, INFLATE_READ)
+              : buffer),
+        );
         if (n === null) break;
         if (watch !== null) {
           // Heard from the peer: alive, whatever it sent.

@@ -128,6 +128,8 @@ export class WriteQueue {
   #failure: unknown = null;
   #makeFailure: (() => unknown) | null = null;
   #idle: (() => void)[] = [];
+  // Pre-encoded frames held back while a message goes out in pieces.
+  #held: Uint8Array[] | null = null;
 
   /** Bytes accepted and not yet handed to the OS. */
   bufferedAmount = 0;
@@ -295,6 +297,12 @@ export class WriteQueue {
    */
   pushEncoded(frame: Uint8Array): boolean {
     if (this.#makeFailure !== null) return false;
+    if (this.#held !== null) {
+      // A message is going out in pieces: its frames must not be split.
+      this.#held.push(frame);
+      this.bufferedAmount += frame.length;
+      return true;
+    }
     const batch = this.#batch ??= new Batch();
     if (frame.length < SHARE_LIMIT) {
       const buffer = this.#reserve(frame.length);
@@ -307,6 +315,26 @@ export class WriteQueue {
     this.bufferedAmount += frame.length;
     this.#schedule();
     return true;
+  }
+
+  /**
+   * A data message goes out in pieces from now on: until
+   * {@linkcode releaseData}, pre-encoded frames (`publish`) wait, so that
+   * they do not land between its fragments.
+   */
+  holdData(): void {
+    this.#held ??= [];
+  }
+
+  /** The message sent in pieces is over: queues the frames that waited. */
+  releaseData(): void {
+    const held = this.#held;
+    this.#held = null;
+    if (held === null || this.#makeFailure !== null) return;
+    for (const frame of held) {
+      this.bufferedAmount -= frame.length;
+      this.pushEncoded(frame);
+    }
   }
 
   #schedule(): void {
@@ -349,6 +377,7 @@ export class WriteQueue {
     // The spare is never part of a write in progress (the buffer may be).
     if (this.#spare !== null) giveWriteBuffer(this.#spare);
     this.#buffer = this.#spare = null;
+    this.#held = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
     this.#wakeDrain();

@@ -1,0 +1,286 @@
+/**
+ * Messages in pieces, the receiving side: what `Socket.readStream()`
+ * returns, and {@linkcode Inbound}, the {@linkcode StreamSink} that turns
+ * the protocol's pieces into one `ReadableStream` per message, with
+ * backpressure: the socket stops reading while the stream's consumer does
+ * not pull.
+ *
+ * @module
+ */
+
+import { WebSocketError } from "./errors.ts";
+import type {
+  CloseMessage,
+  ControlMessage,
+  Message,
+  StreamSink,
+} from "./protocol.ts";
+
+/** A text message whose text comes in pieces, as its frames arrive. */
+export interface TextStreamMessage {
+  /** Discriminant. */
+  type: "text";
+  /**
+   * The text, validated and decoded piece by piece (a character split
+   * between frames comes whole, in one piece).
+   */
+  stream: ReadableStream<string>;
+}
+
+/** A binary message whose bytes come in pieces, as its frames arrive. */
+export interface BinaryStreamMessage {
+  /** Discriminant. */
+  type: "binary";
+  /**
+   * The bytes: a byte stream, so `getReader({ mode: "byob" })` reads them
+   * into buffers of your own.
+   */
+  stream: ReadableStream<Uint8Array>;
+}
+
+/**
+ * What `Socket.readStream()` returns: a data message as a stream, or a
+ * ping, pong or close message as `read()` returns it.
+ */
+export type StreamedMessage =
+  | TextStreamMessage
+  | BinaryStreamMessage
+  | ControlMessage
+  | CloseMessage;
+
+/** One streamed message being received. */
+class InboundStream {
+  readonly stream: ReadableStream<Uint8Array> | ReadableStream<string>;
+  #bytes: ReadableByteStreamController | null = null;
+  #text: ReadableStreamDefaultController<string> | null = null;
+  #cancelled = false;
+  #done = false;
+  #wake: (() => void) | null = null;
+
+  constructor(text: boolean, highWaterMark: number) {
+    const pull = () => this.#resume();
+    const cancel = () => {
+      // The rest of the message is read and dropped.
+      this.#cancelled = true;
+      this.#resume();
+    };
+    this.stream = text
+      ? new ReadableStream<string>({
+        start: (controller) => void (this.#text = controller),
+        pull,
+        cancel,
+      }, { highWaterMark, size: (piece) => piece.length })
+      : new ReadableStream({
+        type: "bytes",
+        start: (controller) => void (this.#bytes = controller),
+        pull,
+        cancel,
+      }, { highWaterMark });
+  }
+
+  /** The consumer is behind: the socket should stop reading. */
+  get blocked(): boolean {
+    if (this.#cancelled || this.#done) return false;
+    const size = (this.#bytes ?? this.#text)!.desiredSize;
+    return size !== null && size <= 0;
+  }
+
+  /** Resolves when the consumer pulls (or cancels). */
+  pulled(): Promise<void> {
+    if (!this.blocked) return Promise.resolve();
+    return new Promise((resolve) => this.#wake = resolve);
+  }
+
+  data(piece: Uint8Array | string): void {
+    if (this.#cancelled) return;
+    if (typeof piece === "string") return this.#text!.enqueue(piece);
+    const controller = this.#bytes!;
+    let offset = 0;
+    // A BYOB read waiting: into the reader's own buffer, no allocation.
+    let request = controller.byobRequest;
+    while (request !== null && offset < piece.length) {
+      const view = request.view!;
+      const n = Math.min(view.byteLength, piece.length - offset);
+      new Uint8Array(view.buffer, view.byteOffset, n).set(
+        piece.subarray(offset, offset + n),
+      );
+      request.respond(n);
+      offset += n;
+      request = controller.byobRequest;
+    }
+    // The piece is a view of the read buffer: what is kept is copied.
+    if (offset < piece.length) controller.enqueue(piece.slice(offset));
+  }
+
+  end(): void {
+    this.#done = true;
+    if (this.#cancelled) return;
+    const controller = this.#bytes ?? this.#text!;
+    controller.close();
+    // A BYOB read still waiting ends with `done`.
+    this.#bytes?.byobRequest?.respond(0);
+  }
+
+  abort(error: Error): void {
+    this.#done = true;
+    if (!this.#cancelled) (this.#bytes ?? this.#text!).error(error);
+    this.#resume();
+  }
+
+  #resume(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+}
+
+/** How a socket's {@linkcode Inbound} reaches the socket. */
+export interface InboundInit {
+  /** Queues a streamed message for `read()` and `readStream()`. */
+  push(message: TextStreamMessage | BinaryStreamMessage): void;
+  /** Bytes a stream holds for a consumer that is behind, at most. */
+  highWaterMark: number;
+  /** The close code and reason, for the error of a message cut short. */
+  closeInfo(): { code: number; reason: string };
+  /** Fails the connection: a streamed message went to `read()`, too big. */
+  tooBig(size: number): void;
+  /** `maxMessageSize`: the bound of a streamed message gathered by `read()`. */
+  maxMessageSize: number;
+  /** What comes after a gathered message that was cut short: `read()`. */
+  next(): Promise<Message | null>;
+}
+
+/**
+ * A socket's streamed messages: the protocol's {@linkcode StreamSink}, and
+ * the conversions between whole and streamed messages for `read()` and
+ * `readStream()`.
+ */
+export class Inbound implements StreamSink {
+  #init: InboundInit;
+  #current: InboundStream | null = null;
+
+  constructor(init: InboundInit) {
+    this.#init = init;
+  }
+
+  /** A streamed message is in progress and its consumer is behind. */
+  get blocked(): boolean {
+    return this.#current !== null && this.#current.blocked;
+  }
+
+  /** Resolves when reading may go on (see {@linkcode blocked}). */
+  pulled(): Promise<void> {
+    return this.#current === null ? Promise.resolve() : this.#current.pulled();
+  }
+
+  start(type: "text" | "binary"): void {
+    const current = new InboundStream(
+      type === "text",
+      this.#init.highWaterMark,
+    );
+    this.#current = current;
+    this.#init.push(
+      { type, stream: current.stream } as TextStreamMessage,
+    );
+  }
+
+  data(piece: Uint8Array | string): void {
+    this.#current!.data(piece);
+  }
+
+  end(): void {
+    this.#current!.end();
+    this.#current = null;
+  }
+
+  abort(): void {
+    const current = this.#current;
+    if (current === null) return;
+    this.#current = null;
+    const { code, reason } = this.#init.closeInfo();
+    current.abort(
+      new WebSocketError(
+        "SOCKET_CLOSED",
+        `Cannot read the message: the connection closed before its end: ${code}${
+          reason === "" ? "" : ` ${reason}`
+        }`,
+        { closeCode: code },
+      ),
+    );
+  }
+
+  /** What `readStream()` returns for what was queued. */
+  toStreamed = (
+    item: Message | StreamedMessage | null,
+  ): StreamedMessage | null => {
+    if (item === null || "stream" in item) return item;
+    if (item.type === "text") {
+      const data = item.data;
+      return {
+        type: "text",
+        stream: new ReadableStream<string>({
+          start(controller) {
+            if (data.length > 0) controller.enqueue(data);
+            controller.close();
+          },
+        }),
+      };
+    }
+    if (item.type === "binary") {
+      return { type: "binary", stream: bytesStream(item.data) };
+    }
+    return item;
+  };
+
+  /** What `read()` returns for what was queued: streamed messages gathered. */
+  toWhole = (
+    item: Message | StreamedMessage | null,
+  ): Message | null | Promise<Message | null> => {
+    if (item === null || !("stream" in item)) return item;
+    return this.#gather(item);
+  };
+
+  async #gather(
+    item: TextStreamMessage | BinaryStreamMessage,
+  ): Promise<Message | null> {
+    const limit = this.#init.maxMessageSize;
+    const parts: (string | Uint8Array)[] = [];
+    let size = 0;
+    try {
+      for await (const part of item.stream as AsyncIterable<Uint8Array>) {
+        size += part.length;
+        if (size > limit) {
+          this.#init.tooBig(size);
+          await item.stream.cancel();
+          return this.#init.next();
+        }
+        parts.push(part);
+      }
+    } catch {
+      // Cut short: the close message follows in the queue.
+      return this.#init.next();
+    }
+    if (item.type === "text") {
+      return { type: "text", data: (parts as string[]).join("") };
+    }
+    const data = new Uint8Array(size);
+    let offset = 0;
+    for (const part of parts as Uint8Array[]) {
+      data.set(part, offset);
+      offset += part.length;
+    }
+    return { type: "binary", data };
+  }
+}
+
+/** A byte stream of one whole payload, handed over uncopied. */
+function bytesStream(data: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    type: "bytes",
+    start(controller) {
+      // A whole message owns its bytes: enqueue() transfers them.
+      if (data.length > 0) controller.enqueue(data);
+      controller.close();
+    },
+  });
+}
