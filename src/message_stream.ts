@@ -8,13 +8,17 @@
  * @module
  */
 
+import { MESSAGE_TOO_BIG } from "./close.ts";
 import { WebSocketError } from "./errors.ts";
+import type { SocketLimits } from "./options.ts";
 import type {
   CloseMessage,
   ControlMessage,
   Message,
+  Protocol,
   StreamSink,
 } from "./protocol.ts";
+import type { ReadQueue } from "./read_queue.ts";
 
 /** A text message whose text comes in pieces, as its frames arrive. */
 export interface TextStreamMessage {
@@ -136,18 +140,13 @@ class InboundStream {
 
 /** How a socket's {@linkcode Inbound} reaches the socket. */
 export interface InboundInit {
-  /** Queues a streamed message for `read()` and `readStream()`. */
-  push(message: TextStreamMessage | BinaryStreamMessage): void;
-  /** Bytes a stream holds for a consumer that is behind, at most. */
-  highWaterMark: number;
-  /** The close code and reason, for the error of a message cut short. */
-  closeInfo(): { code: number; reason: string };
-  /** Fails the connection: a streamed message went to `read()`, too big. */
-  tooBig(size: number): void;
-  /** `maxMessageSize`: the bound of a streamed message gathered by `read()`. */
-  maxMessageSize: number;
-  /** What comes after a gathered message that was cut short: `read()`. */
-  next(): Promise<Message | null>;
+  /** The socket's read queue. */
+  queue: ReadQueue<Message | StreamedMessage>;
+  /** The socket's protocol: its close code, and failing the connection. */
+  protocol: Protocol;
+  limits: SocketLimits;
+  /** The socket's `read()`: what follows a gathered message cut short. */
+  read(): Promise<Message | null>;
 }
 
 /**
@@ -174,13 +173,13 @@ export class Inbound implements StreamSink {
   }
 
   start(type: "text" | "binary"): void {
-    const current = new InboundStream(
-      type === "text",
-      this.#init.highWaterMark,
-    );
+    const limit = this.#init.limits.maxQueuedBytes;
+    const current = new InboundStream(type === "text", limit);
     this.#current = current;
-    this.#init.push(
+    // Counted as over maxQueuedBytes: reading stops until it is taken.
+    this.#init.queue.push(
       { type, stream: current.stream } as TextStreamMessage,
+      limit + 1,
     );
   }
 
@@ -197,7 +196,7 @@ export class Inbound implements StreamSink {
     const current = this.#current;
     if (current === null) return;
     this.#current = null;
-    const { code, reason } = this.#init.closeInfo();
+    const { closeCode: code, closeReason: reason } = this.#init.protocol;
     current.abort(
       new WebSocketError(
         "SOCKET_CLOSED",
@@ -206,6 +205,15 @@ export class Inbound implements StreamSink {
         }`,
         { closeCode: code },
       ),
+    );
+  }
+
+  /** The socket's async iterator, once streams were asked for. */
+  next(): Promise<IteratorResult<Message, undefined>> {
+    return this.#init.read().then((message) =>
+      message === null
+        ? { done: true, value: undefined }
+        : { done: false, value: message }
     );
   }
 
@@ -243,22 +251,25 @@ export class Inbound implements StreamSink {
   async #gather(
     item: TextStreamMessage | BinaryStreamMessage,
   ): Promise<Message | null> {
-    const limit = this.#init.maxMessageSize;
+    const limit = this.#init.limits.maxMessageSize;
     const parts: (string | Uint8Array)[] = [];
     let size = 0;
     try {
       for await (const part of item.stream as AsyncIterable<Uint8Array>) {
         size += part.length;
         if (size > limit) {
-          this.#init.tooBig(size);
+          this.#init.protocol.failConnection(
+            MESSAGE_TOO_BIG,
+            `Message too big: limit is ${limit} bytes, received ${size} bytes or more`,
+          );
           await item.stream.cancel();
-          return this.#init.next();
+          return this.#init.read();
         }
         parts.push(part);
       }
     } catch {
       // Cut short: the close message follows in the queue.
-      return this.#init.next();
+      return this.#init.read();
     }
     if (item.type === "text") {
       return { type: "text", data: (parts as string[]).join("") };

@@ -211,6 +211,30 @@ export class Server {
     return this.#closing;
   }
 
+  /**
+   * `await using server = listen(...)`: {@linkcode close} at the end of
+   * the block, waiting until nothing is left open.
+   *
+   * @example Close on leaving the block
+   * ```ts
+   * import { listen } from "@silly/websocket";
+   * import assert from "node:assert/strict";
+   *
+   * let server;
+   * {
+   *   await using s = listen({ addr: "127.0.0.1:0", handler() {} });
+   *   server = s;
+   * }
+   * await server.finished; // already closed
+   * assert.equal(server.connections, 0);
+   * ```
+   *
+   * @returns resolves when nothing is left open
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   async #shutdown(): Promise<void> {
     this.#signal?.removeEventListener("abort", this.#onAbort);
     try {

@@ -8,14 +8,11 @@
 import {
   ABNORMAL_CLOSURE,
   closeArgumentError,
-  closeArguments,
-  INTERNAL_ERROR,
-  MESSAGE_TOO_BIG,
   NORMAL_CLOSURE,
 } from "./close.ts";
 import type { PerMessageDeflate } from "./deflate_codec.ts";
 import { WebSocketError } from "./errors.ts";
-import { OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING } from "./frame.ts";
+import { OPCODE_CLOSE, OPCODE_PING } from "./frame.ts";
 import {
   type CloseInfo,
   type Message,
@@ -36,16 +33,11 @@ import { WriteQueue } from "./write_queue.ts";
 import { type Keepalive, Keepalives, type Watch } from "./keepalive.ts";
 import type { SocketInit, SocketLimits } from "./options.ts";
 import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
-import { type MessageType, OPCODES, payloadOf, sendable } from "./outgoing.ts";
+import { type MessageType, sendable } from "./outgoing.ts";
 import type { TopicRegistry } from "./topics.ts";
 import { Inbound, type StreamedMessage } from "./message_stream.ts";
-import {
-  DataLane,
-  isStreamSource,
-  streamOpcode,
-  type StreamSource,
-  writeStream,
-} from "./stream_writer.ts";
+import type { StreamSource } from "./stream_writer.ts";
+import { Sender } from "./sender.ts";
 import { readableOf, writableOf } from "./web_streams.ts";
 
 /**
@@ -72,30 +64,10 @@ const DIRECT_READ_MIN = 16 * 1024;
 const TURN_BYTES = 4 * 1024 * 1024;
 /** Per-message bookkeeping counted against `maxQueuedBytes`. */
 const MESSAGE_OVERHEAD = 64;
-/**
- * Read size while a compressed message is streamed: what one read may
- * inflate to before backpressure is checked again stays a few MiB.
- */
+/** Read size while a compressed message streams: bounds what one read inflates. */
 const INFLATE_READ = 4096;
 
 function noop(): void {}
-
-function iteration(
-  message: Message | null,
-): IteratorResult<Message, undefined> {
-  return message === null
-    ? { done: true, value: undefined }
-    : { done: false, value: message };
-}
-
-function closedError(message: string, closeCode?: number): Promise<never> {
-  const promise = Promise.reject(
-    new WebSocketError("SOCKET_CLOSED", message, { closeCode }),
-  );
-  // Network-caused: must not kill the process if the caller did not await.
-  promise.catch(noop);
-  return promise;
-}
 
 /**
  * One WebSocket connection: read whole messages, write frames, close.
@@ -164,15 +136,11 @@ export class Socket implements AsyncIterable<Message> {
   #queue = new ReadQueue<Message | StreamedMessage>();
   // Made by the first readStream(): streamed messages, the protocol's sink.
   #inbound: Inbound | null = null;
-  // Made by the first write of a stream: data writes wait behind it.
-  #lane: DataLane | null = null;
   #readable: ReadableStream<string | Uint8Array> | null = null;
   #writable: WritableStream<string | Uint8Array> | null = null;
   #writes: WriteQueue;
   #limits: SocketLimits;
-  // Strings this short (times 3, the most UTF-8 bytes per UTF-16 unit) are
-  // sure to fit one frame and the write buffer.
-  #smallTextLimit: number;
+  #sender: Sender;
   #topics: TopicRegistry | undefined;
   #subscriptions: Subscriptions | null = null;
   #deflate: PerMessageDeflate | null;
@@ -207,13 +175,6 @@ export class Socket implements AsyncIterable<Message> {
     this.response = init.response;
     this.#limits = init.limits;
     this.#deflate = init.deflate ?? null;
-    // With compression, only strings sure to stay under its threshold take
-    // the uncompressed fast path.
-    this.#smallTextLimit = Math.min(
-      init.limits.fragmentSize,
-      16 * 1024,
-      this.#deflate === null ? Infinity : this.#deflate.threshold - 1,
-    );
     this.#topics = init.topics;
     this.data = init.data;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
@@ -252,6 +213,17 @@ export class Socket implements AsyncIterable<Message> {
       },
       init.limits.writeHighWaterMark,
     );
+    this.#sender = new Sender({
+      protocol: this.#protocol,
+      writes: this.#writes,
+      limits: init.limits,
+      deflate: this.#deflate,
+      closed: this.closed,
+      drop: (reason) => {
+        this.#dropReason = reason;
+        this.#closeConn();
+      },
+    });
     if (init.limits.pingInterval > 0) {
       this.#keepalive = Socket.#keepalives.for(init.limits);
       this.#watch = this.#keepalive.add(this);
@@ -339,8 +311,7 @@ export class Socket implements AsyncIterable<Message> {
   [Symbol.asyncIterator](): AsyncIterator<Message> {
     const queue = this.#queue as ReadQueue<Message>;
     return {
-      next: () =>
-        this.#inbound === null ? queue.next() : this.read().then(iteration),
+      next: () => this.#inbound === null ? queue.next() : this.#inbound.next(),
     };
   }
 
@@ -354,9 +325,8 @@ export class Socket implements AsyncIterable<Message> {
    * message. Ping, pong and close messages come as from {@linkcode read};
    * `null` after the close message. A message streams when its first
    * frame arrives after a call to `readStream()` (and before one to
-   * `read()`); one that was read whole comes as a stream of one piece.
-   * A message cut short by the end of the connection errors its stream
-   * with a `WebSocketError` (`SOCKET_CLOSED`).
+   * `read()`), else it comes as a stream of one piece. One cut short by
+   * the connection's end errors its stream (`SOCKET_CLOSED`).
    *
    * @example Save an upload of any size, piece by piece
    * ```ts ignore
@@ -370,7 +340,12 @@ export class Socket implements AsyncIterable<Message> {
    * @returns the next message, or `null` once the close message was read
    */
   readStream(): Promise<StreamedMessage | null> {
-    const inbound = this.#inbound ??= this.#makeInbound();
+    const inbound = this.#inbound ??= new Inbound({
+      queue: this.#queue,
+      protocol: this.#protocol,
+      limits: this.#limits,
+      read: () => this.read(),
+    });
     this.#protocol.streamTo(inbound);
     return this.#queue.read().then(inbound.toStreamed);
   }
@@ -409,34 +384,12 @@ export class Socket implements AsyncIterable<Message> {
    *
    * @example
    * ```ts ignore
-   * {
-   *   await using sock = await connect("ws://127.0.0.1:8080");
-   *   await sock.send("hello");
-   * } // closed here
+   * await using sock = await connect("ws://127.0.0.1:8080");
+   * await sock.send("hello"); // closed at the end of the block
    * ```
    */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
-  }
-
-  #makeInbound(): Inbound {
-    const limits = this.#limits;
-    return new Inbound({
-      // Counted as over maxQueuedBytes: reading stops until it is taken.
-      push: (message) => this.#queue.push(message, limits.maxQueuedBytes + 1),
-      highWaterMark: limits.maxQueuedBytes,
-      maxMessageSize: limits.maxMessageSize,
-      closeInfo: () => ({
-        code: this.#protocol.closeCode,
-        reason: this.#protocol.closeReason,
-      }),
-      tooBig: (size) =>
-        this.#protocol.failConnection(
-          MESSAGE_TOO_BIG,
-          `Message too big: limit is ${limits.maxMessageSize} bytes, received ${size} bytes or more`,
-        ),
-      next: () => this.read(),
-    });
   }
 
   /**
@@ -454,6 +407,12 @@ export class Socket implements AsyncIterable<Message> {
    * later writes reject. Use {@linkcode flush} to wait until the bytes were
    * handed to the OS.
    *
+   * A `ReadableStream` or `AsyncIterable` of `Uint8Array`s (or strings)
+   * goes as one message in pieces, each as it comes, with this
+   * backpressure per piece; other data writes wait for it, pings and
+   * pongs do not. If the source throws, the socket closes with 1011 and
+   * the write rejects with the error.
+   *
    * A `Uint8Array` passed here is yours again once the write resolves:
    * small payloads are copied at once, big ones (256 KiB and up, unmasked)
    * are written from your buffer and their write resolves once they were.
@@ -467,7 +426,7 @@ export class Socket implements AsyncIterable<Message> {
    * }
    * ```
    *
-   * @param data the payload; strings are sent as UTF-8, `null` as empty
+   * @param data the payload (strings as UTF-8, `null` as empty), or a stream
    * @param type the frame type; `"close"` is the same as {@linkcode close}
    * @returns resolves when the writer may go on (see above)
    * @throws {RangeError} (as a rejection) a ping, pong or close payload over 125 bytes
@@ -478,53 +437,7 @@ export class Socket implements AsyncIterable<Message> {
     data?: string | Uint8Array | null | StreamSource,
     type: MessageType = "binary",
   ): Promise<void> {
-    const lane = this.#lane;
-    if (lane !== null && lane.busy && (type === "text" || type === "binary")) {
-      // A message is going out in pieces: this one waits its turn.
-      return lane.behind(() => this.#write(data, type));
-    }
-    return this.#write(data, type);
-  }
-
-  #write(
-    data: string | Uint8Array | null | undefined | StreamSource,
-    type: MessageType,
-  ): Promise<void> {
-    if (type === "close") {
-      return this.#writeClose(data as string | Uint8Array | null);
-    }
-    const opcode = OPCODES[type];
-    if (
-      typeof data === "string" && opcode <= OPCODE_BINARY &&
-      data.length * 3 <= this.#smallTextLimit
-    ) {
-      // Short strings are encoded straight into the write buffer.
-      return this.#refusal(data.length) ??
-        this.#queued(this.#writes.pushString(opcode, data));
-    }
-    const payload = payloadOf(data, type, opcode);
-    if (!(payload instanceof Uint8Array)) {
-      return isStreamSource(data)
-        ? this.#writeStream(data, type)
-        : Promise.reject(payload);
-    }
-    const refusal = this.#refusal(payload.length);
-    if (refusal !== null) return refusal;
-    if (
-      this.#deflate !== null && opcode <= OPCODE_BINARY &&
-      payload.length >= this.#deflate.threshold
-    ) return this.#writeCompressed(opcode, payload);
-    if (opcode >= OPCODE_PING) {
-      return this.#queued(this.#writes.push(true, false, opcode, payload));
-    }
-    return this.#queued(
-      this.#writes.pushMessage(
-        opcode,
-        payload,
-        false,
-        this.#limits.fragmentSize,
-      ),
-    );
+    return this.#sender.write(data, type);
   }
 
   /**
@@ -567,13 +480,6 @@ export class Socket implements AsyncIterable<Message> {
     return this.#writes.flush();
   }
 
-  /** What a write returns once its frames were pushed (or not). */
-  #queued(ok: boolean): Promise<void> {
-    return ok
-      ? this.#writes.ready()
-      : closedError("Cannot write: the connection is closed");
-  }
-
   /**
    * Starts the close handshake: sends a close frame, waits (at most
    * `closeTimeout`) for the peer's, then closes TCP. Idempotent.
@@ -588,103 +494,6 @@ export class Socket implements AsyncIterable<Message> {
     if (error !== null) return Promise.reject(error);
     this.#protocol.close(code, reason);
     return this.closed.then(noop);
-  }
-
-  /**
-   * Compresses a data message (RFC 7692 7.2.1) and queues it, as several
-   * frames past `fragmentSize`, with RSV1 on the first only (RFC 7692 6).
-   */
-  #writeCompressed(opcode: number, payload: Uint8Array): Promise<void> {
-    let compressed: Uint8Array | null;
-    try {
-      compressed = this.#deflate!.compress(payload);
-    } catch {
-      // zlib failed on our own data: the compressor's state is unknown.
-      this.#protocol.failConnection(INTERNAL_ERROR, "Compression failed");
-      return this.#writeAfterClose();
-    }
-    return this.#queued(
-      this.#writes.pushMessage(
-        opcode,
-        compressed ?? payload,
-        compressed !== null,
-        this.#limits.fragmentSize,
-      ),
-    );
-  }
-
-  /** Sends a stream as one message, after the data writes queued before. */
-  #writeStream(source: StreamSource, type: MessageType): Promise<void> {
-    const opcode = streamOpcode(type);
-    if (opcode === undefined) {
-      return Promise.reject(
-        new TypeError(
-          `Cannot write a stream: type must be text or binary, received ${type}`,
-        ),
-      );
-    }
-    const send = () =>
-      writeStream(
-        {
-          writes: this.#writes,
-          fragmentSize: this.#limits.fragmentSize,
-          deflate: this.#deflate,
-          refusal: (size) => this.#refusal(size),
-          failed: (what) =>
-            what === "source"
-              ? this.#protocol.close(INTERNAL_ERROR, "Stream source failed")
-              : this.#protocol.failConnection(
-                INTERNAL_ERROR,
-                "Compression failed",
-              ),
-        },
-        source,
-        opcode,
-      );
-    return (this.#lane ??= new DataLane()).behind(send);
-  }
-
-  #writeClose(data: string | Uint8Array | null | undefined): Promise<void> {
-    const close = closeArguments(data);
-    if (close instanceof RangeError) return Promise.reject(close);
-    this.#protocol.close(close.code, close.reason);
-    return this.closed.then(noop);
-  }
-
-  /**
-   * Why a data write of `size` bytes cannot be queued (the close handshake
-   * began, or the buffer would go past `maxBufferedAmount`), or `null`.
-   */
-  #refusal(size: number): Promise<never> | null {
-    if (!this.#protocol.open || this.#transportClosed) {
-      return this.#writeAfterClose();
-    }
-    const buffered = this.#writes.bufferedAmount;
-    if (buffered > 0 && buffered + size > this.#limits.maxBufferedAmount) {
-      return this.#overflow(buffered + size);
-    }
-    return null;
-  }
-
-  /** The peer stopped reading: drop it rather than buffer without bound. */
-  #overflow(size: number): Promise<never> {
-    this.#dropReason =
-      `Send buffer over maxBufferedAmount (${this.#limits.maxBufferedAmount} bytes): the peer is not reading`;
-    this.#closeConn();
-    return closedError(
-      `Cannot write: ${size} bytes would be buffered, over maxBufferedAmount (${this.#limits.maxBufferedAmount} bytes)`,
-      1006,
-    );
-  }
-
-  #writeAfterClose(): Promise<never> {
-    const p = this.#protocol;
-    return closedError(
-      p.closeReceived
-        ? "Cannot write: the connection is closed"
-        : "Cannot write: the close handshake has begun",
-      p.closeReceived ? p.closeCode : undefined,
-    );
   }
 
   async #readLoop(
@@ -712,9 +521,8 @@ export class Socket implements AsyncIterable<Message> {
       // Processed before the first read, which may overwrite it: the
       // protocol copies what it keeps.
       if (head.length > 0) {
-        // After the handler (or the caller of connect) had its turn to ask
-        // for readStream(): a first message that came with the handshake
-        // streams too.
+        // After the handler (or connect's caller) could call readStream():
+        // a first message that came with the handshake streams too.
         await new Promise((resolve) => setImmediate(resolve));
         protocol.receive(head);
       }
@@ -850,6 +658,7 @@ export class Socket implements AsyncIterable<Message> {
   #closeConn(): void {
     if (this.#transport === Transport.CLOSED) return;
     this.#transport = Transport.CLOSED;
+    this.#sender.transportClosed = true;
     try {
       this.conn.close();
     } catch {
