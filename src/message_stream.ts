@@ -52,20 +52,37 @@ export type StreamedMessage =
   | ControlMessage
   | CloseMessage;
 
-/** One streamed message being received. */
+/**
+ * One streamed message being received. Bytes go straight into a waiting
+ * BYOB read's buffer; otherwise they stay where they were read, held as
+ * views of the socket's read buffer (the socket reads nothing more until
+ * they were taken), and go to the next read, copied once: no allocation
+ * per piece for a BYOB reader, one (the chunk it gets) for a default one.
+ */
 class InboundStream {
   readonly stream: ReadableStream<Uint8Array> | ReadableStream<string>;
   #bytes: ReadableByteStreamController | null = null;
   #text: ReadableStreamDefaultController<string> | null = null;
   #cancelled = false;
   #done = false;
+  // The consumer asked for more (pull) and got nothing since.
+  #wanted = false;
+  // Views of the read buffer not taken yet, and whether the message ended
+  // behind them.
+  #held: Uint8Array[] = [];
+  #closeAfterHeld = false;
   #wake: (() => void) | null = null;
 
   constructor(text: boolean, highWaterMark: number) {
-    const pull = () => this.#resume();
+    const pull = () => {
+      this.#wanted = true;
+      if (this.#held.length > 0) this.#giveHeld();
+      this.#resume();
+    };
     const cancel = () => {
       // The rest of the message is read and dropped.
       this.#cancelled = true;
+      this.#held = [];
       this.#resume();
     };
     this.stream = text
@@ -79,14 +96,22 @@ class InboundStream {
         start: (controller) => void (this.#bytes = controller),
         pull,
         cancel,
-      }, { highWaterMark });
+        // Nothing is read ahead but the views held: pull means a read.
+      }, { highWaterMark: 0 });
   }
 
   /** The consumer is behind: the socket should stop reading. */
   get blocked(): boolean {
-    if (this.#cancelled || this.#done) return false;
+    if (this.#cancelled) return false;
+    if (this.#held.length > 0) return true;
+    if (this.#done) return false;
     const size = (this.#bytes ?? this.#text)!.desiredSize;
-    return size !== null && size <= 0;
+    return !this.#wanted && size !== null && size <= 0;
+  }
+
+  /** Views of the read buffer are held: it must not be read into. */
+  get holding(): boolean {
+    return this.#held.length > 0;
   }
 
   /** Resolves when the consumer pulls (or cancels). */
@@ -95,40 +120,83 @@ class InboundStream {
     return new Promise((resolve) => this.#wake = resolve);
   }
 
-  data(piece: Uint8Array | string): void {
+  /**
+   * A piece: a string, or bytes that are a view of the read buffer
+   * (`scratch` false: may be held until the socket reads again) or of
+   * scratch memory (copied at once).
+   */
+  data(piece: Uint8Array | string, scratch: boolean): void {
     if (this.#cancelled) return;
-    if (typeof piece === "string") return this.#text!.enqueue(piece);
+    if (typeof piece === "string") {
+      this.#wanted = false;
+      return this.#text!.enqueue(piece);
+    }
+    if (this.#held.length > 0) {
+      this.#held.push(piece);
+      return;
+    }
     const controller = this.#bytes!;
     let offset = 0;
     // A BYOB read waiting: into the reader's own buffer, no allocation.
     let request = controller.byobRequest;
     while (request !== null && offset < piece.length) {
-      const view = request.view!;
-      const n = Math.min(view.byteLength, piece.length - offset);
-      new Uint8Array(view.buffer, view.byteOffset, n).set(
-        piece.subarray(offset, offset + n),
-      );
-      request.respond(n);
-      offset += n;
+      offset += fill(request, piece.subarray(offset));
       request = controller.byobRequest;
     }
-    // The piece is a view of the read buffer: what is kept is copied.
-    if (offset < piece.length) controller.enqueue(piece.slice(offset));
+    const wanted = this.#wanted && offset === 0;
+    this.#wanted = false;
+    if (offset === piece.length) return;
+    // A default read waiting gets a copy now; otherwise the view waits.
+    if (scratch || wanted) controller.enqueue(piece.slice(offset));
+    else this.#held.push(offset === 0 ? piece : piece.subarray(offset));
+  }
+
+  /** Copies what is held: the read buffer is about to be read into. */
+  release(): void {
+    const controller = this.#bytes!;
+    for (const view of this.#held) controller.enqueue(view.slice());
+    this.#held = [];
+    if (this.#closeAfterHeld) this.#close();
   }
 
   end(): void {
     this.#done = true;
     if (this.#cancelled) return;
-    const controller = this.#bytes ?? this.#text!;
-    controller.close();
-    // A BYOB read still waiting ends with `done`.
-    this.#bytes?.byobRequest?.respond(0);
+    if (this.#held.length > 0) this.#closeAfterHeld = true;
+    else this.#close();
   }
 
   abort(error: Error): void {
     this.#done = true;
+    this.#held = [];
     if (!this.#cancelled) (this.#bytes ?? this.#text!).error(error);
     this.#resume();
+  }
+
+  /** A read came while views are held: hand it the first. */
+  #giveHeld(): void {
+    const controller = this.#bytes!;
+    const held = this.#held;
+    const request = controller.byobRequest;
+    const first = held[0];
+    if (request !== null) {
+      const n = fill(request, first);
+      if (n < first.length) held[0] = first.subarray(n);
+      else held.shift();
+    } else {
+      controller.enqueue(first.slice());
+      held.shift();
+    }
+    this.#wanted = false;
+    if (held.length === 0 && this.#closeAfterHeld) this.#close();
+  }
+
+  #close(): void {
+    this.#closeAfterHeld = false;
+    this.#bytes?.close();
+    this.#text?.close();
+    // A BYOB read still waiting ends with `done`.
+    this.#bytes?.byobRequest?.respond(0);
   }
 
   #resume(): void {
@@ -136,6 +204,17 @@ class InboundStream {
     this.#wake = null;
     wake?.();
   }
+}
+
+/** Copies what fits of `bytes` into a BYOB read's buffer; returns how much. */
+function fill(request: ReadableStreamBYOBRequest, bytes: Uint8Array): number {
+  const view = request.view!;
+  const n = Math.min(view.byteLength, bytes.length);
+  new Uint8Array(view.buffer, view.byteOffset, n).set(
+    n === bytes.length ? bytes : bytes.subarray(0, n),
+  );
+  request.respond(n);
+  return n;
 }
 
 /** How a socket's {@linkcode Inbound} reaches the socket. */
@@ -157,6 +236,8 @@ export interface InboundInit {
 export class Inbound implements StreamSink {
   #init: InboundInit;
   #current: InboundStream | null = null;
+  // Streams holding views of the read buffer (see InboundStream).
+  #holders: InboundStream[] = [];
 
   constructor(init: InboundInit) {
     this.#init = init;
@@ -172,6 +253,30 @@ export class Inbound implements StreamSink {
     return this.#current === null ? Promise.resolve() : this.#current.pulled();
   }
 
+  /**
+   * Some stream holds views of the read buffer: the socket must wait until
+   * they were taken ({@linkcode taken}), or {@linkcode release} them,
+   * before it reads into that buffer again.
+   */
+  get holding(): boolean {
+    const holders = this.#holders;
+    while (holders.length > 0 && !holders[0].holding) holders.shift();
+    return holders.length > 0;
+  }
+
+  /** Resolves when the first holder's consumer pulled (or cancelled). */
+  taken(): Promise<void> {
+    return this.#holders.length === 0
+      ? Promise.resolve()
+      : this.#holders[0].pulled();
+  }
+
+  /** Copies whatever views are still held. */
+  release(): void {
+    for (const holder of this.#holders) holder.release();
+    this.#holders = [];
+  }
+
   start(type: "text" | "binary"): void {
     const limit = this.#init.limits.maxQueuedBytes;
     const current = new InboundStream(type === "text", limit);
@@ -183,8 +288,11 @@ export class Inbound implements StreamSink {
     );
   }
 
-  data(piece: Uint8Array | string): void {
-    this.#current!.data(piece);
+  data(piece: Uint8Array | string, scratch: boolean): void {
+    const current = this.#current!;
+    const held = current.holding;
+    current.data(piece, scratch);
+    if (!held && current.holding) this.#holders.push(current);
   }
 
   end(): void {

@@ -102,10 +102,11 @@ export interface StreamSink {
   /** A data message starts. */
   start(type: "text" | "binary"): void;
   /**
-   * A piece of it: decoded text, or bytes that are valid during the call
-   * only (a view of the read buffer).
+   * A piece of it: decoded text, or bytes: a view of the chunk given to
+   * `receive()` (`scratch` false), or of memory reused at once (`scratch`
+   * true, inflated bytes).
    */
-  data(piece: Uint8Array | string): void;
+  data(piece: Uint8Array | string, scratch: boolean): void;
   /** The message is complete. */
   end(): void;
   /** The connection failed or closed before the message was complete. */
@@ -466,7 +467,7 @@ export class Protocol {
     const last = decoder.fin && !decoder.partial;
     if (this.#compressed) {
       this.#onStreamInflated ??= (chunk) => {
-        this.#streamPiece(chunk);
+        this.#streamPiece(chunk, true);
         return this.#state !== State.CLOSED;
       };
       this.#deflate!.inflate(
@@ -475,7 +476,7 @@ export class Protocol {
         this.#onStreamInflated,
         this.#maxStreamed,
       );
-    } else this.#streamPiece(decoder.payload);
+    } else this.#streamPiece(decoder.payload, false);
     if (!last || this.#state === State.CLOSED) return;
     const text = this.#streamText;
     if (text !== null) {
@@ -489,7 +490,7 @@ export class Protocol {
           "Invalid text message: not valid UTF-8",
         );
       }
-      if (rest.length > 0) sink.data(rest);
+      if (rest.length > 0) sink.data(rest, false);
     }
     this.#streaming = false;
     this.#streamText = null;
@@ -498,10 +499,10 @@ export class Protocol {
     sink.end();
   }
 
-  #streamPiece(bytes: Uint8Array): void {
+  #streamPiece(bytes: Uint8Array, scratch: boolean): void {
     if (bytes.length === 0 || this.#state === State.CLOSED) return;
     const text = this.#streamText;
-    if (text === null) return this.#streamSink!.data(bytes);
+    if (text === null) return this.#streamSink!.data(bytes, scratch);
     let piece: string;
     try {
       // RFC 6455 8.1: fail as soon as the bytes prove the text invalid; a
@@ -513,7 +514,7 @@ export class Protocol {
         "Invalid text message: not valid UTF-8",
       );
     }
-    if (piece.length > 0) this.#streamSink!.data(piece);
+    if (piece.length > 0) this.#streamSink!.data(piece, false);
   }
 
   #abortStream(): void {

@@ -525,6 +525,7 @@ export class Socket implements AsyncIterable<Message> {
         // a first message that came with the handshake streams too.
         await new Promise((resolve) => setImmediate(resolve));
         protocol.receive(head);
+        if (this.#inbound?.holding) await this.#untilTaken(this.#inbound);
       }
       buffer = nextReadBuffer(buffer, small, 0);
       while (protocol.state !== State.CLOSED && !this.#transportClosed) {
@@ -532,20 +533,13 @@ export class Socket implements AsyncIterable<Message> {
           // Backpressure: stop reading until the application catches up,
           // or until a close frame is sent: then the peer's reply must be
           // read (what comes before it is bounded by closeTimeout).
-          this.#paused = true;
-          await Promise.race([
-            queue.drained(limit >>> 1),
-            this.#closingPromise(),
-          ]);
-          this.#paused = false;
+          await this.#pause(queue.drained(limit >>> 1));
           continue;
         }
         const inbound = this.#inbound;
         if (inbound !== null && inbound.blocked && protocol.open) {
           // The consumer of a streamed message is behind.
-          this.#paused = true;
-          await Promise.race([inbound.pulled(), this.#closingPromise()]);
-          this.#paused = false;
+          await this.#pause(inbound.pulled());
           continue;
         }
         if (writes.bufferedAmount > sendLimit) {
@@ -577,6 +571,7 @@ export class Socket implements AsyncIterable<Message> {
           }
         } else {
           protocol.receive(buffer.subarray(0, n));
+          if (this.#inbound?.holding) await this.#untilTaken(this.#inbound);
           const full = n === buffer.length;
           if (needsOtherBuffer(buffer, n, filled)) {
             buffer = nextReadBuffer(buffer, small, n);
@@ -619,6 +614,21 @@ export class Socket implements AsyncIterable<Message> {
     this.#finish();
     // Nothing reads into it any more, and nothing delivered is a view of it.
     releaseReadBuffer(buffer);
+  }
+
+  /** Waits for `ready` or the start of the close: read backpressure. */
+  async #pause(ready: Promise<void>): Promise<void> {
+    this.#paused = true;
+    await Promise.race([ready, this.#closingPromise()]);
+    this.#paused = false;
+  }
+
+  /** Streams hold views of the read buffer: taken, or copied, first. */
+  async #untilTaken(inbound: Inbound): Promise<void> {
+    while (inbound.holding && this.#protocol.open) {
+      await this.#pause(inbound.taken());
+    }
+    inbound.release();
   }
 
   #finish(): void {

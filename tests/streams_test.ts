@@ -592,3 +592,79 @@ Deno.test("await using closes a Socket and a Server and waits for the close", as
   assert.equal(server.connections, 0);
   assert.equal(await settlesWithin(server.finished, 0), true);
 });
+
+// -- Memory --
+
+/**
+ * Starts tests/fixtures/stream_rss.ts, sends it `messages` from this
+ * process with `fragmentSize`, and returns what it reported.
+ */
+async function streamToFixture(
+  messages: number[],
+  fragmentSize: number,
+): Promise<{ sizes: number[]; before: number; peak: number }> {
+  const fixture = new URL("./fixtures/stream_rss.ts", import.meta.url);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      // Deno reads /proc only with every permission.
+      "--allow-all",
+      fixture.pathname,
+      String(messages.length),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).values();
+  let out = "";
+  const line = async () => {
+    while (!out.includes("\n")) {
+      const { done, value } = await lines.next();
+      if (done) break;
+      out += value;
+    }
+    const end = out.indexOf("\n");
+    const first = out.slice(0, end);
+    out = out.slice(end + 1);
+    return first;
+  };
+  const port = Number((await within(line(), "READY")).split(" ")[1]);
+  const sock = await connect(`ws://127.0.0.1:${port}`, {
+    fragmentSize,
+    maxMessageSize: 1024 * MiB,
+  });
+  // One buffer, sent again and again: this process's memory stays small.
+  const piece = new Uint8Array(MiB).fill(0x5a);
+  for (const size of messages) {
+    const pieces = async function* () {
+      for (let sent = 0; sent < size; sent += piece.length) yield piece;
+    };
+    await sock.write(pieces());
+  }
+  const report = JSON.parse(await within(line(), "the report", 60_000));
+  await sock.close();
+  await lines.return?.();
+  await child.status;
+  return report;
+}
+
+Deno.test("a 64 MiB message (4 × maxMessageSize) read with readStream() grows the server's RSS by 48 MiB at most", async () => {
+  const { sizes, before, peak } = await streamToFixture([64 * MiB], 64 * KiB);
+  assert.deepEqual(sizes, [64 * MiB]);
+  const growth = peak - before;
+  assert.ok(growth <= 48 * MiB, `RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
+});
+
+Deno.test({
+  name: "a 1 GiB message passes through readStream() (slow: STREAM_SOAK=1)",
+  ignore: Deno.env.get("STREAM_SOAK") !== "1",
+  async fn() {
+    const { sizes, before, peak } = await streamToFixture([1024 * MiB], MiB);
+    assert.deepEqual(sizes, [1024 * MiB]);
+    const growth = peak - before;
+    assert.ok(
+      growth <= 48 * MiB,
+      `RSS grew by ${(growth / MiB).toFixed(1)} MiB`,
+    );
+  },
+});
