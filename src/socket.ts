@@ -64,8 +64,7 @@ const DIRECT_READ_MIN = 16 * 1024;
 const TURN_BYTES = 4 * 1024 * 1024;
 /** Per-message bookkeeping counted against `maxQueuedBytes`. */
 const MESSAGE_OVERHEAD = 64;
-/** Read size while a compressed message streams: bounds what one read inflates. */
-const INFLATE_READ = 4096;
+const INFLATE_READ = 4096; // While a compressed message streams: bounds inflation.
 
 function noop(): void {}
 
@@ -136,8 +135,6 @@ export class Socket implements AsyncIterable<Message> {
   #queue = new ReadQueue<Message | StreamedMessage>();
   // Made by the first readStream(): streamed messages, the protocol's sink.
   #inbound: Inbound | null = null;
-  #readable: ReadableStream<string | Uint8Array> | null = null;
-  #writable: WritableStream<string | Uint8Array> | null = null;
   #writes: WriteQueue;
   #limits: SocketLimits;
   #sender: Sender;
@@ -351,9 +348,8 @@ export class Socket implements AsyncIterable<Message> {
   }
 
   /**
-   * The data messages, as the web's `WebSocketStream` reads them: text as
-   * strings, binary as `Uint8Array`s; it ends after the close message, and
-   * cancelling it closes the socket.
+   * Data messages in, as in the web's `WebSocketStream`: text as strings,
+   * binary as bytes. It ends after the close; cancelling it closes.
    *
    * @example Print what comes
    * ```ts ignore
@@ -361,13 +357,12 @@ export class Socket implements AsyncIterable<Message> {
    * ```
    */
   get readable(): ReadableStream<string | Uint8Array> {
-    return this.#readable ??= readableOf(this);
+    return readableOf(this);
   }
 
   /**
-   * Where to write data messages, as the web's `WebSocketStream` does: a
-   * string is sent as text, bytes as binary, with the write backpressure;
-   * closing it closes the socket (1000), aborting it closes with 1011.
+   * Data messages out, as in the web's `WebSocketStream`: strings as text,
+   * bytes as binary. Closing it closes the socket; aborting it, with 1011.
    *
    * @example Pipe a stream of strings into the socket
    * ```ts ignore
@@ -375,7 +370,7 @@ export class Socket implements AsyncIterable<Message> {
    * ```
    */
   get writable(): WritableStream<string | Uint8Array> {
-    return this.#writable ??= writableOf(this);
+    return writableOf(this);
   }
 
   /**
@@ -407,11 +402,9 @@ export class Socket implements AsyncIterable<Message> {
    * later writes reject. Use {@linkcode flush} to wait until the bytes were
    * handed to the OS.
    *
-   * A `ReadableStream` or `AsyncIterable` of `Uint8Array`s (or strings)
-   * goes as one message in pieces, each as it comes, with this
-   * backpressure per piece; other data writes wait for it, pings and
-   * pongs do not. If the source throws, the socket closes with 1011 and
-   * the write rejects with the error.
+   * A `ReadableStream` or `AsyncIterable` of bytes (or strings) goes as one
+   * message, a piece at a time with this backpressure; other data writes
+   * wait for it. A source that throws closes the socket with 1011.
    *
    * A `Uint8Array` passed here is yours again once the write resolves:
    * small payloads are copied at once, big ones (256 KiB and up, unmasked)
@@ -518,11 +511,9 @@ export class Socket implements AsyncIterable<Message> {
     // The last buffered read filled its buffer.
     let filled = false;
     try {
-      // Processed before the first read, which may overwrite it: the
-      // protocol copies what it keeps.
       if (head.length > 0) {
-        // After the handler (or connect's caller) could call readStream():
-        // a first message that came with the handshake streams too.
+        // Once the handler (or connect's caller) could call readStream(),
+        // and before the first read, which may overwrite the head.
         await new Promise((resolve) => setImmediate(resolve));
         protocol.receive(head);
         if (this.#inbound?.holding) await this.#untilTaken(this.#inbound);

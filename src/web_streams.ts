@@ -16,12 +16,49 @@ export interface StreamSocket {
   close(code?: number, reason?: string): Promise<void>;
 }
 
+// Each socket's streams, made when first asked for.
+const readables = new WeakMap<
+  StreamSocket,
+  ReadableStream<string | Uint8Array>
+>();
+const writables = new WeakMap<
+  StreamSocket,
+  WritableStream<string | Uint8Array>
+>();
+
 /**
  * The data messages of `sock`, pulled one at a time with `read()` (so the
  * socket's read backpressure holds); ends after the close message.
- * Cancelling it closes the socket.
+ * Cancelling it closes the socket. The same stream every time.
  */
 export function readableOf(
+  sock: StreamSocket,
+): ReadableStream<string | Uint8Array> {
+  let readable = readables.get(sock);
+  if (readable === undefined) {
+    readable = makeReadable(sock);
+    readables.set(sock, readable);
+  }
+  return readable;
+}
+
+/**
+ * Where data messages go: a string as text, bytes as binary, each write
+ * resolving as `send` does (the backpressure). Closing it closes the
+ * socket with 1000; aborting it, with 1011. The same stream every time.
+ */
+export function writableOf(
+  sock: StreamSocket,
+): WritableStream<string | Uint8Array> {
+  let writable = writables.get(sock);
+  if (writable === undefined) {
+    writable = makeWritable(sock);
+    writables.set(sock, writable);
+  }
+  return writable;
+}
+
+function makeReadable(
   sock: StreamSocket,
 ): ReadableStream<string | Uint8Array> {
   return new ReadableStream<string | Uint8Array>({
@@ -44,12 +81,7 @@ export function readableOf(
   }, { highWaterMark: 0 });
 }
 
-/**
- * Where data messages go: a string as text, bytes as binary, each write
- * resolving as `send` does (the backpressure). Closing it closes the
- * socket with 1000; aborting it, with 1011.
- */
-export function writableOf(
+function makeWritable(
   sock: StreamSocket,
 ): WritableStream<string | Uint8Array> {
   return new WritableStream<string | Uint8Array>({
