@@ -57,8 +57,7 @@ export async function writeStream(
   source: StreamSource,
   opcode: number,
 ): Promise<void> {
-  const iterator = (source as AsyncIterable<Uint8Array | string>)
-    [Symbol.asyncIterator]();
+  const iterator = piecesOf(source);
   const { writes, deflate, fragmentSize } = target;
   let sent = false;
   // A high surrogate ending a string piece waits for its low half.
@@ -147,6 +146,43 @@ export function streamOpcode(type: string): number | undefined {
     : type === "binary"
     ? OPCODE_BINARY
     : undefined;
+}
+
+/** Bytes a byte stream is read into at a time, one buffer reused. */
+const BYOB_SIZE = 256 * 1024;
+
+/**
+ * The pieces of `source`. A byte stream (such as a `readStream()` message)
+ * is read with a BYOB reader into one buffer, reused: each piece is queued
+ * (copied, or written and awaited) before the next read.
+ */
+function piecesOf(source: StreamSource): AsyncIterator<unknown> {
+  if (source instanceof ReadableStream) {
+    let reader: ReadableStreamBYOBReader;
+    try {
+      reader = source.getReader({ mode: "byob" });
+    } catch {
+      // Not a byte stream.
+      return source[Symbol.asyncIterator]();
+    }
+    let buffer = new ArrayBuffer(BYOB_SIZE);
+    return {
+      async next() {
+        const { done, value } = await reader.read(new Uint8Array(buffer));
+        if (done) {
+          reader.releaseLock();
+          return { done: true, value: undefined };
+        }
+        buffer = value.buffer as ArrayBuffer;
+        return { done: false, value };
+      },
+      async return() {
+        await reader.cancel();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+  return source[Symbol.asyncIterator]();
 }
 
 /** Ends a source early (cancels a stream); its own failure is not ours. */
