@@ -12,6 +12,7 @@ import {
   serve,
   settlesWithin,
   sleep,
+  upgradeRequest,
   urlOf,
   utf8,
   within,
@@ -278,6 +279,31 @@ Deno.test("readStream() errors the stream of a message cut short by the connecti
   assert.equal((close as { code: number }).code, 1006);
 });
 
+Deno.test("readStream() streams a first message that came in the same packet as the handshake", async () => {
+  const { server, result } = serveOne(async (sock) => {
+    return (await bytesOf(sock)).length;
+  }, { maxMessageSize: 1024 });
+  await using _server = server;
+  await using client = await RawClient.connect(server.addr.port);
+  // Over maxMessageSize, in fragments, sent with the upgrade request.
+  await client.send(concat(
+    utf8(upgradeRequest(server.addr.port)),
+    clientFrame(0x2, new Uint8Array(1000), { fin: false }),
+    clientFrame(0x0, new Uint8Array(1000), { fin: true }),
+  ));
+  assert.equal(await within(result, "the message"), 2000);
+  await client.send(clientFrame(0x8, closePayload(1000)));
+  await client.readClose();
+});
+
+Deno.test("maxStreamedMessageSize must be a positive number", () => {
+  assert.throws(
+    () => serve(() => {}, { maxStreamedMessageSize: 0 }),
+    (e: unknown) =>
+      e instanceof TypeError && /maxStreamedMessageSize/.test(e.message),
+  );
+});
+
 // -- readStream(): text --
 
 Deno.test("readStream() decodes a character split between frames once, whole", async () => {
@@ -434,6 +460,39 @@ Deno.test("write(stream) lets pings through between its frames, and queues other
     [0, false, "two"],
     [0, true, ""],
     [1, true, "after"],
+  ]);
+  await within(result, "the server");
+});
+
+Deno.test("server.publish() during a write(stream) lands after the streamed message, not between its frames", async () => {
+  const gate = Promise.withResolvers<void>();
+  let publish = () => {};
+  const { server, result } = serveOne(async (sock) => {
+    sock.subscribe("news");
+    async function* pieces() {
+      yield utf8("one");
+      await gate.promise;
+      yield utf8("two");
+    }
+    const streaming = sock.write(pieces());
+    await sleep(10);
+    publish();
+    gate.resolve();
+    await streaming;
+  });
+  publish = () => server.publish("news", "published", "text");
+  await using _server = server;
+  await using client = await RawClient.upgrade(server.addr.port);
+  const frames = [];
+  for (let i = 0; i < 4; i++) {
+    const f = await within(client.readFrame(), "a frame");
+    frames.push([f!.opcode, f!.fin, new TextDecoder().decode(f!.payload)]);
+  }
+  assert.deepEqual(frames, [
+    [2, false, "one"],
+    [0, false, "two"],
+    [0, true, ""],
+    [1, true, "published"],
   ]);
   await within(result, "the server");
 });
