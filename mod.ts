@@ -41,6 +41,12 @@ export {
   type UpgradeRequest,
 } from "./src/server.ts";
 export { Topics, type TopicsOptions } from "./src/topics.ts";
+export {
+  type Broker,
+  type BrokerEvents,
+  type BrokerStats,
+  workerBroker,
+} from "./src/broker.ts";
 export { connect, type ConnectOptions } from "./src/client.ts";
 export type { SocketOptions } from "./src/options.ts";
 export type { CompressionOptions } from "./src/deflate.ts";

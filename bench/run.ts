@@ -16,6 +16,8 @@
  *   --json FILE         also write every run's raw numbers to FILE
  *   --report FILE       re-render the report of a --json FILE (runs nothing)
  *   --no-pin            do not pin processes to cores
+ *   --baseline DIR      also run DIR's `ours` (another checkout of this
+ *                       repository) as contestant `baseline`, interleaved
  *   --fast-server NAME  the echo server of the client scenarios (default:
  *                       bun when installed, else ws_node, else builtin)
  *   --retry-disturbed N rerun a run up to N times while the rest of the
@@ -245,6 +247,15 @@ const CLIENTS: Record<string, Contestant> = {
     env: { NOWAIT: "1" },
   },
 };
+
+/** `ours` (server or client) as the checkout in `dir` has it. */
+function baselineOf(ours: Contestant, dir: string, label: string): Contestant {
+  return {
+    name: "baseline",
+    label,
+    cmd: ours.cmd.map((part) => part.replace(`${BENCH}`, `${dir}bench/`)),
+  };
+}
 
 const LOAD_CMD = [DENO, "run", "--allow-net", `${BENCH}load.ts`];
 
@@ -865,9 +876,17 @@ async function main(): Promise<number> {
   if (bunVersion) servers.push(SERVERS.bun);
   else notes.push("`bun` not found: Bun contestant skipped.");
   servers.push(SERVERS.bare, SERVERS.bare_text, SERVERS.bare_reuse);
+  const clients = [CLIENTS.builtin, CLIENTS.ours, CLIENTS.ours_nowait];
+  // `--baseline DIR`: the library as another checkout has it (a commit to
+  // compare with, in the same interleaved rounds), as contestant `baseline`.
+  if (flags.baseline !== undefined) {
+    const dir = flags.baseline.replace(/\/?$/, "/");
+    const label = `@silly/websocket at \`${flags.baseline}\` (baseline)`;
+    servers.push(baselineOf(SERVERS.ours, dir, label));
+    clients.push(baselineOf(CLIENTS.ours, dir, label));
+  }
   const serverList = servers.filter((c) => !wanted || wanted.includes(c.name));
-  const clientList = [CLIENTS.builtin, CLIENTS.ours, CLIENTS.ours_nowait]
-    .filter((c) => !wanted || wanted.includes(c.name));
+  const clientList = clients.filter((c) => !wanted || wanted.includes(c.name));
   // The fixed server for the client scenarios: the fastest available.
   const fastServer = flags["fast-server"] !== undefined
     ? SERVERS[flags["fast-server"]]

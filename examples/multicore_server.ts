@@ -4,18 +4,18 @@
  * Linux spreads incoming connections among them (`SO_REUSEPORT`). Every
  * reply says which worker served it.
  *
- * Topics are per server: `server.publish` in one worker reaches only the
- * sockets connected to that worker. A chat across workers needs a shared
- * broker that every worker subscribes to and re-publishes from: a
- * `BroadcastChannel` between the workers of this process, or Redis pub/sub
- * or NATS across processes and machines. That is the next step, not this
- * example.
+ * Topics are per server, so the workers share theirs through a
+ * `workerBroker` (a `BroadcastChannel` between the workers of this
+ * process): a text message that starts with `/all ` is published to the
+ * topic `all`, which every socket of every worker is subscribed to. Any
+ * other text is echoed back. Across processes or hosts, use `redisBroker`
+ * from `@silly/websocket/redis` the same way.
  *
  * Run: deno run --unstable-net --allow-net --allow-env --allow-read examples/multicore_server.ts
  * (WORKERS=4 for four workers, default one per core; PORT=0 picks a free
  * port; stop with Ctrl+C.) `reusePort` needs `--unstable-net` in Deno 2.
  */
-import { listen, type Socket } from "../mod.ts";
+import { listen, type Socket, workerBroker } from "../mod.ts";
 
 /** What the main thread tells a worker. */
 type Command = { type: "start"; id: number; port: number } | { type: "stop" };
@@ -31,9 +31,21 @@ function runWorker(scope: Worker & { close(): void }): void {
       const server = listen({
         addr: `127.0.0.1:${command.port}`,
         reusePort: true,
+        // The same name in every worker: their topics become one.
+        broker: workerBroker("multicore"),
         async handler(sock: Socket) {
+          sock.subscribe("all");
           for await (const msg of sock) {
-            if (msg.type === "text") {
+            if (msg.type !== "text") continue;
+            if (msg.data.startsWith("/all ")) {
+              const text = msg.data.slice("/all ".length);
+              // Reaches the sockets of this worker and of every other one.
+              server.publish(
+                "all",
+                `worker ${command.id} to all: ${text}`,
+                "text",
+              );
+            } else {
               await sock.write(`worker ${command.id}: ${msg.data}`, "text");
             }
           }

@@ -224,24 +224,35 @@ export function pooledSmallWriteBytes(): number {
 // the single biggest cost of a small message). A retained message keeps at
 // most one slab alive.
 const SLAB_SIZE = 64 * 1024;
-const SLAB_COPY_MAX = 4 * 1024;
+/** Largest payload that {@linkcode copyBytes} copies into the slab. */
+export const SLAB_COPY_MAX = 4 * 1024;
 let slab = new Uint8Array(SLAB_SIZE);
 let slabOffset = 0;
+
+/**
+ * Room for `length` bytes (1 to {@linkcode SLAB_COPY_MAX}) in the slab,
+ * for the caller to fill and own (never written again by us).
+ */
+export function slabRoom(length: number): Uint8Array {
+  if (slabOffset + length > SLAB_SIZE) {
+    slab = new Uint8Array(SLAB_SIZE);
+    slabOffset = 0;
+  }
+  const start = slabOffset;
+  // Keep views 8-byte aligned so typed-array views over them stay cheap.
+  slabOffset = (start + length + 7) & ~7;
+  // Not subarray(): it looks up a species constructor, a third slower.
+  return new Uint8Array(slab.buffer, start, length);
+}
 
 /** A copy of `bytes` that the caller owns (never written again by us). */
 export function copyBytes(bytes: Uint8Array): Uint8Array {
   const length = bytes.length;
   if (length > SLAB_COPY_MAX) return bytes.slice();
   if (length === 0) return new Uint8Array(0);
-  if (slabOffset + length > SLAB_SIZE) {
-    slab = new Uint8Array(SLAB_SIZE);
-    slabOffset = 0;
-  }
-  const start = slabOffset;
-  slab.set(bytes, start);
-  // Keep views 8-byte aligned so typed-array views over them stay cheap.
-  slabOffset = (start + length + 7) & ~7;
-  return slab.subarray(start, start + length);
+  const room = slabRoom(length);
+  room.set(bytes);
+  return room;
 }
 
 // -- The deflate codec's output --

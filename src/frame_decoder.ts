@@ -15,10 +15,12 @@ import {
   MAX_CONTROL_PAYLOAD,
   OPCODE_BINARY,
   OPCODE_CONTINUATION,
+  OPCODE_PING,
   OPCODE_PONG,
   OPCODE_TEXT,
 } from "./frame.ts";
 import { mask } from "./mask.ts";
+import { SLAB_COPY_MAX, slabRoom } from "./buffers.ts";
 
 /** Limits and rules for {@linkcode FrameDecoder}. */
 export interface FrameDecoderOptions {
@@ -45,6 +47,13 @@ export interface FrameDecoderOptions {
   maxStreamedMessageSize?: number;
   /** Largest payload of a single data frame of a streamed message. */
   maxStreamedFrameSize?: number;
+  /**
+   * Copy the payload of a small binary or control frame that lies whole in
+   * the fed chunk into memory the caller owns (the shared slab of
+   * `copyBytes`), unmasking as it copies: one pass instead of unmasking in
+   * place and copying later.
+   */
+  copySmall?: boolean;
 }
 
 const HEADER = 0;
@@ -129,12 +138,15 @@ export class FrameDecoder {
   #assembleBinary: boolean;
   #maxStreamedMessageSize: number;
   #maxStreamedFrameSize: number;
+  #copySmall: boolean;
 
   #state = HEADER;
   #chunk: Uint8Array = EMPTY;
   #pos = 0;
   // Header fields that straddle chunks are gathered here (at most 8 bytes).
-  #scratch = new Uint8Array(8);
+  // Made the first time a header straddles chunks: most connections never
+  // need it.
+  #scratch: Uint8Array | null = null;
   #scratchLength = 0;
   #src: Uint8Array = EMPTY;
   #srcOffset = 0;
@@ -166,6 +178,7 @@ export class FrameDecoder {
       options.maxMessageSize;
     this.#maxStreamedFrameSize = options.maxStreamedFrameSize ??
       options.maxFrameSize;
+    this.#copySmall = options.copySmall ?? false;
   }
 
   /** Sets the chunk that the following `next()` calls consume. */
@@ -351,11 +364,12 @@ export class FrameDecoder {
       return true;
     }
     const take = Math.min(n - this.#scratchLength, available);
+    const scratch = this.#scratch ??= new Uint8Array(8);
     for (let i = 0; i < take; i++) {
-      this.#scratch[this.#scratchLength++] = chunk[this.#pos++];
+      scratch[this.#scratchLength++] = chunk[this.#pos++];
     }
     if (this.#scratchLength < n) return false;
-    this.#src = this.#scratch;
+    this.#src = scratch;
     this.#srcOffset = 0;
     this.#scratchLength = 0;
     return true;
@@ -515,6 +529,11 @@ export class FrameDecoder {
       if (available >= length) {
         const start = this.#pos;
         this.#pos = start + length;
+        if (
+          this.#copySmall && length <= SLAB_COPY_MAX && length > 0 &&
+          !this.rsv1 && (this.opcode === OPCODE_BINARY ||
+            this.opcode === OPCODE_PING || this.opcode === OPCODE_PONG)
+        ) return this.#completeCopy(chunk, start, length);
         return this.#complete(chunk.subarray(start, start + length), false);
       }
       // Nothing is allocated until payload bytes arrive; then a payload
@@ -542,6 +561,29 @@ export class FrameDecoder {
     if (this.#filled < length) return false;
     this.#buffer = null;
     return this.#complete(buffer, true);
+  }
+
+  /** {@linkcode #complete} for `copySmall`: unmasks while it copies. */
+  #completeCopy(chunk: Uint8Array, start: number, length: number): true {
+    const payload = slabRoom(length);
+    if (this.#masked) {
+      const key = this.#maskingKey;
+      if (length < 64) {
+        for (let i = 0; i < length; i++) {
+          payload[i] = chunk[start + i] ^ key[i & 3];
+        }
+      } else {
+        payload.set(chunk.subarray(start, start + length));
+        mask(payload, key);
+      }
+      // Not unmasked in #complete: copied unmasked already.
+      this.#masked = false;
+    } else if (length < 64) {
+      for (let i = 0; i < length; i++) payload[i] = chunk[start + i];
+    } else {
+      payload.set(chunk.subarray(start, start + length));
+    }
+    return this.#complete(payload, true);
   }
 
   #grow(capacity: number): Uint8Array {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { Broker } from "./broker.ts";
 import type { CompressionConfig, CompressionOptions } from "./deflate.ts";
 import { compressionConfig } from "./deflate_codec.ts";
 import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
@@ -348,6 +349,16 @@ export interface ListenOptions<T = unknown> extends HandshakeOptions<T> {
    */
   maxPublishBacklog?: number;
   /**
+   * Shares this server's topics with other servers (Workers, processes,
+   * hosts): `publish` also reaches their subscribers, and theirs reach
+   * this server's, at most once and in each publisher's order. Use
+   * `workerBroker(name)` for the Workers of one process, `redisBroker`
+   * from `@silly/websocket/redis` across processes and hosts. The broker
+   * becomes the server's: `close()` closes it. See `server.brokerStats()`.
+   * @default {none: topics reach this server's sockets only}
+   */
+  broker?: Broker;
+  /**
    * Most connections the server holds at once, in any state: in their
    * handshake, in `onRequest`, or open WebSockets. One more gets
    * `503 Service Unavailable` and is closed, so idle and never-upgraded
@@ -535,6 +546,7 @@ export function listenConfig(options: ListenOptions): ListenConfig {
     topics: new Topics({
       maxPublishBacklog: options.maxPublishBacklog,
       fragmentSize: config.limits.fragmentSize,
+      broker: options.broker,
     }),
     secure: !!options.tls,
   };

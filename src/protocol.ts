@@ -210,6 +210,9 @@ export class Protocol {
       allowRsv1: this.#deflate !== null,
       // Fragments of a binary message land in one buffer, uncopied.
       assembleBinary: true,
+      // Small binary and control payloads are unmasked as they are copied
+      // out of the read buffer.
+      copySmall: true,
     });
   }
 
@@ -426,7 +429,7 @@ export class Protocol {
         if (decoder.fin) this.#endFragmented(decoder.message);
         return;
       case OPCODE_PING: {
-        const data = copyBytes(payload);
+        const data = decoder.payloadOwned ? payload : copyBytes(payload);
         // RFC 6455 5.5.2: a ping is answered with a pong carrying the same
         // application data, unless a close frame was already sent.
         if (this.#state === State.OPEN) {
@@ -437,7 +440,10 @@ export class Protocol {
       }
       case OPCODE_PONG:
         this.#sink.deliver(
-          { type: "pong", data: copyBytes(payload) },
+          {
+            type: "pong",
+            data: decoder.payloadOwned ? payload : copyBytes(payload),
+          },
           payload.length,
         );
         return;

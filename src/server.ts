@@ -38,6 +38,7 @@ import {
   type UpgradeDecision,
 } from "./options.ts";
 import { fail, PendingConn, writeAll } from "./pending_conn.ts";
+import type { BrokerStats } from "./broker.ts";
 import { Socket } from "./socket.ts";
 import { topicRegistry, Topics } from "./topics.ts";
 
@@ -119,7 +120,13 @@ export class Server {
    */
   constructor(options: ListenOptions) {
     const config = listenConfig(options);
-    this.#listener = bind(config);
+    try {
+      this.#listener = bind(config);
+    } catch (error) {
+      // The broker was opened with the topics: it must not outlive them.
+      config.topics.close();
+      throw error;
+    }
     this.#handler = config.handler;
     this.#maxConnections = config.maxConnections;
     this.#topics = config.topics;
@@ -144,12 +151,19 @@ export class Server {
    * waiting to be sent is skipped (it misses this message), as is one that
    * is closing.
    *
+   * With the `broker` option, the message also reaches the subscribers of
+   * every other server on the broker, each once, in this server's order;
+   * local subscribers get it first, without a round trip. While the broker
+   * is down only the local ones get it (see {@linkcode Server.brokerStats}).
+   *
    * @param topic the topic
    * @param data the payload; strings are sent as UTF-8
    * @param type `"text"` or `"binary"`
-   * @returns how many subscribers the message was queued for
+   * @returns how many of this server's subscribers the message was queued for
    * @throws {TypeError} `type` is not text or binary, or `data` is not a
    *   string or Uint8Array
+   * @throws {RangeError} with a broker, `topic` is longer than 65535 UTF-8
+   *   bytes
    *
    * @example A room
    * ```ts
@@ -188,13 +202,45 @@ export class Server {
   }
 
   /**
-   * How many open sockets are subscribed to `topic`.
+   * How many open sockets of this server are subscribed to `topic` (not
+   * counting other servers on the broker).
    *
    * @param topic the topic
    * @returns the number of subscribers
    */
   subscriberCount(topic: string): number {
     return this.#topics.subscriberCount(topic);
+  }
+
+  /**
+   * With the `broker` option: what was published to and received from
+   * other servers, and what was lost (published while the broker was down,
+   * missing from other servers' sequences, malformed), and how many times
+   * the broker reconnected.
+   *
+   * @returns the counts, or `null` when the server has no broker
+   *
+   * @example Counting what went through the broker
+   * ```ts
+   * import { listen, workerBroker } from "@silly/websocket";
+   * import assert from "node:assert/strict";
+   *
+   * const server = listen({
+   *   addr: "127.0.0.1:0",
+   *   handler() {},
+   *   broker: workerBroker("counts"),
+   * });
+   * server.publish("news", "hello", "text");
+   * await new Promise((resolve) => setTimeout(resolve, 10));
+   * const stats = server.brokerStats();
+   * assert.equal(stats?.connected, true);
+   * assert.equal(stats?.published, 1);
+   * assert.equal(stats?.dropped, 0);
+   * await server.close();
+   * ```
+   */
+  brokerStats(): BrokerStats | null {
+    return this.#topics.brokerStats();
   }
 
   /**
@@ -259,6 +305,7 @@ export class Server {
     }
     await Promise.all(this.#refusing.values());
     clearTimeout(timer);
+    await this.#topics.close();
     this.#resolveFinished();
   }
 

@@ -355,6 +355,35 @@ Deno.test("FrameDecoder returns a payload that lies whole in the chunk as a view
   assert.equal(decoder.next(), false);
 });
 
+Deno.test("FrameDecoder with copySmall unmasks small binary and control payloads into memory of their own", () => {
+  const decoder = serverDecoder({ copySmall: true });
+  for (
+    const [opcode, size] of [[OPCODE_BINARY, 50], [OPCODE_BINARY, 4096], [
+      OPCODE_PING,
+      125,
+    ]]
+  ) {
+    const payload = pattern(size);
+    const bytes = encodeFrame(opcode, payload, { maskingKey: KEY });
+    const sent = bytes.slice();
+    decoder.feed(bytes);
+    assert.equal(decoder.next(), true);
+    assert.equal(decoder.payloadOwned, true);
+    assert.notEqual(decoder.payload.buffer, bytes.buffer);
+    assert.ok(bytesEqual(decoder.payload, payload));
+    assert.ok(bytesEqual(bytes, sent), "the chunk is left as it came");
+  }
+  // Text (decoded where it lies) and bigger payloads stay views of the chunk.
+  for (const [opcode, size] of [[OPCODE_TEXT, 50], [OPCODE_BINARY, 4097]]) {
+    const bytes = encodeFrame(opcode, pattern(size), { maskingKey: KEY });
+    decoder.feed(bytes);
+    assert.equal(decoder.next(), true);
+    assert.equal(decoder.payloadOwned, false);
+    assert.equal(decoder.payload.buffer, bytes.buffer);
+    assert.ok(bytesEqual(decoder.payload, pattern(size)));
+  }
+});
+
 Deno.test("FrameDecoder gathers a payload that spans chunks into a buffer of its own", () => {
   const decoder = clientDecoder();
   const payload = pattern(300);

@@ -11,6 +11,7 @@ import {
   listen,
   type ListenOptions,
   type ServerSocket,
+  type Socket,
   type UpgradeRequest,
   WebSocketError,
 } from "../mod.ts";
@@ -865,7 +866,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "examples/multicore_server.ts runs one server per worker on one port with reusePort",
+    "examples/multicore_server.ts runs one server per worker on one port with reusePort, and a publish reaches every worker's sockets",
   ignore: Deno.build.os !== "linux",
   async fn() {
     const script = new URL("../examples/multicore_server.ts", import.meta.url);
@@ -916,6 +917,25 @@ Deno.test({
       // The kernel hashes each connection to one listener: with 40 tries
       // both workers are all but certain to have served.
       assert.equal(workers.size, 2, [...workers].join(", "));
+      // A publish in one worker reaches the sockets of both (workerBroker).
+      const byWorker = new Map<string, Socket>();
+      const extra: Socket[] = [];
+      for (let i = 0; i < 40 && byWorker.size < 2; i++) {
+        const sock = await within(connect(`ws://127.0.0.1:${port}`));
+        await sock.write("who", "text");
+        const msg = await within(sock.read()) as { data: string };
+        const worker = msg.data.slice(0, "worker 1".length);
+        if (byWorker.has(worker)) extra.push(sock);
+        else byWorker.set(worker, sock);
+      }
+      for (const sock of extra) await within(sock.close());
+      const [first, second] = [...byWorker.values()];
+      await first.write("/all hello", "text");
+      for (const sock of [first, second]) {
+        const msg = await within(sock.read()) as { data: string };
+        assert.match(msg.data, /^worker [12] to all: hello$/);
+        await within(sock.close());
+      }
     } finally {
       child.kill("SIGTERM");
       const status = await within(child.status, "the example to exit");
