@@ -40,12 +40,8 @@ export interface FrameDecoderOptions {
    * as they arrive (see {@linkcode FrameDecoder.message}).
    */
   assembleBinary?: boolean;
-  /**
-   * Largest data message, in bytes, of a message streamed in pieces (see
-   * {@linkcode FrameDecoder.streamMessages}).
-   */
+  /** Largest message, and frame, streamed in pieces (`streamMessages`). */
   maxStreamedMessageSize?: number;
-  /** Largest payload of a single data frame of a streamed message. */
   maxStreamedFrameSize?: number;
   /**
    * Copy the payload of a small binary or control frame that lies whole in
@@ -119,11 +115,10 @@ export class FrameDecoder {
    */
   message: Uint8Array | null = null;
   /**
-   * Set by the caller: data messages that start from now on are streamed.
-   * Their frames come out of `next()` in pieces, as the bytes arrive,
-   * never buffered: `payload` is each piece (a view of the fed chunk,
-   * unmasked), `partial` says more of the frame is to come, and their
-   * limits are `maxStreamedMessageSize` and `maxStreamedFrameSize`.
+   * Set by the caller: data messages that start from now on come out of
+   * `next()` in pieces as the bytes arrive, unbuffered: `payload` is a
+   * piece (a view of the fed chunk), `partial` says more of its frame is
+   * to come; limits are `maxStreamedMessageSize` and `maxStreamedFrameSize`.
    */
   streamMessages = false;
   /** Whether the data message in progress is streamed in pieces. */
@@ -136,8 +131,8 @@ export class FrameDecoder {
   #maxMessageSize: number;
   #allowRsv1: boolean;
   #assembleBinary: boolean;
-  #maxStreamedMessageSize: number;
-  #maxStreamedFrameSize: number;
+  #streamMessageMax: number;
+  #streamFrameMax: number;
   #copySmall: boolean;
 
   #state = HEADER;
@@ -174,10 +169,8 @@ export class FrameDecoder {
     this.#maxMessageSize = options.maxMessageSize;
     this.#allowRsv1 = options.allowRsv1 ?? false;
     this.#assembleBinary = options.assembleBinary ?? false;
-    this.#maxStreamedMessageSize = options.maxStreamedMessageSize ??
-      options.maxMessageSize;
-    this.#maxStreamedFrameSize = options.maxStreamedFrameSize ??
-      options.maxFrameSize;
+    this.#streamMessageMax = options.maxStreamedMessageSize ?? Infinity;
+    this.#streamFrameMax = options.maxStreamedFrameSize ?? Infinity;
     this.#copySmall = options.copySmall ?? false;
   }
 
@@ -480,10 +473,10 @@ export class FrameDecoder {
       if (opcode !== OPCODE_CONTINUATION) this.streaming = this.streamMessages;
       const streaming = this.streaming;
       const maxFrameSize = streaming
-        ? this.#maxStreamedFrameSize
+        ? this.#streamFrameMax
         : this.#maxFrameSize;
       const maxMessageSize = streaming
-        ? this.#maxStreamedMessageSize
+        ? this.#streamMessageMax
         : this.#maxMessageSize;
       // Limits are checked here, before any payload byte is buffered.
       if (length > maxFrameSize) {
@@ -517,10 +510,8 @@ export class FrameDecoder {
   }
 
   #readPayload(): boolean {
-    if (this.opcode < 0x8) {
-      if (this.streaming) return this.#readPiece();
-      if (this.#assembling) return this.#readFragment();
-    }
+    if (this.streaming && this.opcode < 0x8) return this.#readPiece();
+    if (this.#assembling && this.opcode < 0x8) return this.#readFragment();
     const length = this.payloadLength;
     const chunk = this.#chunk;
     const available = chunk.length - this.#pos;
@@ -610,10 +601,7 @@ export class FrameDecoder {
     return true;
   }
 
-  /**
-   * {@linkcode FrameDecoder.next} for a frame of a streamed message: what
-   * the fed chunk holds of its payload, unmasked in place, uncopied.
-   */
+  /** `next()` for a streamed frame: what the chunk holds of it, unmasked. */
   #readPiece(): boolean {
     const length = this.payloadLength;
     const filled = this.#filled;
@@ -627,8 +615,6 @@ export class FrameDecoder {
     this.#filled = filled + take;
     this.payload = piece;
     this.payloadOwned = false;
-    this.assembled = false;
-    this.message = null;
     this.partial = this.#filled < length;
     if (!this.partial) this.#state = HEADER;
     return true;

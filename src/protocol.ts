@@ -205,7 +205,7 @@ export class Protocol {
       maxFrameSize: options.maxFrameSize,
       maxMessageSize: options.maxMessageSize,
       maxStreamedMessageSize: this.#maxStreamed,
-      maxStreamedFrameSize: options.maxStreamedFrameSize,
+      maxStreamedFrameSize: options.maxStreamedFrameSize ?? this.#maxStreamed,
       // RFC 7692 6: RSV1 marks a compressed message, once negotiated.
       allowRsv1: this.#deflate !== null,
       // Fragments of a binary message land in one buffer, uncopied.

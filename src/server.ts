@@ -259,23 +259,12 @@ export class Server {
 
   /**
    * `await using server = listen(...)`: {@linkcode close} at the end of
-   * the block, waiting until nothing is left open.
+   * the block, waiting until nothing is left open (README: Web Streams).
    *
-   * @example Close on leaving the block
-   * ```ts
-   * import { listen } from "@silly/websocket";
-   * import assert from "node:assert/strict";
-   *
-   * let server;
-   * {
-   *   await using s = listen({ addr: "127.0.0.1:0", handler() {} });
-   *   server = s;
-   * }
-   * await server.finished; // already closed
-   * assert.equal(server.connections, 0);
+   * @example
+   * ```ts ignore
+   * await using server = listen({ addr: ":8080", handler });
    * ```
-   *
-   * @returns resolves when nothing is left open
    */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
