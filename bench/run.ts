@@ -863,6 +863,7 @@ async function main(): Promise<number> {
     SERVERS.builtin,
     SERVERS.ours,
     SERVERS.ours_nowait,
+    SERVERS.ours_stream,
   ];
   let wsVersion: string | null = null;
   const wantNode = !wanted || wanted.includes("ws_node");
