@@ -73,15 +73,13 @@ export async function writeStream(
         return false;
       }
     }
-    for (let offset = 0; offset < payload.length; offset += fragmentSize) {
-      writes.push(
-        false,
-        deflate !== null && !sent,
-        sent ? OPCODE_CONTINUATION : opcode,
-        payload.subarray(offset, offset + fragmentSize),
-      );
-      sent = true;
-    }
+    writes.pushPiece(
+      sent ? OPCODE_CONTINUATION : opcode,
+      payload,
+      deflate !== null && !sent,
+      fragmentSize,
+    );
+    sent = true;
     return true;
   };
   writes.holdData();

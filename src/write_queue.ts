@@ -414,6 +414,31 @@ export class WriteQueue {
   }
 
   /**
+   * Queues one piece of a message sent in pieces, as frames of at most
+   * `fragmentSize`, none with FIN: the first with `opcode` (and `rsv1`),
+   * the others as continuations. Returns `false` when the queue no longer
+   * accepts frames.
+   */
+  pushPiece(
+    opcode: number,
+    bytes: Uint8Array,
+    rsv1: boolean,
+    fragmentSize: number,
+  ): boolean {
+    this.#reserveFragments(bytes.length, fragmentSize);
+    let ok = true;
+    for (let offset = 0; ok && offset < bytes.length; offset += fragmentSize) {
+      ok = this.push(
+        false,
+        rsv1 && offset === 0,
+        offset === 0 ? opcode : OPCODE_CONTINUATION,
+        bytes.subarray(offset, offset + fragmentSize),
+      );
+    }
+    return ok;
+  }
+
+  /**
    * Makes room in one step for a message of `length` bytes about to be
    * pushed as fragments of `fragmentSize`, when they will be copied into
    * the write buffer.
