@@ -19,6 +19,12 @@ import type {
   StreamSink,
 } from "./protocol.ts";
 import type { ReadQueue } from "./read_queue.ts";
+import { giveWriteBuffer, takeWriteBuffer } from "./buffers.ts";
+
+/** Read size while a message streams. */
+const STREAM_READ = 256 * 1024;
+/** Read size while a compressed message streams. */
+const INFLATE_READ = 4096;
 
 /** A text message whose text comes in pieces, as its frames arrive. */
 export interface TextStreamMessage {
@@ -238,6 +244,7 @@ export class Inbound implements StreamSink {
   #current: InboundStream | null = null;
   // Streams holding views of the read buffer (see InboundStream).
   #holders: InboundStream[] = [];
+  #buffer: Uint8Array | null = null;
 
   constructor(init: InboundInit) {
     this.#init = init;
@@ -275,6 +282,24 @@ export class Inbound implements StreamSink {
   release(): void {
     for (const holder of this.#holders) holder.release();
     this.#holders = [];
+  }
+
+  /**
+   * Where the socket reads while a message streams: a buffer of its own,
+   * bigger than a pooled read buffer, taken from the write buffer pool;
+   * small while a compressed message streams, to bound what one read may
+   * inflate to before backpressure is checked again.
+   */
+  readTarget(compressed: boolean): Uint8Array {
+    const buffer = this.#buffer ??= takeWriteBuffer(STREAM_READ);
+    return compressed ? buffer.subarray(0, INFLATE_READ) : buffer;
+  }
+
+  /** Gives the read buffer back between streamed messages. */
+  idle(): void {
+    if (this.#buffer === null || this.holding) return;
+    giveWriteBuffer(this.#buffer);
+    this.#buffer = null;
   }
 
   start(type: "text" | "binary"): void {

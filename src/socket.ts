@@ -64,7 +64,6 @@ const DIRECT_READ_MIN = 16 * 1024;
 const TURN_BYTES = 4 * 1024 * 1024;
 /** Per-message bookkeeping counted against `maxQueuedBytes`. */
 const MESSAGE_OVERHEAD = 64;
-const INFLATE_READ = 4096; // While a compressed message streams: bounds inflation.
 
 function noop(): void {}
 
@@ -541,12 +540,11 @@ export class Socket implements AsyncIterable<Message> {
           continue;
         }
         const direct = protocol.directTarget(DIRECT_READ_MIN);
-        const n = await conn.read(
-          direct ??
-            (inbound !== null && protocol.streaming && this.#deflate !== null
-              ? buffer.subarray(0, INFLATE_READ)
-              : buffer),
-        );
+        const target = direct ??
+          (inbound !== null && protocol.streaming
+            ? inbound.readTarget(this.#deflate !== null)
+            : buffer);
+        const n = await conn.read(target);
         if (n === null) break;
         if (watch !== null) {
           // Heard from the peer: alive, whatever it sent.
@@ -554,7 +552,11 @@ export class Socket implements AsyncIterable<Message> {
           watch.pinged = -1;
         }
         readSinceTurn += n;
-        if (direct !== null) {
+        if (target !== buffer && direct === null) {
+          protocol.receive(target.subarray(0, n));
+          if (inbound!.holding) await this.#untilTaken(inbound!);
+          if (!protocol.streaming) inbound!.idle();
+        } else if (direct !== null) {
           protocol.advance(n);
           // Drained, or more waiting: the next buffered read follows suit.
           if (n < direct.length) {

@@ -468,6 +468,8 @@ export class WriteQueue {
       const pending = this.#length - this.#sealed;
       const next = takeWriteBuffer(Math.max(buffer.length * 2, pending + size));
       next.set(buffer.subarray(this.#sealed, this.#length));
+      // No batch part is a view of it: back to its pool, not garbage.
+      if (this.#sealed === 0) giveWriteBuffer(buffer);
       buffer = next;
       this.#buffer = buffer;
       this.#length = pending;
