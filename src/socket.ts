@@ -554,8 +554,7 @@ export class Socket implements AsyncIterable<Message> {
         readSinceTurn += n;
         if (target !== buffer && direct === null) {
           protocol.receive(target.subarray(0, n));
-          if (inbound!.holding) await this.#untilTaken(inbound!);
-          if (!protocol.streaming) inbound!.idle();
+          await this.#untilTaken(inbound!);
         } else if (direct !== null) {
           protocol.advance(n);
           // Drained, or more waiting: the next buffered read follows suit.
@@ -622,6 +621,7 @@ export class Socket implements AsyncIterable<Message> {
       await this.#pause(inbound.taken());
     }
     inbound.release();
+    if (!this.#protocol.streaming) inbound.idle();
   }
 
   #finish(): void {
