@@ -288,9 +288,11 @@ export class Inbound implements StreamSink {
    * Where the socket reads while a message streams: a buffer of its own,
    * bigger than a pooled read buffer, taken from the write buffer pool;
    * small while a compressed message streams, to bound what one read may
-   * inflate to before backpressure is checked again.
+   * inflate to before backpressure is checked again. `null` when no
+   * message streams.
    */
-  readTarget(compressed: boolean): Uint8Array {
+  readTarget(streaming: boolean, compressed: boolean): Uint8Array | null {
+    if (!streaming) return null;
     const buffer = this.#buffer ??= takeWriteBuffer(STREAM_READ);
     return compressed ? buffer.subarray(0, INFLATE_READ) : buffer;
   }

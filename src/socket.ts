@@ -528,7 +528,6 @@ export class Socket implements AsyncIterable<Message> {
         }
         const inbound = this.#inbound;
         if (inbound !== null && inbound.blocked && protocol.open) {
-          // The consumer of a streamed message is behind.
           await this.#pause(inbound.pulled());
           continue;
         }
@@ -541,9 +540,8 @@ export class Socket implements AsyncIterable<Message> {
         }
         const direct = protocol.directTarget(DIRECT_READ_MIN);
         const target = direct ??
-          (inbound !== null && protocol.streaming
-            ? inbound.readTarget(this.#deflate !== null)
-            : buffer);
+          inbound?.readTarget(protocol.streaming, this.#deflate !== null) ??
+          buffer;
         const n = await conn.read(target);
         if (n === null) break;
         if (watch !== null) {
