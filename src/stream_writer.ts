@@ -10,6 +10,7 @@
 import type { PerMessageDeflate } from "./deflate_codec.ts";
 import { OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT } from "./frame.ts";
 import type { WriteQueue } from "./write_queue.ts";
+import { giveWriteBuffer, takeWriteBuffer } from "./buffers.ts";
 
 /** What `write(stream)` accepts. */
 export type StreamSource =
@@ -163,19 +164,31 @@ function piecesOf(source: StreamSource): AsyncIterator<unknown> {
       // Not a byte stream.
       return source[Symbol.asyncIterator]();
     }
-    let buffer = new ArrayBuffer(BYOB_SIZE);
+    // A pooled buffer: a new one is zero-filled, every message.
+    let buffer: ArrayBuffer | null = takeWriteBuffer(BYOB_SIZE)
+      .buffer as ArrayBuffer;
+    const done = (): IteratorReturnResult<undefined> => {
+      if (buffer !== null) giveWriteBuffer(new Uint8Array(buffer));
+      buffer = null;
+      return { done: true, value: undefined };
+    };
     return {
       async next() {
-        const { done, value } = await reader.read(new Uint8Array(buffer));
-        if (done) {
+        const { done: end, value } = await reader.read(
+          new Uint8Array(buffer!),
+        );
+        if (end) {
           reader.releaseLock();
-          return { done: true, value: undefined };
+          // Transferred by the read: the buffer is the view's now.
+          buffer = value?.buffer as ArrayBuffer ?? null;
+          return done();
         }
         buffer = value.buffer as ArrayBuffer;
         return { done: false, value };
       },
       async return() {
         await reader.cancel();
+        buffer = null;
         return { done: true, value: undefined };
       },
     };
