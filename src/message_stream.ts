@@ -82,7 +82,7 @@ class InboundStream {
   constructor(text: boolean, highWaterMark: number) {
     const pull = () => {
       this.#wanted = true;
-      if (this.#held.length > 0) this.#giveHeld();
+      this.serve();
       this.#resume();
     };
     const cancel = () => {
@@ -137,24 +137,46 @@ class InboundStream {
       this.#wanted = false;
       return this.#text!.enqueue(piece);
     }
-    if (this.#held.length > 0) {
-      this.#held.push(piece);
-      return;
+    // Held until the chunk was processed (see serve()); scratch memory is
+    // copied now, to keep its place.
+    this.#held.push(scratch ? piece.slice() : piece);
+  }
+
+  /**
+   * Hands what is held to the reads that wait: as much as fits into a BYOB
+   * read's buffer, or all of it, in one chunk, to a default read. Returns
+   * whether views are still held.
+   */
+  serve(): boolean {
+    const held = this.#held;
+    const controller = this.#bytes;
+    while (held.length > 0 && controller !== null && !this.#cancelled) {
+      const request = controller.byobRequest;
+      if (request !== null) {
+        const view = request.view!;
+        const target = new Uint8Array(
+          view.buffer,
+          view.byteOffset,
+          view.byteLength,
+        );
+        let n = 0;
+        while (held.length > 0 && n < target.length) {
+          const first = held[0];
+          const k = Math.min(first.length, target.length - n);
+          target.set(k === first.length ? first : first.subarray(0, k), n);
+          n += k;
+          if (k === first.length) held.shift();
+          else held[0] = first.subarray(k);
+        }
+        this.#wanted = false;
+        request.respond(n);
+      } else if (this.#wanted) {
+        this.#wanted = false;
+        controller.enqueue(concatenate(held.splice(0)));
+      } else break;
     }
-    const controller = this.#bytes!;
-    let offset = 0;
-    // A BYOB read waiting: into the reader's own buffer, no allocation.
-    let request = controller.byobRequest;
-    while (request !== null && offset < piece.length) {
-      offset += fill(request, piece.subarray(offset));
-      request = controller.byobRequest;
-    }
-    const wanted = this.#wanted && offset === 0;
-    this.#wanted = false;
-    if (offset === piece.length) return;
-    // A default read waiting gets a copy now; otherwise the view waits.
-    if (scratch || wanted) controller.enqueue(piece.slice(offset));
-    else this.#held.push(offset === 0 ? piece : piece.subarray(offset));
+    if (held.length === 0 && this.#closeAfterHeld) this.#close();
+    return held.length > 0;
   }
 
   /** Copies what is held: the read buffer is about to be read into. */
@@ -179,24 +201,6 @@ class InboundStream {
     this.#resume();
   }
 
-  /** A read came while views are held: hand it the first. */
-  #giveHeld(): void {
-    const controller = this.#bytes!;
-    const held = this.#held;
-    const request = controller.byobRequest;
-    const first = held[0];
-    if (request !== null) {
-      const n = fill(request, first);
-      if (n < first.length) held[0] = first.subarray(n);
-      else held.shift();
-    } else {
-      controller.enqueue(first.slice());
-      held.shift();
-    }
-    this.#wanted = false;
-    if (held.length === 0 && this.#closeAfterHeld) this.#close();
-  }
-
   #close(): void {
     this.#closeAfterHeld = false;
     this.#bytes?.close();
@@ -212,15 +216,18 @@ class InboundStream {
   }
 }
 
-/** Copies what fits of `bytes` into a BYOB read's buffer; returns how much. */
-function fill(request: ReadableStreamBYOBRequest, bytes: Uint8Array): number {
-  const view = request.view!;
-  const n = Math.min(view.byteLength, bytes.length);
-  new Uint8Array(view.buffer, view.byteOffset, n).set(
-    n === bytes.length ? bytes : bytes.subarray(0, n),
-  );
-  request.respond(n);
-  return n;
+/** One copy of all `parts`, end to end. */
+function concatenate(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0].slice();
+  let size = 0;
+  for (const part of parts) size += part.length;
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
 }
 
 /** How a socket's {@linkcode Inbound} reaches the socket. */
@@ -261,13 +268,15 @@ export class Inbound implements StreamSink {
   }
 
   /**
-   * Some stream holds views of the read buffer: the socket must wait until
-   * they were taken ({@linkcode taken}), or {@linkcode release} them,
-   * before it reads into that buffer again.
+   * After a chunk was processed: hands what the streams hold to the reads
+   * that wait, and returns whether some stream still holds views of the
+   * read buffer: the socket must then wait until they were taken
+   * ({@linkcode taken}), or {@linkcode release} them, before it reads
+   * into that buffer again.
    */
-  get holding(): boolean {
+  serve(): boolean {
     const holders = this.#holders;
-    while (holders.length > 0 && !holders[0].holding) holders.shift();
+    while (holders.length > 0 && !holders[0].serve()) holders.shift();
     return holders.length > 0;
   }
 
@@ -299,7 +308,7 @@ export class Inbound implements StreamSink {
 
   /** Gives the read buffer back between streamed messages. */
   idle(): void {
-    if (this.#buffer === null || this.holding) return;
+    if (this.#buffer === null || this.#holders.length > 0) return;
     giveWriteBuffer(this.#buffer);
     this.#buffer = null;
   }

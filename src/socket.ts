@@ -515,7 +515,7 @@ export class Socket implements AsyncIterable<Message> {
         // and before the first read, which may overwrite the head.
         await new Promise((resolve) => setImmediate(resolve));
         protocol.receive(head);
-        if (this.#inbound?.holding) await this.#untilTaken(this.#inbound);
+        if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
       }
       buffer = nextReadBuffer(buffer, small, 0);
       while (protocol.state !== State.CLOSED && !this.#transportClosed) {
@@ -561,7 +561,7 @@ export class Socket implements AsyncIterable<Message> {
           }
         } else {
           protocol.receive(buffer.subarray(0, n));
-          if (this.#inbound?.holding) await this.#untilTaken(this.#inbound);
+          if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
           const full = n === buffer.length;
           if (needsOtherBuffer(buffer, n, filled)) {
             buffer = nextReadBuffer(buffer, small, n);
@@ -615,7 +615,7 @@ export class Socket implements AsyncIterable<Message> {
 
   /** Streams hold views of the read buffer: taken, or copied, first. */
   async #untilTaken(inbound: Inbound): Promise<void> {
-    while (inbound.holding && this.#protocol.open) {
+    while (inbound.serve() && this.#protocol.open) {
       await this.#pause(inbound.taken());
     }
     inbound.release();
