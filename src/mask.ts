@@ -91,6 +91,9 @@ function wideKey(maskingKey: Uint8Array, k: number): bigint {
   return half | (half << 32n);
 }
 
+/** Below this, {@linkcode maskInto} copies and masks in one byte loop. */
+const COPY_LOOP_MAX = 64;
+
 /**
  * Copies `source` into `target` at `targetOffset`, masking as it copies.
  * The write queue masks client frames with it, so the caller's payload is
@@ -107,14 +110,21 @@ export function maskInto(
   targetOffset: number,
 ): void {
   const length = source.length;
+  if (targetOffset + length > target.length) {
+    throw new RangeError("maskInto: source does not fit in target");
+  }
+  if (length < COPY_LOOP_MAX) {
+    // A short payload: one loop costs less than a view, a copy and a mask.
+    for (let i = 0; i < length; i++) {
+      target[targetOffset + i] = source[i] ^ maskingKey[i & 3];
+    }
+    return;
+  }
   const start = target.byteOffset + targetOffset;
   if (length < WIDE_MASK_MIN || ((source.byteOffset - start) & 7) !== 0) {
     target.set(source, targetOffset);
     mask(target.subarray(targetOffset, targetOffset + length), maskingKey);
     return;
-  }
-  if (targetOffset + length > target.length) {
-    throw new RangeError("maskInto: source does not fit in target");
   }
   let i = 0;
   const head = (8 - (start & 7)) & 7;

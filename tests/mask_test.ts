@@ -206,6 +206,34 @@ Deno.test("maskInto() matches the reference on the one-pass path: every source a
   }
 });
 
+Deno.test("maskInto() matches the reference on the short-payload loop: every length below 64 and at the switch, at several offsets", () => {
+  for (let length = 0; length <= 66; length++) {
+    for (const targetShift of [0, 1, 5, 8]) {
+      const source = pattern(length, length + 1);
+      const backing = new Uint8Array(length + 16).fill(0x5c);
+      maskInto(source, KEY, backing, targetShift);
+      const label = `length ${length}, target at ${targetShift}`;
+      assert.ok(
+        bytesEqual(
+          backing.subarray(targetShift, targetShift + length),
+          naiveMask(source, KEY),
+        ),
+        `${label}: masked bytes`,
+      );
+      assert.ok(
+        backing.subarray(0, targetShift).every((b) => b === 0x5c) &&
+          backing.subarray(targetShift + length).every((b) => b === 0x5c),
+        `${label}: nothing written outside`,
+      );
+    }
+  }
+  // Short payloads are checked against the target's end too.
+  assert.throws(
+    () => maskInto(pattern(10), KEY, new Uint8Array(12), 4),
+    RangeError,
+  );
+});
+
 Deno.test("maskInto() throws a RangeError, writing nothing, when the source does not fit", () => {
   const target = new Uint8Array(1024);
   assert.throws(() => maskInto(pattern(1024), KEY, target, 8), RangeError);
