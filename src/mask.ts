@@ -148,10 +148,12 @@ export function maskInto(
 // frame.
 const keyPool = new Uint8Array(4096);
 let keyPoolOffset = keyPool.length;
+// What nextMaskingKey() returns, refilled by each call: no view per frame.
+const currentKey = new Uint8Array(4);
 
 /**
- * A fresh masking key for a client frame: a view into a shared pool,
- * valid until the next call.
+ * A fresh masking key for a client frame, in a 4-byte array that the next
+ * call overwrites: use it before asking for another.
  *
  * @returns 4 bytes from `crypto.getRandomValues`
  */
@@ -160,7 +162,11 @@ export function nextMaskingKey(): Uint8Array {
     crypto.getRandomValues(keyPool);
     keyPoolOffset = 0;
   }
-  const key = keyPool.subarray(keyPoolOffset, keyPoolOffset + 4);
-  keyPoolOffset += 4;
-  return key;
+  const at = keyPoolOffset;
+  currentKey[0] = keyPool[at];
+  currentKey[1] = keyPool[at + 1];
+  currentKey[2] = keyPool[at + 2];
+  currentKey[3] = keyPool[at + 3];
+  keyPoolOffset = at + 4;
+  return currentKey;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mask, maskInto } from "../src/mask.ts";
+import { mask, maskInto, nextMaskingKey } from "../src/mask.ts";
 
 // -- Helpers --
 
@@ -238,4 +238,16 @@ Deno.test("maskInto() throws a RangeError, writing nothing, when the source does
   const target = new Uint8Array(1024);
   assert.throws(() => maskInto(pattern(1024), KEY, target, 8), RangeError);
   assert.ok(target.every((b) => b === 0));
+});
+
+Deno.test("nextMaskingKey() gives fresh random bytes on every call, across pool refills", () => {
+  const seen = new Set<number>();
+  // 3,000 keys: past two refills of the 4 KiB pool.
+  for (let i = 0; i < 3000; i++) {
+    const key = nextMaskingKey();
+    assert.equal(key.length, 4);
+    seen.add(new DataView(key.buffer, key.byteOffset, 4).getUint32(0));
+  }
+  // 32 random bits: a handful of repeats at most in 3,000 draws.
+  assert.ok(seen.size > 2990, `${seen.size} distinct keys of 3000`);
 });
