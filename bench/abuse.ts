@@ -12,6 +12,8 @@
  *
  * Usage:
  *   deno run -A bench/abuse.ts [--only ping-flood,garbage,...] [--scale F] [--json FILE]
+ *     [--server builtin|bare] (storm and half-frame rounds against a reference)
+ *     [--server-v8-flags F] (more V8 flags for the attacked server)
  *
  * Attacks (names for `--only`): ping-flood, garbage, tls-silent, idle,
  * storm, half-frame, utf8, deflate-bfinal, slowloris, announce.
@@ -266,7 +268,10 @@ async function startServer(
   kind: ServerKind,
   args: string[] = [],
 ): Promise<{ fixture: Fixture; port: number }> {
-  const deno = [Deno.execPath(), "run", "-A", "--v8-flags=--expose-gc"];
+  // `--server-v8-flags F`: more V8 flags for the attacked server (to see
+  // what a runtime setting changes).
+  const v8 = ["--expose-gc", flags["server-v8-flags"]].filter(Boolean);
+  const deno = [Deno.execPath(), "run", "-A", `--v8-flags=${v8.join(",")}`];
   const cmd = kind === "ours"
     ? [...deno, "bench/abuse/server.ts", ...args]
     : kind === "builtin"
