@@ -64,4 +64,10 @@ export type {
   Message,
   TextMessage,
 } from "./src/protocol.ts";
+export type {
+  BinaryStreamMessage,
+  StreamedMessage,
+  TextStreamMessage,
+} from "./src/message_stream.ts";
+export type { StreamSource } from "./src/stream_writer.ts";
 export { WebSocketError, type WebSocketErrorCode } from "./src/errors.ts";

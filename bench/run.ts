@@ -188,6 +188,14 @@ const SERVERS: Record<string, Contestant> = {
     env: { NOWAIT: "1" },
     scenarios: ["S1", "S2", "S3", "S4", "S5"],
   },
+  ours_stream: {
+    name: "ours_stream",
+    label:
+      "@silly/websocket `listen`, echoing in pieces: `readStream()` into `write(stream)`",
+    cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/ours.ts`],
+    env: { STREAM: "1" },
+    scenarios: ["S3", "S4"],
+  },
   ws_node: {
     name: "ws_node",
     label: "`ws` 8 on Node",
@@ -855,6 +863,7 @@ async function main(): Promise<number> {
     SERVERS.builtin,
     SERVERS.ours,
     SERVERS.ours_nowait,
+    SERVERS.ours_stream,
   ];
   let wsVersion: string | null = null;
   const wantNode = !wanted || wanted.includes("ws_node");

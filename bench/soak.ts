@@ -19,6 +19,12 @@
  * and after, which read backpressure (`maxQueuedBytes`) must keep near the
  * baseline rather than near the flood's size.
  *
+ * Stream (`--stream`): one client sends a single message of `--mb` MiB
+ * (default 1024) in 1 MiB pieces with `write(stream)`; the server reads it
+ * with `readStream()` and a BYOB reader into one 64 KiB buffer; reports
+ * the server's RSS before and its peak, which must stay far below the
+ * message's size (issue 16).
+ *
  * Descriptors: every child runs under `bash -c 'ulimit -n 65536 || ulimit
  * -n <hard limit>'`; where the hard limit is lower (20000 in some
  * containers) a process holds at most that many sockets, which is why the
@@ -27,6 +33,7 @@
  * Usage (`-A`: Deno reads /proc only with all permissions):
  *   deno run -A bench/soak.ts --conns 10000 --duration 30 [--rounds 2] [--interval 1000] [--size 64]
  *   deno run -A bench/soak.ts --flood --mb 100
+ *   deno run -A bench/soak.ts --stream [--mb 1024]
  *
  * Prints progress, then `RESULT <json>`.
  *
@@ -105,6 +112,22 @@ async function serverRole(): Promise<void> {
     addr: "127.0.0.1:0",
     backlog: 4096,
     async handler(sock) {
+      if (mode === "stream") {
+        let buffer = new ArrayBuffer(64 * 1024);
+        for (;;) {
+          const msg = await sock.readStream();
+          if (msg === null) return;
+          if (msg.type !== "binary") continue;
+          const reader = msg.stream.getReader({ mode: "byob" });
+          for (;;) {
+            const { done, value } = await reader.read(new Uint8Array(buffer));
+            if (done) break;
+            received += value.byteLength;
+            buffer = value.buffer as ArrayBuffer;
+          }
+          messages++;
+        }
+      }
       if (mode === "flood") {
         // A slow reader: one message, then a pause.
         for await (const msg of sock) {
@@ -730,6 +753,49 @@ async function flood(): Promise<void> {
   console.log(`RESULT ${JSON.stringify(result, null, 2)}`);
 }
 
+async function streamed(): Promise<void> {
+  const total = num("mb", 1024) * MIB;
+  const { server, pid, port } = await startServer("stream");
+  await sleep(1000);
+  const before = await settle(server, pid);
+  console.log(`server pid ${pid}: baseline RSS ${mib(before.rss)} MiB`);
+  const sock = await connect(`ws://127.0.0.1:${port}`);
+  const piece = new Uint8Array(MIB).fill(0x5a);
+  const sampler = new Sampler(pid, 50);
+  const t0 = performance.now();
+  await sock.write((async function* () {
+    for (let sent = 0; sent < total; sent += piece.length) yield piece;
+  })());
+  let s = await stats(server);
+  for (let i = 0; i < 600 && s.messages < 1; i++) {
+    await sleep(100);
+    s = await stats(server);
+  }
+  const ms = performance.now() - t0;
+  sampler.stop();
+  const after = memoryOf(pid);
+  await sock.close();
+  await server.send("quit");
+  await server.expect("BYE");
+  await server.close();
+  const peak = Math.max(sampler.peakRss, after.hwm);
+  const result = {
+    mode: "stream",
+    messageMiB: mib(total),
+    serverReceivedMiB: mib(s.received),
+    passed: s.received === total && s.messages === 1,
+    seconds: Math.round(ms / 100) / 10,
+    mbPerS: Math.round(total / 1e6 / (ms / 1000)),
+    serverRssMiB: {
+      before: mib(before.rss),
+      peak: mib(peak),
+      peakOverBaseline: mib(peak - before.rss),
+    },
+  };
+  console.log(`RESULT ${JSON.stringify(result, null, 2)}`);
+  if (!result.passed) Deno.exit(1);
+}
+
 // -- Entry --
 
 if (import.meta.main) {
@@ -737,6 +803,7 @@ if (import.meta.main) {
   if (role === "server") await serverRole();
   else if (role === "clients") await clientsRole();
   else if (flags.flood === "true") await flood();
+  else if (flags.stream === "true") await streamed();
   else await soak();
   Deno.exit(0);
 }

@@ -77,6 +77,8 @@ export class PerMessageDeflate {
   // compressed bytes zlib took.
   #messageSize = 0;
   #messageInput = 0;
+  // The bound on the message being inflated.
+  #limit = 0;
   #closed = false;
   // RFC 7692 7.2.3.4: a peer may end its DEFLATE stream with a final block
   // (BFINAL) at the end of a message; zlib then stops, and the next bytes
@@ -186,6 +188,72 @@ export class PerMessageDeflate {
   }
 
   /**
+   * Compresses one piece of a message sent in pieces (RFC 7692 7.2.1 over
+   * the whole message): each piece is flushed, so it can go out at once.
+   * The 0x00 0x00 0xff 0xff that ends a flush is held back and put at the
+   * start of the next piece, so the message's last frame can leave it out
+   * as 7.2.1 asks: end the message with {@linkcode compressEnd}.
+   *
+   * @param payload the piece
+   * @param first whether it is the message's first piece
+   * @returns the bytes to send for this piece
+   */
+  compressPiece(payload: Uint8Array, first: boolean): Uint8Array {
+    if (this.#closed) throw new Error("Compressor closed");
+    const stream = this.#deflater ??
+      acquireStream(true, this.#deflateBits, this.#level);
+    this.#deflater = stream;
+    const buffer = codecScratch();
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    let offset = 0;
+    let remaining = payload.length;
+    for (;;) {
+      const n = stream.write(
+        payload,
+        offset,
+        remaining,
+        buffer,
+        CODEC_SCRATCH_SIZE,
+      );
+      offset += remaining - stream.availableIn;
+      remaining = stream.availableIn;
+      if (n > 0) {
+        parts.push(buffer.slice(0, n));
+        total += n;
+      }
+      if (n < CODEC_SCRATCH_SIZE) break;
+    }
+    const prefix = first ? 0 : TAIL.length;
+    const out = new Uint8Array(prefix + total - TAIL.length);
+    if (!first) out.set(TAIL);
+    let at = prefix;
+    for (const part of parts) {
+      const room = out.length - at;
+      if (room <= 0) break;
+      out.set(room < part.length ? part.subarray(0, room) : part, at);
+      at += part.length;
+    }
+    return out;
+  }
+
+  /**
+   * Ends a message sent with {@linkcode compressPiece}.
+   *
+   * @param empty no piece was sent
+   * @returns the payload of the message's last frame: empty (the held-back
+   *   0x00 0x00 0xff 0xff is left out), or RFC 7692 7.2.3.6's empty
+   *   message when there was no piece
+   */
+  compressEnd(empty: boolean): Uint8Array {
+    if (this.#deflateReset && this.#deflater !== null) {
+      releaseStream(this.#deflater);
+      this.#deflater = null;
+    }
+    return empty ? EMPTY_BLOCK : new Uint8Array(0);
+  }
+
+  /**
    * Inflates one frame of a compressed message, handing the output to
    * `sink` in pieces (views valid during the call only) as it comes. On
    * the last frame, appends RFC 7692 7.2.2's 0x00 0x00 0xff 0xff.
@@ -193,15 +261,19 @@ export class PerMessageDeflate {
    * @param payload the frame's payload
    * @param fin whether it is the message's last frame
    * @param sink takes each piece; returning `false` stops inflating
+   * @param maxSize the bound on the inflated message (a streamed message
+   *   has its own); `maxMessageSize` when absent
    * @throws {FrameError} 1009 as soon as the message passes
-   *   `maxMessageSize`; 1007 for data zlib cannot inflate
+   *   `maxSize`; 1007 for data zlib cannot inflate
    */
   inflate(
     payload: Uint8Array,
     fin: boolean,
     sink: (chunk: Uint8Array) => boolean,
+    maxSize: number = this.#maxMessageSize,
   ): void {
     if (this.#closed) throw new Error("Decompressor closed");
+    this.#limit = maxSize;
     try {
       if (payload.length > 0 && !this.#run(payload, sink, false)) return;
       // An empty compressed message is the single byte 0x00 (RFC 7692
@@ -267,7 +339,7 @@ export class PerMessageDeflate {
       // as that byte exists, and no more is inflated.
       const room = Math.min(
         CODEC_SCRATCH_SIZE,
-        this.#maxMessageSize - this.#messageSize + 1,
+        this.#limit - this.#messageSize + 1,
       );
       const n = stream.write(input, offset, remaining, buffer, room);
       const consumed = remaining - stream.availableIn;
@@ -276,10 +348,10 @@ export class PerMessageDeflate {
       this.#messageInput += consumed;
       if (n > 0) {
         this.#messageSize += n;
-        if (this.#messageSize > this.#maxMessageSize) {
+        if (this.#messageSize > this.#limit) {
           throw new FrameError(
             MESSAGE_TOO_BIG,
-            `Message too big: limit is ${this.#maxMessageSize} bytes, inflated to more`,
+            `Message too big: limit is ${this.#limit} bytes, inflated to more`,
           );
         }
         if (record) this.#record(buffer.subarray(0, n));

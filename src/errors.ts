@@ -20,7 +20,9 @@
  * - `BAD_REDIRECT`: with `followRedirects`, a redirect that is not followed:
  *   more than `maxRedirects`, a `wss:` to `ws:` downgrade, no `Location`.
  * - `SOCKET_CLOSED`: a write after the close handshake began or after the
- *   connection was lost; `closeCode` holds the close code when known.
+ *   connection was lost, or a message read with `readStream()` that the
+ *   end of the connection cut short (its stream errors with it);
+ *   `closeCode` holds the close code when known.
  */
 export type WebSocketErrorCode =
   | "INVALID_URL"

@@ -40,6 +40,9 @@ export interface FrameDecoderOptions {
    * as they arrive (see {@linkcode FrameDecoder.message}).
    */
   assembleBinary?: boolean;
+  /** Largest message, and frame, streamed in pieces (`streamMessages`). */
+  maxStreamedMessageSize?: number;
+  maxStreamedFrameSize?: number;
   /**
    * Copy the payload of a small binary or control frame that lies whole in
    * the fed chunk into memory the caller owns (the shared slab of
@@ -111,12 +114,25 @@ export class FrameDecoder {
    * the whole message (owned by the caller); otherwise `null`.
    */
   message: Uint8Array | null = null;
+  /**
+   * Set by the caller: data messages that start from now on come out of
+   * `next()` in pieces as the bytes arrive, unbuffered: `payload` is a
+   * piece (a view of the fed chunk), `partial` says more of its frame is
+   * to come; limits are `maxStreamedMessageSize` and `maxStreamedFrameSize`.
+   */
+  streamMessages = false;
+  /** Whether the data message in progress is streamed in pieces. */
+  streaming = false;
+  /** For a streamed frame: whether `payload` is not the frame's last piece. */
+  partial = false;
 
   #requireMask: boolean;
   #maxFrameSize: number;
   #maxMessageSize: number;
   #allowRsv1: boolean;
   #assembleBinary: boolean;
+  #streamMessageMax: number;
+  #streamFrameMax: number;
   #copySmall: boolean;
 
   #state = HEADER;
@@ -153,6 +169,8 @@ export class FrameDecoder {
     this.#maxMessageSize = options.maxMessageSize;
     this.#allowRsv1 = options.allowRsv1 ?? false;
     this.#assembleBinary = options.assembleBinary ?? false;
+    this.#streamMessageMax = options.maxStreamedMessageSize ?? Infinity;
+    this.#streamFrameMax = options.maxStreamedFrameSize ?? Infinity;
     this.#copySmall = options.copySmall ?? false;
   }
 
@@ -245,6 +263,7 @@ export class FrameDecoder {
    * @param minimum the least room worth reading into directly
    */
   directTarget(minimum: number): Uint8Array | null {
+    if (this.streaming && this.opcode < 0x8) return null;
     if (this.#assembling && this.opcode < 0x8) {
       // Into the message buffer once it exists (a declared length alone
       // allocates nothing), never past the end of this frame.
@@ -451,24 +470,32 @@ export class FrameDecoder {
     this.payloadLength = length;
     const opcode = this.opcode;
     if (opcode < 0x8) {
+      if (opcode !== OPCODE_CONTINUATION) this.streaming = this.streamMessages;
+      const streaming = this.streaming;
+      const maxFrameSize = streaming
+        ? this.#streamFrameMax
+        : this.#maxFrameSize;
+      const maxMessageSize = streaming
+        ? this.#streamMessageMax
+        : this.#maxMessageSize;
       // Limits are checked here, before any payload byte is buffered.
-      if (length > this.#maxFrameSize) {
+      if (length > maxFrameSize) {
         throw new FrameError(
           MESSAGE_TOO_BIG,
-          `Frame too big: limit is ${this.#maxFrameSize} bytes, received ${length} bytes`,
+          `Frame too big: limit is ${maxFrameSize} bytes, received ${length} bytes`,
         );
       }
       const messageSize =
         (opcode === OPCODE_CONTINUATION ? this.#messageSize : 0) + length;
-      if (messageSize > this.#maxMessageSize) {
+      if (messageSize > maxMessageSize) {
         throw new FrameError(
           MESSAGE_TOO_BIG,
-          `Message too big: limit is ${this.#maxMessageSize} bytes, received ${messageSize} bytes or more`,
+          `Message too big: limit is ${maxMessageSize} bytes, received ${messageSize} bytes or more`,
         );
       }
       if (opcode !== OPCODE_CONTINUATION) {
         this.#assembling = !this.fin && opcode === OPCODE_BINARY &&
-          !this.rsv1 && this.#assembleBinary;
+          !this.rsv1 && this.#assembleBinary && !streaming;
       }
       if (this.fin) {
         this.#fragmentOpcode = 0;
@@ -483,6 +510,7 @@ export class FrameDecoder {
   }
 
   #readPayload(): boolean {
+    if (this.streaming && this.opcode < 0x8) return this.#readPiece();
     if (this.#assembling && this.opcode < 0x8) return this.#readFragment();
     const length = this.payloadLength;
     const chunk = this.#chunk;
@@ -570,6 +598,25 @@ export class FrameDecoder {
     this.assembled = assembled;
     this.message = null;
     this.#state = HEADER;
+    return true;
+  }
+
+  /** `next()` for a streamed frame: what the chunk holds of it, unmasked. */
+  #readPiece(): boolean {
+    const length = this.payloadLength;
+    const filled = this.#filled;
+    const chunk = this.#chunk;
+    const take = Math.min(length - filled, chunk.length - this.#pos);
+    if (take === 0 && length > 0) return false;
+    const start = this.#pos;
+    const piece = chunk.subarray(start, start + take);
+    this.#pos = start + take;
+    if (this.#masked) mask(piece, this.#maskingKey, filled);
+    this.#filled = filled + take;
+    this.payload = piece;
+    this.payloadOwned = false;
+    this.partial = this.#filled < length;
+    if (!this.partial) this.#state = HEADER;
     return true;
   }
 

@@ -91,6 +91,9 @@ function wideKey(maskingKey: Uint8Array, k: number): bigint {
   return half | (half << 32n);
 }
 
+/** Below this, {@linkcode maskInto} copies and masks in one byte loop. */
+const COPY_LOOP_MAX = 64;
+
 /**
  * Copies `source` into `target` at `targetOffset`, masking as it copies.
  * The write queue masks client frames with it, so the caller's payload is
@@ -107,14 +110,21 @@ export function maskInto(
   targetOffset: number,
 ): void {
   const length = source.length;
+  if (targetOffset + length > target.length) {
+    throw new RangeError("maskInto: source does not fit in target");
+  }
+  if (length < COPY_LOOP_MAX) {
+    // A short payload: one loop costs less than a view, a copy and a mask.
+    for (let i = 0; i < length; i++) {
+      target[targetOffset + i] = source[i] ^ maskingKey[i & 3];
+    }
+    return;
+  }
   const start = target.byteOffset + targetOffset;
   if (length < WIDE_MASK_MIN || ((source.byteOffset - start) & 7) !== 0) {
     target.set(source, targetOffset);
     mask(target.subarray(targetOffset, targetOffset + length), maskingKey);
     return;
-  }
-  if (targetOffset + length > target.length) {
-    throw new RangeError("maskInto: source does not fit in target");
   }
   let i = 0;
   const head = (8 - (start & 7)) & 7;
@@ -138,10 +148,12 @@ export function maskInto(
 // frame.
 const keyPool = new Uint8Array(4096);
 let keyPoolOffset = keyPool.length;
+// What nextMaskingKey() returns, refilled by each call: no view per frame.
+const currentKey = new Uint8Array(4);
 
 /**
- * A fresh masking key for a client frame: a view into a shared pool,
- * valid until the next call.
+ * A fresh masking key for a client frame, in a 4-byte array that the next
+ * call overwrites: use it before asking for another.
  *
  * @returns 4 bytes from `crypto.getRandomValues`
  */
@@ -150,7 +162,11 @@ export function nextMaskingKey(): Uint8Array {
     crypto.getRandomValues(keyPool);
     keyPoolOffset = 0;
   }
-  const key = keyPool.subarray(keyPoolOffset, keyPoolOffset + 4);
-  keyPoolOffset += 4;
-  return key;
+  const at = keyPoolOffset;
+  currentKey[0] = keyPool[at];
+  currentKey[1] = keyPool[at + 1];
+  currentKey[2] = keyPool[at + 2];
+  currentKey[3] = keyPool[at + 3];
+  keyPoolOffset = at + 4;
+  return currentKey;
 }

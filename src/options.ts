@@ -33,6 +33,14 @@ export interface SocketOptions {
    */
   maxFrameSize?: number;
   /**
+   * Largest data message received in pieces with `readStream()`, in bytes
+   * (`maxMessageSize` bounds the messages `read()` returns whole). A
+   * frame of a streamed message is bounded by `maxFrameSize` when that is
+   * set, else by this.
+   * @default {1073741824}
+   */
+  maxStreamedMessageSize?: number;
+  /**
    * Data messages longer than this are sent as several frames.
    * @default {65536}
    */
@@ -90,6 +98,8 @@ export interface SocketOptions {
 export interface SocketLimits {
   maxMessageSize: number;
   maxFrameSize: number;
+  maxStreamedMessageSize: number;
+  maxStreamedFrameSize: number;
   fragmentSize: number;
   closeTimeout: number;
   maxQueuedBytes: number;
@@ -155,6 +165,11 @@ export function socketLimits(options: SocketOptions): SocketLimits {
     30_000,
     true,
   );
+  const maxStreamedMessageSize = positive(
+    "maxStreamedMessageSize",
+    options.maxStreamedMessageSize,
+    1024 * 1024 * 1024,
+  );
   return {
     maxMessageSize,
     maxFrameSize: positive(
@@ -162,6 +177,8 @@ export function socketLimits(options: SocketOptions): SocketLimits {
       options.maxFrameSize,
       maxMessageSize,
     ),
+    maxStreamedMessageSize,
+    maxStreamedFrameSize: options.maxFrameSize ?? maxStreamedMessageSize,
     fragmentSize: positive("fragmentSize", options.fragmentSize, 64 * 1024),
     closeTimeout: positive("closeTimeout", options.closeTimeout, 5000),
     maxQueuedBytes: positive(

@@ -93,12 +93,36 @@ export interface ProtocolSink {
   closeTransport(failed: boolean): void;
 }
 
+/**
+ * Where the pieces of a streamed data message go (see
+ * {@linkcode Protocol.streamTo}), in order: `start`, any number of `data`,
+ * then `end`, or `abort` when the connection ends first.
+ */
+export interface StreamSink {
+  /** A data message starts. */
+  start(type: "text" | "binary"): void;
+  /**
+   * A piece of it: decoded text, or bytes: a view of the chunk given to
+   * `receive()` (`scratch` false), or of memory reused at once (`scratch`
+   * true, inflated bytes).
+   */
+  data(piece: Uint8Array | string, scratch: boolean): void;
+  /** The message is complete. */
+  end(): void;
+  /** The connection failed or closed before the message was complete. */
+  abort(): void;
+}
+
 /** Limits for {@linkcode Protocol}. */
 export interface ProtocolOptions {
   /** `true` for a client (frames it receives are unmasked). */
   client: boolean;
   maxMessageSize: number;
   maxFrameSize: number;
+  /** Largest streamed message (see {@linkcode Protocol.streamTo}). */
+  maxStreamedMessageSize?: number;
+  /** Largest frame of a streamed message. */
+  maxStreamedFrameSize?: number;
   /** The negotiated permessage-deflate codec, `null` or absent when none. */
   deflate?: PerMessageDeflate | null;
 }
@@ -158,6 +182,14 @@ export class Protocol {
   // Where inflated bytes go: made with the codec, not for every connection.
   #onInflated: ((chunk: Uint8Array) => boolean) | null = null;
 
+  // Streamed delivery: where pieces go, the message in progress (text:
+  // its decoder), and the bound on its inflated size.
+  #streamSink: StreamSink | null = null;
+  #streaming = false;
+  #streamText: TextDecoder | null = null;
+  #maxStreamed: number;
+  #onStreamInflated: ((chunk: Uint8Array) => boolean) | null = null;
+
   #state: State = State.OPEN;
   #closeCode: number = ABNORMAL_CLOSURE;
   #closeReason = "";
@@ -166,10 +198,14 @@ export class Protocol {
   constructor(sink: ProtocolSink, options: ProtocolOptions) {
     this.#sink = sink;
     this.#deflate = options.deflate ?? null;
+    this.#maxStreamed = options.maxStreamedMessageSize ??
+      options.maxMessageSize;
     this.#decoder = new FrameDecoder({
       requireMask: !options.client,
       maxFrameSize: options.maxFrameSize,
       maxMessageSize: options.maxMessageSize,
+      maxStreamedMessageSize: this.#maxStreamed,
+      maxStreamedFrameSize: options.maxStreamedFrameSize ?? this.#maxStreamed,
       // RFC 7692 6: RSV1 marks a compressed message, once negotiated.
       allowRsv1: this.#deflate !== null,
       // Fragments of a binary message land in one buffer, uncopied.
@@ -220,6 +256,22 @@ export class Protocol {
     return this.#wasClean;
   }
 
+  /**
+   * Data messages that start from now on are delivered in pieces to
+   * `sink`, as their frames arrive, bounded by `maxStreamedMessageSize`;
+   * `null` goes back to whole messages. A message in progress keeps the
+   * way it started.
+   */
+  streamTo(sink: StreamSink | null): void {
+    if (sink !== null) this.#streamSink = sink;
+    this.#decoder.streamMessages = sink !== null;
+  }
+
+  /** Whether a streamed message is in progress. */
+  get streaming(): boolean {
+    return this.#streaming;
+  }
+
   /** Processes bytes from the peer. */
   receive(chunk: Uint8Array): void {
     if (this.#state === State.CLOSED) return;
@@ -260,6 +312,7 @@ export class Protocol {
     this.#closeCode = ABNORMAL_CLOSURE;
     this.#closeReason = reason;
     this.#wasClean = false;
+    if (this.#streaming) this.#abortStream();
     this.#sink.deliver({ type: "close", code: ABNORMAL_CLOSURE, reason }, 0);
   }
 
@@ -285,6 +338,7 @@ export class Protocol {
     this.#closeCode = code;
     this.#closeReason = reason;
     this.#wasClean = false;
+    if (this.#streaming) this.#abortStream();
     if (open) {
       this.#sink.sendControl(
         OPCODE_CLOSE,
@@ -340,6 +394,7 @@ export class Protocol {
 
   #onFrame(decoder: FrameDecoder): void {
     const opcode = decoder.opcode;
+    if (opcode < 0x8 && decoder.streaming) return this.#onPiece(decoder);
     let payload = decoder.payload;
     const taken = this.#frameTaken;
     if (taken > 0 && opcode < 0x8) {
@@ -396,6 +451,82 @@ export class Protocol {
         this.#onClose(payload);
         return;
     }
+  }
+
+  // -- Streamed messages --
+
+  /** A piece of a frame of a streamed message. */
+  #onPiece(decoder: FrameDecoder): void {
+    const sink = this.#streamSink!;
+    if (!this.#streaming) {
+      // The message's first piece: a text or binary frame.
+      const text = decoder.opcode === OPCODE_TEXT;
+      this.#streaming = true;
+      this.#messageOpcode = decoder.opcode;
+      // RFC 7692 6.1: RSV1 on the first frame: the message is compressed.
+      this.#compressed = decoder.rsv1;
+      this.#streamText = text
+        ? new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+        : null;
+      sink.start(text ? "text" : "binary");
+    }
+    const last = decoder.fin && !decoder.partial;
+    if (this.#compressed) {
+      this.#onStreamInflated ??= (chunk) => {
+        this.#streamPiece(chunk, true);
+        return this.#state !== State.CLOSED;
+      };
+      this.#deflate!.inflate(
+        decoder.payload,
+        last,
+        this.#onStreamInflated,
+        this.#maxStreamed,
+      );
+    } else this.#streamPiece(decoder.payload, false);
+    if (!last || this.#state === State.CLOSED) return;
+    const text = this.#streamText;
+    if (text !== null) {
+      let rest: string;
+      try {
+        // A character cut off at the end of the message is invalid.
+        rest = text.decode();
+      } catch {
+        return this.failConnection(
+          INVALID_FRAME_PAYLOAD_DATA,
+          "Invalid text message: not valid UTF-8",
+        );
+      }
+      if (rest.length > 0) sink.data(rest, false);
+    }
+    this.#streaming = false;
+    this.#streamText = null;
+    this.#compressed = false;
+    this.#messageOpcode = 0;
+    sink.end();
+  }
+
+  #streamPiece(bytes: Uint8Array, scratch: boolean): void {
+    if (bytes.length === 0 || this.#state === State.CLOSED) return;
+    const text = this.#streamText;
+    if (text === null) return this.#streamSink!.data(bytes, scratch);
+    let piece: string;
+    try {
+      // RFC 6455 8.1: fail as soon as the bytes prove the text invalid; a
+      // character split between pieces is decoded once, whole.
+      piece = text.decode(bytes, { stream: true });
+    } catch {
+      return this.failConnection(
+        INVALID_FRAME_PAYLOAD_DATA,
+        "Invalid text message: not valid UTF-8",
+      );
+    }
+    if (piece.length > 0) this.#streamSink!.data(piece, false);
+  }
+
+  #abortStream(): void {
+    this.#streaming = false;
+    this.#streamText = null;
+    this.#streamSink!.abort();
   }
 
   #deliverWhole(opcode: number, payload: Uint8Array, owned: boolean): void {
@@ -493,6 +624,8 @@ export class Protocol {
     this.#closeCode = close.code;
     this.#closeReason = close.reason;
     this.#wasClean = true;
+    // A close frame between the fragments: the message stays incomplete.
+    if (this.#streaming) this.#abortStream();
     if (open) {
       // RFC 6455 5.5.1: reply with a close frame, typically echoing the code.
       this.#sink.sendControl(OPCODE_CLOSE, encodeClosePayload(close.code, ""));

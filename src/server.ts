@@ -259,6 +259,19 @@ export class Server {
     return this.#closing;
   }
 
+  /**
+   * `await using server = listen(...)`: {@linkcode close} at the end of
+   * the block, waiting until nothing is left open (README: Web Streams).
+   *
+   * @example
+   * ```ts ignore
+   * await using server = listen({ addr: ":8080", handler });
+   * ```
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   async #shutdown(): Promise<void> {
     this.#signal?.removeEventListener("abort", this.#onAbort);
     try {

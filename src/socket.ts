@@ -8,13 +8,11 @@
 import {
   ABNORMAL_CLOSURE,
   closeArgumentError,
-  closeArguments,
-  INTERNAL_ERROR,
   NORMAL_CLOSURE,
 } from "./close.ts";
 import type { PerMessageDeflate } from "./deflate_codec.ts";
 import { WebSocketError } from "./errors.ts";
-import { OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING } from "./frame.ts";
+import { OPCODE_CLOSE, OPCODE_PING } from "./frame.ts";
 import {
   type CloseInfo,
   type Message,
@@ -35,8 +33,12 @@ import { WriteQueue } from "./write_queue.ts";
 import { type Keepalive, Keepalives, type Watch } from "./keepalive.ts";
 import type { SocketInit, SocketLimits } from "./options.ts";
 import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
-import { type MessageType, OPCODES, payloadOf, sendable } from "./outgoing.ts";
+import { type MessageType, sendable } from "./outgoing.ts";
 import type { TopicRegistry } from "./topics.ts";
+import { Inbound, type StreamedMessage } from "./message_stream.ts";
+import type { StreamSource } from "./stream_writer.ts";
+import { Sender } from "./sender.ts";
+import { readableOf, writableOf } from "./web_streams.ts";
 
 /**
  * Where a socket's TCP (or TLS) connection is: open; draining our last
@@ -64,15 +66,6 @@ const TURN_BYTES = 4 * 1024 * 1024;
 const MESSAGE_OVERHEAD = 64;
 
 function noop(): void {}
-
-function closedError(message: string, closeCode?: number): Promise<never> {
-  const promise = Promise.reject(
-    new WebSocketError("SOCKET_CLOSED", message, { closeCode }),
-  );
-  // Network-caused: must not kill the process if the caller did not await.
-  promise.catch(noop);
-  return promise;
-}
 
 /**
  * One WebSocket connection: read whole messages, write frames, close.
@@ -138,12 +131,12 @@ export class Socket implements AsyncIterable<Message> {
   data: unknown;
 
   #protocol: Protocol;
-  #queue = new ReadQueue<Message>();
+  #queue = new ReadQueue<Message | StreamedMessage>();
+  // Made by the first readStream(): streamed messages, the protocol's sink.
+  #inbound: Inbound | null = null;
   #writes: WriteQueue;
   #limits: SocketLimits;
-  // Strings this short (times 3, the most UTF-8 bytes per UTF-16 unit) are
-  // sure to fit one frame and the write buffer.
-  #smallTextLimit: number;
+  #sender: Sender;
   #topics: TopicRegistry | undefined;
   #subscriptions: Subscriptions | null = null;
   #deflate: PerMessageDeflate | null;
@@ -178,13 +171,6 @@ export class Socket implements AsyncIterable<Message> {
     this.response = init.response;
     this.#limits = init.limits;
     this.#deflate = init.deflate ?? null;
-    // With compression, only strings sure to stay under its threshold take
-    // the uncompressed fast path.
-    this.#smallTextLimit = Math.min(
-      init.limits.fragmentSize,
-      16 * 1024,
-      this.#deflate === null ? Infinity : this.#deflate.threshold - 1,
-    );
     this.#topics = init.topics;
     this.data = init.data;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
@@ -204,6 +190,8 @@ export class Socket implements AsyncIterable<Message> {
       client: init.client,
       maxMessageSize: init.limits.maxMessageSize,
       maxFrameSize: init.limits.maxFrameSize,
+      maxStreamedMessageSize: init.limits.maxStreamedMessageSize,
+      maxStreamedFrameSize: init.limits.maxStreamedFrameSize,
       deflate: this.#deflate,
     });
     this.#writes = new WriteQueue(
@@ -221,6 +209,17 @@ export class Socket implements AsyncIterable<Message> {
       },
       init.limits.writeHighWaterMark,
     );
+    this.#sender = new Sender({
+      protocol: this.#protocol,
+      writes: this.#writes,
+      limits: init.limits,
+      deflate: this.#deflate,
+      closed: this.closed,
+      drop: (reason) => {
+        this.#dropReason = reason;
+        this.#closeConn();
+      },
+    });
     if (init.limits.pingInterval > 0) {
       this.#keepalive = Socket.#keepalives.for(init.limits);
       this.#watch = this.#keepalive.add(this);
@@ -298,13 +297,93 @@ export class Socket implements AsyncIterable<Message> {
    * @returns the next message, or `null` once the close message was read
    */
   read(): Promise<Message | null> {
-    return this.#queue.read();
+    const inbound = this.#inbound;
+    if (inbound === null) return this.#queue.read() as Promise<Message | null>;
+    this.#protocol.streamTo(null);
+    return this.#queue.read().then(inbound.toWhole);
   }
 
   /** Yields what {@linkcode read} returns until it returns `null`. */
   [Symbol.asyncIterator](): AsyncIterator<Message> {
-    const queue = this.#queue;
-    return { next: () => queue.next() };
+    const queue = this.#queue as ReadQueue<Message>;
+    return {
+      next: () => this.#inbound === null ? queue.next() : this.#inbound.next(),
+    };
+  }
+
+  /**
+   * The next message, a data message in pieces: its `stream` gives the
+   * payload as the frames arrive (bytes from a byte stream, so a BYOB
+   * reader can read into its own buffer; text decoded and validated piece
+   * by piece), bounded by `maxStreamedMessageSize` (1 GiB) rather than
+   * `maxMessageSize`. While the stream's consumer does not pull, the
+   * socket stops reading; cancelling the stream drops the rest of the
+   * message. Ping, pong and close messages come as from {@linkcode read};
+   * `null` after the close message. A message streams when its first
+   * frame arrives after a call to `readStream()` (and before one to
+   * `read()`), else it comes as a stream of one piece. One cut short by
+   * the connection's end errors its stream (`SOCKET_CLOSED`).
+   *
+   * @example Save an upload of any size, piece by piece
+   * ```ts ignore
+   * const msg = await sock.readStream();
+   * if (msg?.type === "binary") {
+   *   using file = await Deno.create("upload.bin");
+   *   await msg.stream.pipeTo(file.writable);
+   * }
+   * ```
+   *
+   * @returns the next message, or `null` once the close message was read
+   */
+  readStream(): Promise<StreamedMessage | null> {
+    const inbound = this.#inbound ??= new Inbound({
+      queue: this.#queue,
+      protocol: this.#protocol,
+      limits: this.#limits,
+      read: () => this.read(),
+    });
+    this.#protocol.streamTo(inbound);
+    return this.#queue.read().then(inbound.toStreamed);
+  }
+
+  /**
+   * Data messages in, as in the web's `WebSocketStream`: text as strings,
+   * binary as bytes. It ends after the close; cancelling it closes.
+   *
+   * @example Print what comes
+   * ```ts ignore
+   * await sock.readable.pipeTo(new WritableStream({ write: console.log }));
+   * ```
+   */
+  get readable(): ReadableStream<string | Uint8Array> {
+    return readableOf(this);
+  }
+
+  /**
+   * Data messages out, as in the web's `WebSocketStream`: strings as text,
+   * bytes as binary. Closing it closes the socket; aborting it, with 1011.
+   *
+   * @example Pipe a stream of strings into the socket
+   * ```ts ignore
+   * await ReadableStream.from(["a", "b"]).pipeTo(sock.writable);
+   * ```
+   */
+  get writable(): WritableStream<string | Uint8Array> {
+    return writableOf(this);
+  }
+
+  /**
+   * `await using sock = await connect(...)`: closes the socket (1000) and
+   * waits until the connection is over.
+   *
+   * @example
+   * ```ts ignore
+   * await using sock = await connect("ws://127.0.0.1:8080");
+   * await sock.send("hello"); // closed at the end of the block
+   * ```
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   /**
@@ -322,6 +401,10 @@ export class Socket implements AsyncIterable<Message> {
    * later writes reject. Use {@linkcode flush} to wait until the bytes were
    * handed to the OS.
    *
+   * A `ReadableStream` or `AsyncIterable` of bytes (or strings) goes as one
+   * message, a piece at a time with this backpressure; other data writes
+   * wait for it. A source that throws closes the socket with 1011.
+   *
    * A `Uint8Array` passed here is yours again once the write resolves:
    * small payloads are copied at once, big ones (256 KiB and up, unmasked)
    * are written from your buffer and their write resolves once they were.
@@ -335,7 +418,7 @@ export class Socket implements AsyncIterable<Message> {
    * }
    * ```
    *
-   * @param data the payload; strings are sent as UTF-8, `null` as empty
+   * @param data the payload (strings as UTF-8, `null` as empty), or a stream
    * @param type the frame type; `"close"` is the same as {@linkcode close}
    * @returns resolves when the writer may go on (see above)
    * @throws {RangeError} (as a rejection) a ping, pong or close payload over 125 bytes
@@ -343,38 +426,10 @@ export class Socket implements AsyncIterable<Message> {
    * @throws {WebSocketError} (as a rejection, code `SOCKET_CLOSED`) the close handshake began or the connection was lost
    */
   write(
-    data?: string | Uint8Array | null,
+    data?: string | Uint8Array | null | StreamSource,
     type: MessageType = "binary",
   ): Promise<void> {
-    if (type === "close") return this.#writeClose(data);
-    const opcode = OPCODES[type];
-    if (
-      typeof data === "string" && opcode <= OPCODE_BINARY &&
-      data.length * 3 <= this.#smallTextLimit
-    ) {
-      // Short strings are encoded straight into the write buffer.
-      return this.#refusal(data.length) ??
-        this.#queued(this.#writes.pushString(opcode, data));
-    }
-    const payload = payloadOf(data, type, opcode);
-    if (!(payload instanceof Uint8Array)) return Promise.reject(payload);
-    const refusal = this.#refusal(payload.length);
-    if (refusal !== null) return refusal;
-    if (
-      this.#deflate !== null && opcode <= OPCODE_BINARY &&
-      payload.length >= this.#deflate.threshold
-    ) return this.#writeCompressed(opcode, payload);
-    if (opcode >= OPCODE_PING) {
-      return this.#queued(this.#writes.push(true, false, opcode, payload));
-    }
-    return this.#queued(
-      this.#writes.pushMessage(
-        opcode,
-        payload,
-        false,
-        this.#limits.fragmentSize,
-      ),
-    );
+    return this.#sender.write(data, type);
   }
 
   /**
@@ -417,13 +472,6 @@ export class Socket implements AsyncIterable<Message> {
     return this.#writes.flush();
   }
 
-  /** What a write returns once its frames were pushed (or not). */
-  #queued(ok: boolean): Promise<void> {
-    return ok
-      ? this.#writes.ready()
-      : closedError("Cannot write: the connection is closed");
-  }
-
   /**
    * Starts the close handshake: sends a close frame, waits (at most
    * `closeTimeout`) for the peer's, then closes TCP. Idempotent.
@@ -438,72 +486,6 @@ export class Socket implements AsyncIterable<Message> {
     if (error !== null) return Promise.reject(error);
     this.#protocol.close(code, reason);
     return this.closed.then(noop);
-  }
-
-  /**
-   * Compresses a data message (RFC 7692 7.2.1) and queues it, as several
-   * frames past `fragmentSize`, with RSV1 on the first only (RFC 7692 6).
-   */
-  #writeCompressed(opcode: number, payload: Uint8Array): Promise<void> {
-    let compressed: Uint8Array | null;
-    try {
-      compressed = this.#deflate!.compress(payload);
-    } catch {
-      // zlib failed on our own data: the compressor's state is unknown.
-      this.#protocol.failConnection(INTERNAL_ERROR, "Compression failed");
-      return this.#writeAfterClose();
-    }
-    return this.#queued(
-      this.#writes.pushMessage(
-        opcode,
-        compressed ?? payload,
-        compressed !== null,
-        this.#limits.fragmentSize,
-      ),
-    );
-  }
-
-  #writeClose(data: string | Uint8Array | null | undefined): Promise<void> {
-    const close = closeArguments(data);
-    if (close instanceof RangeError) return Promise.reject(close);
-    this.#protocol.close(close.code, close.reason);
-    return this.closed.then(noop);
-  }
-
-  /**
-   * Why a data write of `size` bytes cannot be queued (the close handshake
-   * began, or the buffer would go past `maxBufferedAmount`), or `null`.
-   */
-  #refusal(size: number): Promise<never> | null {
-    if (!this.#protocol.open || this.#transportClosed) {
-      return this.#writeAfterClose();
-    }
-    const buffered = this.#writes.bufferedAmount;
-    if (buffered > 0 && buffered + size > this.#limits.maxBufferedAmount) {
-      return this.#overflow(buffered + size);
-    }
-    return null;
-  }
-
-  /** The peer stopped reading: drop it rather than buffer without bound. */
-  #overflow(size: number): Promise<never> {
-    this.#dropReason =
-      `Send buffer over maxBufferedAmount (${this.#limits.maxBufferedAmount} bytes): the peer is not reading`;
-    this.#closeConn();
-    return closedError(
-      `Cannot write: ${size} bytes would be buffered, over maxBufferedAmount (${this.#limits.maxBufferedAmount} bytes)`,
-      1006,
-    );
-  }
-
-  #writeAfterClose(): Promise<never> {
-    const p = this.#protocol;
-    return closedError(
-      p.closeReceived
-        ? "Cannot write: the connection is closed"
-        : "Cannot write: the close handshake has begun",
-      p.closeReceived ? p.closeCode : undefined,
-    );
   }
 
   async #readLoop(
@@ -528,21 +510,25 @@ export class Socket implements AsyncIterable<Message> {
     // The last buffered read filled its buffer.
     let filled = false;
     try {
-      // Processed before the first read, which may overwrite it: the
-      // protocol copies what it keeps.
-      if (head.length > 0) protocol.receive(head);
+      if (head.length > 0) {
+        // Once the handler (or connect's caller) could call readStream(),
+        // and before the first read, which may overwrite the head.
+        await new Promise((resolve) => setImmediate(resolve));
+        protocol.receive(head);
+        if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
+      }
       buffer = nextReadBuffer(buffer, small, 0);
       while (protocol.state !== State.CLOSED && !this.#transportClosed) {
         if (queue.bytes > limit && protocol.open) {
           // Backpressure: stop reading until the application catches up,
           // or until a close frame is sent: then the peer's reply must be
           // read (what comes before it is bounded by closeTimeout).
-          this.#paused = true;
-          await Promise.race([
-            queue.drained(limit >>> 1),
-            this.#closingPromise(),
-          ]);
-          this.#paused = false;
+          await this.#pause(queue.drained(limit >>> 1));
+          continue;
+        }
+        const inbound = this.#inbound;
+        if (inbound !== null && inbound.blocked && protocol.open) {
+          await this.#pause(inbound.pulled());
           continue;
         }
         if (writes.bufferedAmount > sendLimit) {
@@ -553,7 +539,10 @@ export class Socket implements AsyncIterable<Message> {
           continue;
         }
         const direct = protocol.directTarget(DIRECT_READ_MIN);
-        const n = await conn.read(direct ?? buffer);
+        const target = direct ??
+          inbound?.readTarget(protocol.streaming, this.#deflate !== null) ??
+          buffer;
+        const n = await conn.read(target);
         if (n === null) break;
         if (watch !== null) {
           // Heard from the peer: alive, whatever it sent.
@@ -561,7 +550,10 @@ export class Socket implements AsyncIterable<Message> {
           watch.pinged = -1;
         }
         readSinceTurn += n;
-        if (direct !== null) {
+        if (target !== buffer && direct === null) {
+          protocol.receive(target.subarray(0, n));
+          await this.#untilTaken(inbound!);
+        } else if (direct !== null) {
           protocol.advance(n);
           // Drained, or more waiting: the next buffered read follows suit.
           if (n < direct.length) {
@@ -569,6 +561,7 @@ export class Socket implements AsyncIterable<Message> {
           }
         } else {
           protocol.receive(buffer.subarray(0, n));
+          if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
           const full = n === buffer.length;
           if (needsOtherBuffer(buffer, n, filled)) {
             buffer = nextReadBuffer(buffer, small, n);
@@ -613,6 +606,22 @@ export class Socket implements AsyncIterable<Message> {
     releaseReadBuffer(buffer);
   }
 
+  /** Waits for `ready` or the start of the close: read backpressure. */
+  async #pause(ready: Promise<void>): Promise<void> {
+    this.#paused = true;
+    await Promise.race([ready, this.#closingPromise()]);
+    this.#paused = false;
+  }
+
+  /** Streams hold views of the read buffer: taken, or copied, first. */
+  async #untilTaken(inbound: Inbound): Promise<void> {
+    while (inbound.serve() && this.#protocol.open) {
+      await this.#pause(inbound.taken());
+    }
+    inbound.release();
+    if (!this.#protocol.streaming) inbound.idle();
+  }
+
   #finish(): void {
     this.#finished = true;
     this.#deflate?.close();
@@ -650,6 +659,7 @@ export class Socket implements AsyncIterable<Message> {
   #closeConn(): void {
     if (this.#transport === Transport.CLOSED) return;
     this.#transport = Transport.CLOSED;
+    this.#sender.transportClosed = true;
     try {
       this.conn.close();
     } catch {

@@ -128,6 +128,8 @@ export class WriteQueue {
   #failure: unknown = null;
   #makeFailure: (() => unknown) | null = null;
   #idle: (() => void)[] = [];
+  // Pre-encoded frames held back while a message goes out in pieces.
+  #held: Uint8Array[] | null = null;
 
   /** Bytes accepted and not yet handed to the OS. */
   bufferedAmount = 0;
@@ -295,6 +297,12 @@ export class WriteQueue {
    */
   pushEncoded(frame: Uint8Array): boolean {
     if (this.#makeFailure !== null) return false;
+    if (this.#held !== null) {
+      // A message is going out in pieces: its frames must not be split.
+      this.#held.push(frame);
+      this.bufferedAmount += frame.length;
+      return true;
+    }
     const batch = this.#batch ??= new Batch();
     if (frame.length < SHARE_LIMIT) {
       const buffer = this.#reserve(frame.length);
@@ -307,6 +315,26 @@ export class WriteQueue {
     this.bufferedAmount += frame.length;
     this.#schedule();
     return true;
+  }
+
+  /**
+   * A data message goes out in pieces from now on: until
+   * {@linkcode releaseData}, pre-encoded frames (`publish`) wait, so that
+   * they do not land between its fragments.
+   */
+  holdData(): void {
+    this.#held ??= [];
+  }
+
+  /** The message sent in pieces is over: queues the frames that waited. */
+  releaseData(): void {
+    const held = this.#held;
+    this.#held = null;
+    if (held === null || this.#makeFailure !== null) return;
+    for (const frame of held) {
+      this.bufferedAmount -= frame.length;
+      this.pushEncoded(frame);
+    }
   }
 
   #schedule(): void {
@@ -349,6 +377,7 @@ export class WriteQueue {
     // The spare is never part of a write in progress (the buffer may be).
     if (this.#spare !== null) giveWriteBuffer(this.#spare);
     this.#buffer = this.#spare = null;
+    this.#held = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
     this.#wakeDrain();
@@ -385,6 +414,31 @@ export class WriteQueue {
   }
 
   /**
+   * Queues one piece of a message sent in pieces, as frames of at most
+   * `fragmentSize`, none with FIN: the first with `opcode` (and `rsv1`),
+   * the others as continuations. Returns `false` when the queue no longer
+   * accepts frames.
+   */
+  pushPiece(
+    opcode: number,
+    bytes: Uint8Array,
+    rsv1: boolean,
+    fragmentSize: number,
+  ): boolean {
+    this.#reserveFragments(bytes.length, fragmentSize);
+    let ok = true;
+    for (let offset = 0; ok && offset < bytes.length; offset += fragmentSize) {
+      ok = this.push(
+        false,
+        rsv1 && offset === 0,
+        offset === 0 ? opcode : OPCODE_CONTINUATION,
+        bytes.subarray(offset, offset + fragmentSize),
+      );
+    }
+    return ok;
+  }
+
+  /**
    * Makes room in one step for a message of `length` bytes about to be
    * pushed as fragments of `fragmentSize`, when they will be copied into
    * the write buffer.
@@ -414,6 +468,8 @@ export class WriteQueue {
       const pending = this.#length - this.#sealed;
       const next = takeWriteBuffer(Math.max(buffer.length * 2, pending + size));
       next.set(buffer.subarray(this.#sealed, this.#length));
+      // No batch part is a view of it: back to its pool, not garbage.
+      if (this.#sealed === 0) giveWriteBuffer(buffer);
       buffer = next;
       this.#buffer = buffer;
       this.#length = pending;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mask, maskInto } from "../src/mask.ts";
+import { mask, maskInto, nextMaskingKey } from "../src/mask.ts";
 
 // -- Helpers --
 
@@ -206,8 +206,48 @@ Deno.test("maskInto() matches the reference on the one-pass path: every source a
   }
 });
 
+Deno.test("maskInto() matches the reference on the short-payload loop: every length below 64 and at the switch, at several offsets", () => {
+  for (let length = 0; length <= 66; length++) {
+    for (const targetShift of [0, 1, 5, 8]) {
+      const source = pattern(length, length + 1);
+      const backing = new Uint8Array(length + 16).fill(0x5c);
+      maskInto(source, KEY, backing, targetShift);
+      const label = `length ${length}, target at ${targetShift}`;
+      assert.ok(
+        bytesEqual(
+          backing.subarray(targetShift, targetShift + length),
+          naiveMask(source, KEY),
+        ),
+        `${label}: masked bytes`,
+      );
+      assert.ok(
+        backing.subarray(0, targetShift).every((b) => b === 0x5c) &&
+          backing.subarray(targetShift + length).every((b) => b === 0x5c),
+        `${label}: nothing written outside`,
+      );
+    }
+  }
+  // Short payloads are checked against the target's end too.
+  assert.throws(
+    () => maskInto(pattern(10), KEY, new Uint8Array(12), 4),
+    RangeError,
+  );
+});
+
 Deno.test("maskInto() throws a RangeError, writing nothing, when the source does not fit", () => {
   const target = new Uint8Array(1024);
   assert.throws(() => maskInto(pattern(1024), KEY, target, 8), RangeError);
   assert.ok(target.every((b) => b === 0));
+});
+
+Deno.test("nextMaskingKey() gives fresh random bytes on every call, across pool refills", () => {
+  const seen = new Set<number>();
+  // 3,000 keys: past two refills of the 4 KiB pool.
+  for (let i = 0; i < 3000; i++) {
+    const key = nextMaskingKey();
+    assert.equal(key.length, 4);
+    seen.add(new DataView(key.buffer, key.byteOffset, 4).getUint32(0));
+  }
+  // 32 random bits: a handful of repeats at most in 3,000 draws.
+  assert.ok(seen.size > 2990, `${seen.size} distinct keys of 3000`);
 });

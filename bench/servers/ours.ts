@@ -3,7 +3,8 @@
  * README teaches: `for await (const msg of sock) await sock.write(...)`.
  *
  * `NOWAIT=1` is the second contestant: the same loop without `await`, to
- * keep the cost of awaiting visible.
+ * keep the cost of awaiting visible. `STREAM=1` echoes each message in
+ * pieces as they arrive: `readStream()` into `write(stream)`.
  *
  * Path `/` echoes text as text and binary as binary; path `/fanout`
  * subscribes to a topic, and a message from any subscriber is published to
@@ -18,6 +19,7 @@ import { listen, type Socket } from "../../mod.ts";
 const members = new Set<Socket>();
 const loop = Deno.env.get("FANOUT") === "loop";
 const nowait = Deno.env.get("NOWAIT") === "1";
+const streamed = Deno.env.get("STREAM") === "1";
 
 const server = listen({
   addr: `127.0.0.1:${Deno.env.get("PORT") ?? "0"}`,
@@ -43,6 +45,15 @@ const server = listen({
         members.delete(sock);
       }
       return;
+    }
+    if (streamed) {
+      for (;;) {
+        const msg = await sock.readStream();
+        if (msg === null) return;
+        if (msg.type === "text" || msg.type === "binary") {
+          await sock.write(msg.stream, msg.type);
+        }
+      }
     }
     if (nowait) {
       for await (const m of sock) {
