@@ -7,27 +7,10 @@
  */
 
 import { GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE } from "./close.ts";
-import { PerMessageDeflate } from "./deflate_codec.ts";
-import {
-  acceptUpgrade,
-  checkProtocol,
-  selectProtocol,
-  type UpgradeRequestInfo,
-  validateUpgrade,
-} from "./handshake.ts";
-import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
-import { closeQuietly, readRequestHead } from "./http_head.ts";
-import { serveHttp } from "./http_conn.ts";
-import {
-  hostOf,
-  internalError,
-  refuseRequest,
-  respond,
-} from "./http_server.ts";
+import { closeQuietly } from "./http_head.ts";
 import { Members } from "./members.ts";
 import {
   type AcceptOptions,
-  type ConnectionInfo,
   type HandshakeConfig,
   handshakeConfig,
   type HandshakeOptions,
@@ -35,12 +18,12 @@ import {
   listenConfig,
   type ListenOptions,
   type ServerSocket,
-  type UpgradeDecision,
 } from "./options.ts";
-import { fail, originOf, PendingConn, writeAll } from "./pending_conn.ts";
+import { fail, type PendingConn } from "./pending_conn.ts";
 import type { BrokerStats } from "./broker.ts";
-import { Socket } from "./socket.ts";
-import { topicRegistry, Topics } from "./topics.ts";
+import type { Socket } from "./socket.ts";
+import { type ConnTracker, serverHandshake } from "./server_handshake.ts";
+import { Topics } from "./topics.ts";
 
 export type {
   AcceptOptions,
@@ -52,14 +35,6 @@ export type {
   UpgradeDecision,
   UpgradeRequest,
 } from "./options.ts";
-
-/** How a server follows its connections through the handshake. */
-interface ConnTracker {
-  /** `handshake`: cut at once on shutdown; `request`: given closeTimeout. */
-  enter(pending: PendingConn, phase: "handshake" | "request"): void;
-  leave(pending: PendingConn): void;
-  closing(): boolean;
-}
 
 /**
  * A listening WebSocket server, returned by {@linkcode listen}.
@@ -327,7 +302,7 @@ export class Server {
 
   async #serve(conn: Deno.Conn): Promise<void> {
     try {
-      const sock = await handshake(conn, this.#config, this.#tracker);
+      const sock = await serverHandshake(conn, this.#config, this.#tracker);
       if (sock === null) return;
       const member = this.#sockets.add(sock);
       // The server is done with a connection when its socket is closed,
@@ -377,173 +352,6 @@ export class Server {
   #report(error: unknown): void {
     this.#config.onError(error);
   }
-}
-
-/**
- * Runs the server side of the handshake on `conn`. Resolves with the
- * socket, or `null` when the connection got an HTTP response instead
- * (rejected, malformed, or served by `onRequest`) and was closed.
- */
-async function handshake(
-  conn: Deno.Conn,
-  config: HandshakeConfig,
-  tracker: ConnTracker | null,
-): Promise<Socket | null> {
-  const pending = new PendingConn(conn);
-  tracker?.enter(pending, "handshake");
-  // Frames are coalesced per event-loop turn already; Nagle only adds delay.
-  if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-  let cancelDeadline = pending.deadline(config.handshakeTimeout);
-  try {
-    const maxSize = config.maxHandshakeSize;
-    let read = await readRequestHead(conn, maxSize);
-    if (read === "eof") return fail(conn);
-    // The client may still be sending: answer, then linger so that its
-    // unread bytes do not turn our close into a reset that loses the answer.
-    if (read === "too_large") {
-      cancelDeadline();
-      return refuseRequest(
-        pending,
-        431,
-        `Request header fields too large: limit is ${maxSize} bytes`,
-      );
-    }
-    if ("status" in read) {
-      // Bytes that cannot be HTTP/1.x: refused at once, not at the timeout.
-      cancelDeadline();
-      return refuseRequest(pending, read.status, read.message);
-    }
-    let request = parseRequestHead(read.head);
-    if ("status" in request) {
-      return fail(conn, request.status, {}, request.message);
-    }
-    const { secure, info } = originOf(conn, config.secure);
-
-    if (
-      config.onRequest !== undefined &&
-      !hasToken(request.headers.get("upgrade"), "websocket")
-    ) {
-      // Plain HTTP, maybe many requests, maybe an upgrade after them.
-      const first = { head: request, read, cancelDeadline };
-      const next = await serveHttp(pending, first, config, {
-        secure,
-        info,
-        tracker,
-      });
-      if (next === null) return null;
-      ({ head: request, read, cancelDeadline } = next);
-    }
-
-    const upgrade = validateUpgrade(request);
-    if ("status" in upgrade) {
-      return fail(conn, upgrade.status, upgrade.headers, upgrade.message);
-    }
-    const requestInfo = upgradeRequestInfo(request, secure, info);
-    let protocol = selectProtocol(config.protocols, upgrade.protocols);
-    let extraHeaders: Headers | null = null;
-    let data: unknown = undefined;
-    if (config.upgrade !== undefined) {
-      let decision: UpgradeDecision;
-      try {
-        decision = await pending.race(
-          config.upgrade(
-            { ...requestInfo, protocols: upgrade.protocols },
-            info,
-          ),
-        );
-        if (!(decision instanceof Response) && decision != null) {
-          if (typeof decision !== "object") {
-            throw new TypeError(
-              `Invalid upgrade decision: expected a Response, an object or nothing, received ${typeof decision}`,
-            );
-          }
-          if (decision.protocol !== undefined) {
-            protocol = checkProtocol(decision.protocol, upgrade.protocols);
-          }
-          if (decision.headers !== undefined) {
-            extraHeaders = new Headers(decision.headers);
-          }
-          data = decision.data;
-        }
-      } catch (error) {
-        if (pending.signal.aborted) return fail(conn);
-        config.onError(error);
-        decision = internalError();
-      }
-      if (decision instanceof Response) {
-        cancelDeadline();
-        await respond(pending, decision, request.method, config);
-        return null;
-      }
-    }
-
-    const accepted = acceptUpgrade(request, upgrade, {
-      protocol,
-      headers: extraHeaders,
-      compression: config.compression,
-    });
-    await writeAll(conn, accepted.response);
-    return new Socket({
-      conn,
-      client: false,
-      head: read.rest,
-      readBuffer: read.buffer,
-      protocol,
-      extensions: accepted.extensions,
-      request: requestInfo,
-      response: null,
-      limits: config.limits,
-      deflate: accepted.deflate === null ? null : new PerMessageDeflate({
-        client: false,
-        params: accepted.deflate,
-        config: config.compression!,
-        maxMessageSize: config.limits.maxMessageSize,
-      }),
-      topics: config.topics === undefined
-        ? undefined
-        : topicRegistry(config.topics),
-      data,
-    });
-  } catch {
-    // Reset by the peer, or cut by the handshake timeout or a shutdown.
-    return fail(conn);
-  } finally {
-    cancelDeadline();
-    tracker?.leave(pending);
-  }
-}
-
-function upgradeRequestInfo(
-  request: RequestHead,
-  secure: boolean,
-  info: ConnectionInfo,
-): UpgradeRequestInfo {
-  const scheme = secure ? "wss" : "ws";
-  const host = request.headers.get("host") ?? hostOf(info.localAddr);
-  return {
-    method: request.method,
-    url: upgradeUrl(scheme, host, request.target),
-    headers: request.headers,
-  };
-}
-
-// The URL of the last upgrade: clients of one server tend to ask for the
-// same one, and parsing it was a measurable part of a short connection.
-let lastUrl = { scheme: "", host: "", target: "", url: "" };
-
-function upgradeUrl(scheme: string, host: string, target: string): string {
-  const last = lastUrl;
-  if (last.target === target && last.host === host && last.scheme === scheme) {
-    return last.url;
-  }
-  let url: string;
-  try {
-    url = new URL(target, `${scheme}://${host}`).href;
-  } catch {
-    url = `${scheme}://${host}${target}`;
-  }
-  lastUrl = { scheme, host, target, url };
-  return url;
 }
 
 function noop(): void {}
@@ -707,5 +515,5 @@ export async function accept<T = unknown>(
   }
   const config = handshakeConfig(options as HandshakeOptions);
   config.topics = options.topics;
-  return await handshake(conn, config, null) as ServerSocket<T> | null;
+  return await serverHandshake(conn, config, null) as ServerSocket<T> | null;
 }

@@ -1,0 +1,210 @@
+/**
+ * One accepted connection on the server side, from its first byte to a
+ * {@linkcode Socket} or a closed connection: the head is read and checked,
+ * plain requests go to `onRequest` (kept alive, maybe upgraded after them),
+ * the `upgrade` hook decides, and the 101 that `handshake.ts` built is
+ * written. `server.ts` accepts connections and tracks them.
+ *
+ * @module
+ */
+
+import { PerMessageDeflate } from "./deflate_codec.ts";
+import {
+  acceptUpgrade,
+  checkProtocol,
+  selectProtocol,
+  type UpgradeRequestInfo,
+  validateUpgrade,
+} from "./handshake.ts";
+import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
+import { readRequestHead } from "./http_head.ts";
+import { serveHttp } from "./http_conn.ts";
+import {
+  hostOf,
+  internalError,
+  refuseRequest,
+  respond,
+} from "./http_server.ts";
+import type {
+  ConnectionInfo,
+  HandshakeConfig,
+  UpgradeDecision,
+} from "./options.ts";
+import { fail, originOf, PendingConn, writeAll } from "./pending_conn.ts";
+import { Socket } from "./socket.ts";
+import { topicRegistry } from "./topics.ts";
+
+/** How a server follows its connections through the handshake. */
+export interface ConnTracker {
+  /** `handshake`: cut at once on shutdown; `request`: given closeTimeout. */
+  enter(pending: PendingConn, phase: "handshake" | "request"): void;
+  leave(pending: PendingConn): void;
+  closing(): boolean;
+}
+
+/**
+ * Runs the server side of the handshake on `conn`. Resolves with the
+ * socket, or `null` when the connection got an HTTP response instead
+ * (rejected, malformed, or served by `onRequest`) and was closed.
+ */
+export async function serverHandshake(
+  conn: Deno.Conn,
+  config: HandshakeConfig,
+  tracker: ConnTracker | null,
+): Promise<Socket | null> {
+  const pending = new PendingConn(conn);
+  tracker?.enter(pending, "handshake");
+  // Frames are coalesced per event-loop turn already; Nagle only adds delay.
+  if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+  let cancelDeadline = pending.deadline(config.handshakeTimeout);
+  try {
+    const maxSize = config.maxHandshakeSize;
+    let read = await readRequestHead(conn, maxSize);
+    if (read === "eof") return fail(conn);
+    // The client may still be sending: answer, then linger so that its
+    // unread bytes do not turn our close into a reset that loses the answer.
+    if (read === "too_large") {
+      cancelDeadline();
+      return refuseRequest(
+        pending,
+        431,
+        `Request header fields too large: limit is ${maxSize} bytes`,
+      );
+    }
+    if ("status" in read) {
+      // Bytes that cannot be HTTP/1.x: refused at once, not at the timeout.
+      cancelDeadline();
+      return refuseRequest(pending, read.status, read.message);
+    }
+    let request = parseRequestHead(read.head);
+    if ("status" in request) {
+      return fail(conn, request.status, {}, request.message);
+    }
+    const { secure, info } = originOf(conn, config.secure);
+
+    if (
+      config.onRequest !== undefined &&
+      !hasToken(request.headers.get("upgrade"), "websocket")
+    ) {
+      // Plain HTTP, maybe many requests, maybe an upgrade after them.
+      const first = { head: request, read, cancelDeadline };
+      const next = await serveHttp(pending, first, config, {
+        secure,
+        info,
+        tracker,
+      });
+      if (next === null) return null;
+      ({ head: request, read, cancelDeadline } = next);
+    }
+
+    const upgrade = validateUpgrade(request);
+    if ("status" in upgrade) {
+      return fail(conn, upgrade.status, upgrade.headers, upgrade.message);
+    }
+    const requestInfo = upgradeRequestInfo(request, secure, info);
+    let protocol = selectProtocol(config.protocols, upgrade.protocols);
+    let extraHeaders: Headers | null = null;
+    let data: unknown = undefined;
+    if (config.upgrade !== undefined) {
+      let decision: UpgradeDecision;
+      try {
+        decision = await pending.race(
+          config.upgrade(
+            { ...requestInfo, protocols: upgrade.protocols },
+            info,
+          ),
+        );
+        if (!(decision instanceof Response) && decision != null) {
+          if (typeof decision !== "object") {
+            throw new TypeError(
+              `Invalid upgrade decision: expected a Response, an object or nothing, received ${typeof decision}`,
+            );
+          }
+          if (decision.protocol !== undefined) {
+            protocol = checkProtocol(decision.protocol, upgrade.protocols);
+          }
+          if (decision.headers !== undefined) {
+            extraHeaders = new Headers(decision.headers);
+          }
+          data = decision.data;
+        }
+      } catch (error) {
+        if (pending.signal.aborted) return fail(conn);
+        config.onError(error);
+        decision = internalError();
+      }
+      if (decision instanceof Response) {
+        cancelDeadline();
+        await respond(pending, decision, request.method, config);
+        return null;
+      }
+    }
+
+    const accepted = acceptUpgrade(request, upgrade, {
+      protocol,
+      headers: extraHeaders,
+      compression: config.compression,
+    });
+    await writeAll(conn, accepted.response);
+    return new Socket({
+      conn,
+      client: false,
+      head: read.rest,
+      readBuffer: read.buffer,
+      protocol,
+      extensions: accepted.extensions,
+      request: requestInfo,
+      response: null,
+      limits: config.limits,
+      deflate: accepted.deflate === null ? null : new PerMessageDeflate({
+        client: false,
+        params: accepted.deflate,
+        config: config.compression!,
+        maxMessageSize: config.limits.maxMessageSize,
+      }),
+      topics: config.topics === undefined
+        ? undefined
+        : topicRegistry(config.topics),
+      data,
+    });
+  } catch {
+    // Reset by the peer, or cut by the handshake timeout or a shutdown.
+    return fail(conn);
+  } finally {
+    cancelDeadline();
+    tracker?.leave(pending);
+  }
+}
+
+function upgradeRequestInfo(
+  request: RequestHead,
+  secure: boolean,
+  info: ConnectionInfo,
+): UpgradeRequestInfo {
+  const scheme = secure ? "wss" : "ws";
+  const host = request.headers.get("host") ?? hostOf(info.localAddr);
+  return {
+    method: request.method,
+    url: upgradeUrl(scheme, host, request.target),
+    headers: request.headers,
+  };
+}
+
+// The URL of the last upgrade: clients of one server tend to ask for the
+// same one, and parsing it was a measurable part of a short connection.
+let lastUrl = { scheme: "", host: "", target: "", url: "" };
+
+function upgradeUrl(scheme: string, host: string, target: string): string {
+  const last = lastUrl;
+  if (last.target === target && last.host === host && last.scheme === scheme) {
+    return last.url;
+  }
+  let url: string;
+  try {
+    url = new URL(target, `${scheme}://${host}`).href;
+  } catch {
+    url = `${scheme}://${host}${target}`;
+  }
+  lastUrl = { scheme, host, target, url };
+  return url;
+}
