@@ -145,28 +145,10 @@ export class PerMessageDeflate {
     const stream = this.#deflater ??
       acquireStream(true, this.#deflateBits, this.#level);
     this.#deflater = stream;
-    const buffer = codecScratch();
     const parts: Uint8Array[] = [];
-    let total = 0;
-    let offset = 0;
-    let remaining = payload.length;
+    let total: number;
     try {
-      for (;;) {
-        const n = stream.write(
-          payload,
-          offset,
-          remaining,
-          buffer,
-          CODEC_SCRATCH_SIZE,
-        );
-        offset += remaining - stream.availableIn;
-        remaining = stream.availableIn;
-        if (n > 0) {
-          parts.push(buffer.slice(0, n));
-          total += n;
-        }
-        if (n < CODEC_SCRATCH_SIZE) break;
-      }
+      total = deflateInto(stream, payload, parts);
     } finally {
       if (this.#deflateReset) {
         releaseStream(stream);
@@ -203,27 +185,8 @@ export class PerMessageDeflate {
     const stream = this.#deflater ??
       acquireStream(true, this.#deflateBits, this.#level);
     this.#deflater = stream;
-    const buffer = codecScratch();
     const parts: Uint8Array[] = [];
-    let total = 0;
-    let offset = 0;
-    let remaining = payload.length;
-    for (;;) {
-      const n = stream.write(
-        payload,
-        offset,
-        remaining,
-        buffer,
-        CODEC_SCRATCH_SIZE,
-      );
-      offset += remaining - stream.availableIn;
-      remaining = stream.availableIn;
-      if (n > 0) {
-        parts.push(buffer.slice(0, n));
-        total += n;
-      }
-      if (n < CODEC_SCRATCH_SIZE) break;
-    }
+    const total = deflateInto(stream, payload, parts);
     const prefix = first ? 0 : TAIL.length;
     const out = new Uint8Array(prefix + total - TAIL.length);
     if (!first) out.set(TAIL);
@@ -437,4 +400,38 @@ export class PerMessageDeflate {
     window.set(ring.subarray(0, at), ring.length - at);
     return window;
   }
+}
+
+/**
+ * Runs `payload` through the deflate `stream` (which flushes), pushing the
+ * output onto `parts` in copies of the codec's scratch buffer.
+ *
+ * @returns the bytes of output
+ */
+function deflateInto(
+  stream: ZlibStream,
+  payload: Uint8Array,
+  parts: Uint8Array[],
+): number {
+  const buffer = codecScratch();
+  let total = 0;
+  let offset = 0;
+  let remaining = payload.length;
+  for (;;) {
+    const n = stream.write(
+      payload,
+      offset,
+      remaining,
+      buffer,
+      CODEC_SCRATCH_SIZE,
+    );
+    offset += remaining - stream.availableIn;
+    remaining = stream.availableIn;
+    if (n > 0) {
+      parts.push(buffer.slice(0, n));
+      total += n;
+    }
+    if (n < CODEC_SCRATCH_SIZE) break;
+  }
+  return total;
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { numberOption } from "./check.ts";
 import type { Broker } from "./broker.ts";
 import type { CompressionConfig, CompressionOptions } from "./deflate.ts";
 import { compressionConfig } from "./deflate_codec.ts";
@@ -135,25 +136,7 @@ export interface SocketInit {
 
 /** Applies the defaults to {@linkcode SocketOptions}, checking each value. */
 export function socketLimits(options: SocketOptions): SocketLimits {
-  const positive = (
-    name: keyof SocketOptions,
-    value: number | undefined,
-    fallback: number,
-    zero = false,
-  ) => {
-    if (value === undefined) return fallback;
-    if (
-      typeof value !== "number" || Number.isNaN(value) || value < 0 ||
-      (value === 0 && !zero)
-    ) {
-      throw new TypeError(
-        `Invalid option ${name}: expected a ${
-          zero ? "non-negative" : "positive"
-        } number, received ${value}`,
-      );
-    }
-    return value;
-  };
+  const positive = numberOption;
   const maxMessageSize = positive(
     "maxMessageSize",
     options.maxMessageSize,

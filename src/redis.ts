@@ -11,6 +11,7 @@
  * @module
  */
 
+import { numberOption } from "./check.ts";
 import { Buffer } from "node:buffer";
 import { Redis, type RedisOptions } from "ioredis";
 import type { Broker, BrokerEvents } from "./broker.ts";
@@ -128,12 +129,12 @@ export function redisBroker(options: RedisBrokerOptions = {}): Broker {
       `Invalid option prefix: expected a string, received ${typeof prefix}`,
     );
   }
-  const maxPendingBytes = positive(
+  const maxPendingBytes = numberOption(
     "maxPendingBytes",
     options.maxPendingBytes,
     8 * 1024 * 1024,
   );
-  const maxReconnectDelay = positive(
+  const maxReconnectDelay = numberOption(
     "maxReconnectDelay",
     options.maxReconnectDelay,
     2000,
@@ -281,20 +282,6 @@ function* chunks(topics: string[], prefix: string): Generator<string[]> {
   for (let i = 0; i < topics.length; i += CHANNELS_PER_COMMAND) {
     yield topics.slice(i, i + CHANNELS_PER_COMMAND).map((t) => prefix + t);
   }
-}
-
-function positive(
-  name: string,
-  value: number | undefined,
-  fallback: number,
-): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !(value > 0)) {
-    throw new TypeError(
-      `Invalid option ${name}: expected a positive number, received ${value}`,
-    );
-  }
-  return value;
 }
 
 function noop(): void {}

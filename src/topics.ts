@@ -6,6 +6,7 @@
  * @module
  */
 
+import { numberOption } from "./check.ts";
 import { setImmediate } from "node:timers";
 import type { Broker, BrokerEvents, BrokerStats } from "./broker.ts";
 import {
@@ -151,12 +152,12 @@ export class Topics {
    *   {@linkcode Broker} or belongs to another `Topics` already
    */
   constructor(options: TopicsOptions = {}) {
-    this.#maxPublishBacklog = checkPositive(
+    this.#maxPublishBacklog = numberOption(
       "maxPublishBacklog",
       options.maxPublishBacklog,
       1024 * 1024,
     );
-    this.#fragmentSize = checkPositive(
+    this.#fragmentSize = numberOption(
       "fragmentSize",
       options.fragmentSize,
       64 * 1024,
@@ -673,18 +674,4 @@ function encodeMessage(
     offset += frame.length;
   }
   return out;
-}
-
-function checkPositive(
-  name: string,
-  value: number | undefined,
-  fallback: number,
-): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !(value > 0)) {
-    throw new TypeError(
-      `Invalid option ${name}: expected a positive number, received ${value}`,
-    );
-  }
-  return value;
 }
