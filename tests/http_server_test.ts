@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { get, HttpClient } from "./_http_helpers.ts";
+import { get, HttpClient } from "./_http_client.ts";
 import {
   clientFrame,
   echo,

@@ -12,7 +12,7 @@ import type { BrokerStats } from "../src/broker.ts";
 import { encodeEnvelope, randomNodeId } from "../src/envelope.ts";
 import { encodeFrame, OPCODE_TEXT } from "../src/frame.ts";
 import { topicRegistry } from "../src/topics.ts";
-import { BrokerNode, RedisServer } from "./_redis_helpers.ts";
+import { BrokerNode, RedisServer } from "./_redis_server.ts";
 import { serve, sleep as delay, urlOf, waitFor, within } from "./_helpers.ts";
 
 const encoder = new TextEncoder();

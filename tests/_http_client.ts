@@ -5,6 +5,8 @@
  * byte for byte.
  */
 
+import { concat } from "./_helpers.ts";
+
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
@@ -133,7 +135,7 @@ export class HttpClient implements AsyncDisposable {
         chunks.push(decoder.decode(c));
         parts.push(c);
       }
-      body = concatAll(parts);
+      body = concat(...parts);
     } else if (length !== null) {
       body = await this.readBytes(Number(length));
     } else {
@@ -167,16 +169,6 @@ export class HttpClient implements AsyncDisposable {
     this.close();
     return Promise.resolve();
   }
-}
-
-function concatAll(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /** A GET request for `path`, with extra header lines. */
