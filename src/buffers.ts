@@ -245,6 +245,23 @@ export function slabRoom(length: number): Uint8Array {
   return new Uint8Array(slab.buffer, start, length);
 }
 
+/**
+ * `parts` copied end to end into one new buffer of `size` bytes (by
+ * default, their total length).
+ */
+export function joinBytes(
+  parts: Uint8Array[],
+  size: number = parts.reduce((n, part) => n + part.length, 0),
+): Uint8Array {
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
 /** A copy of `bytes` that the caller owns (never written again by us). */
 export function copyBytes(bytes: Uint8Array): Uint8Array {
   const length = bytes.length;

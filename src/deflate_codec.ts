@@ -10,7 +10,7 @@
  * @module
  */
 
-import { CODEC_SCRATCH_SIZE, codecScratch } from "./buffers.ts";
+import { CODEC_SCRATCH_SIZE, codecScratch, joinBytes } from "./buffers.ts";
 import { INVALID_FRAME_PAYLOAD_DATA, MESSAGE_TOO_BIG } from "./close.ts";
 import {
   checkCompressionOptions,
@@ -160,13 +160,7 @@ export class PerMessageDeflate {
     if (length <= 0) return EMPTY_BLOCK;
     if (this.#deflateReset && length >= payload.length) return null;
     if (parts.length === 1) return parts[0].subarray(0, length);
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const part of parts) {
-      out.set(part, at);
-      at += part.length;
-    }
-    return out.subarray(0, length);
+    return joinBytes(parts, total).subarray(0, length);
   }
 
   /**

@@ -19,7 +19,7 @@ import {
   OPCODE_PONG,
   OPCODE_TEXT,
 } from "./frame.ts";
-import { mask } from "./mask.ts";
+import { mask, maskInto } from "./mask.ts";
 import { SLAB_COPY_MAX, slabRoom } from "./buffers.ts";
 
 /** Limits and rules for {@linkcode FrameDecoder}. */
@@ -557,24 +557,15 @@ export class FrameDecoder {
   /** {@linkcode #complete} for `copySmall`: unmasks while it copies. */
   #completeCopy(chunk: Uint8Array, start: number, length: number): true {
     const payload = slabRoom(length);
-    if (this.#masked) {
-      const key = this.#maskingKey;
-      if (length < 64) {
-        for (let i = 0; i < length; i++) {
-          payload[i] = chunk[start + i] ^ key[i & 3];
-        }
-      } else {
-        payload.set(chunk.subarray(start, start + length));
-        mask(payload, key);
+    const key = this.#maskingKey;
+    if (!this.#masked) payload.set(chunk.subarray(start, start + length));
+    else if (length < 64) {
+      // One loop costs less than a view of the chunk and a call.
+      for (let i = 0; i < length; i++) {
+        payload[i] = chunk[start + i] ^ key[i & 3];
       }
-      // Not unmasked in #complete: copied unmasked already.
-      this.#masked = false;
-    } else if (length < 64) {
-      for (let i = 0; i < length; i++) payload[i] = chunk[start + i];
-    } else {
-      payload.set(chunk.subarray(start, start + length));
-    }
-    return this.#complete(payload, true);
+    } else maskInto(chunk.subarray(start, start + length), key, payload, 0);
+    return this.#done(payload, true, false);
   }
 
   #grow(capacity: number): Uint8Array {
@@ -593,6 +584,11 @@ export class FrameDecoder {
         this.#unmasked = 0;
       }
     }
+    return this.#done(payload, owned, assembled);
+  }
+
+  /** A frame is complete with `payload`, unmasked already. */
+  #done(payload: Uint8Array, owned: boolean, assembled: boolean): true {
     this.payload = payload;
     this.payloadOwned = owned;
     this.assembled = assembled;

@@ -19,7 +19,7 @@ import type {
   StreamSink,
 } from "./protocol.ts";
 import type { ReadQueue } from "./read_queue.ts";
-import { giveWriteBuffer, takeWriteBuffer } from "./buffers.ts";
+import { giveWriteBuffer, joinBytes, takeWriteBuffer } from "./buffers.ts";
 
 /** Read size while a message streams. */
 const STREAM_READ = 256 * 1024;
@@ -172,7 +172,7 @@ class InboundStream {
         request.respond(n);
       } else if (this.#wanted) {
         this.#wanted = false;
-        controller.enqueue(concatenate(held.splice(0)));
+        controller.enqueue(joinBytes(held.splice(0)));
       } else break;
     }
     if (held.length === 0 && this.#closeAfterHeld) this.#close();
@@ -214,20 +214,6 @@ class InboundStream {
     this.#wake = null;
     wake?.();
   }
-}
-
-/** One copy of all `parts`, end to end. */
-function concatenate(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0].slice();
-  let size = 0;
-  for (const part of parts) size += part.length;
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 /** How a socket's {@linkcode Inbound} reaches the socket. */

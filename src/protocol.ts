@@ -6,7 +6,7 @@
  * @module
  */
 
-import { copyBytes } from "./buffers.ts";
+import { copyBytes, joinBytes } from "./buffers.ts";
 import {
   ABNORMAL_CLOSURE,
   decodeClosePayload,
@@ -602,12 +602,7 @@ export class Protocol {
       } else if (parts.length === 1) {
         data = parts[0];
       } else {
-        data = new Uint8Array(size);
-        let offset = 0;
-        for (const part of parts) {
-          data.set(part, offset);
-          offset += part.length;
-        }
+        data = joinBytes(parts, size);
       }
       this.#parts = [];
       this.#sink.deliver({ type: "binary", data }, size);
