@@ -22,6 +22,7 @@
  * @module
  */
 
+import { RedisServer } from "../tests/_redis_server.ts";
 import process from "node:process";
 import { setImmediate } from "node:timers";
 import { listen, type Socket } from "../mod.ts";
@@ -253,44 +254,6 @@ function redisCpu(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-async function startRedis(): Promise<
-  { url: string; pid: number; stop(): Promise<void> }
-> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  const child = new Deno.Command("redis-server", {
-    args: [
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  for (let i = 0; i < 100; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    pid: child.pid,
-    async stop() {
-      child.kill("SIGKILL");
-      await child.status;
-    },
-  };
-}
-
 async function stopAll(children: Child[]): Promise<void> {
   for (const child of children) {
     try {
@@ -303,7 +266,7 @@ async function stopAll(children: Child[]): Promise<void> {
 }
 
 async function relay(total: number, burst: number): Promise<number> {
-  const redis = await startRedis();
+  const redis = await RedisServer.start();
   const [pub, pubPort] = await startServer(redis.url);
   const [sub, subPort] = await startServer(redis.url);
   const clients = spawn([
@@ -330,7 +293,7 @@ async function relay(total: number, burst: number): Promise<number> {
   );
   ctl.close();
   await stopAll([pub, sub, clients]);
-  await redis.stop();
+  await redis.kill();
   return rate;
 }
 
@@ -349,7 +312,7 @@ async function fanOut(
   messages: number,
   pause: number,
 ): Promise<FanOut> {
-  const redis = nodes > 1 ? await startRedis() : null;
+  const redis = nodes > 1 ? await RedisServer.start() : null;
   const servers: [Child, number][] = [];
   for (let i = 0; i < nodes; i++) {
     servers.push(await startServer(redis?.url ?? "none"));
@@ -372,7 +335,7 @@ async function fanOut(
   const cpuBefore = await Promise.all(
     ctls.map((c) => ask(c, "cpu").then(Number)),
   );
-  const redisBefore = redis ? redisCpu(redis.pid) : 0;
+  const redisBefore = redis ? redisCpu(redis.pid!) : 0;
   const start = now();
   // Bursts of 10 every `pause` ms: a steady stream the subscribers' process
   // keeps up with, so latency is the path's, not a queue's.
@@ -383,7 +346,7 @@ async function fanOut(
   const cpuAfter = await Promise.all(
     ctls.map((c) => ask(c, "cpu").then(Number)),
   );
-  const redisUsed = redis ? redisCpu(redis.pid) - redisBefore : 0;
+  const redisUsed = redis ? redisCpu(redis.pid!) - redisBefore : 0;
   const deliveries = results.reduce((n, r) => n + r.messages, 0);
   const end = Math.max(...results.map((r) => r.last));
   // The clients wait a second of silence before they report: CPU measured
@@ -412,7 +375,7 @@ async function fanOut(
   );
   for (const c of ctls) c.close();
   await stopAll([...servers.map(([c]) => c), ...clients]);
-  await redis?.stop();
+  await redis?.kill();
   return outcome;
 }
 

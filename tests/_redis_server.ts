@@ -27,6 +27,11 @@ export class RedisServer implements AsyncDisposable {
     return server;
   }
 
+  /** The running server's process id, `null` after a kill. */
+  get pid(): number | null {
+    return this.#process?.pid ?? null;
+  }
+
   /** `redis://127.0.0.1:<port>`. */
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
