@@ -558,13 +558,18 @@ export class FrameDecoder {
   #completeCopy(chunk: Uint8Array, start: number, length: number): true {
     const payload = slabRoom(length);
     const key = this.#maskingKey;
-    if (!this.#masked) payload.set(chunk.subarray(start, start + length));
-    else if (length < 64) {
+    if (length < 64) {
       // One loop costs less than a view of the chunk and a call.
-      for (let i = 0; i < length; i++) {
-        payload[i] = chunk[start + i] ^ key[i & 3];
-      }
-    } else maskInto(chunk.subarray(start, start + length), key, payload, 0);
+      if (this.#masked) {
+        for (let i = 0; i < length; i++) {
+          payload[i] = chunk[start + i] ^ key[i & 3];
+        }
+      } else for (let i = 0; i < length; i++) payload[i] = chunk[start + i];
+    } else {
+      const source = chunk.subarray(start, start + length);
+      if (this.#masked) maskInto(source, key, payload, 0);
+      else payload.set(source);
+    }
     return this.#done(payload, true, false);
   }
 
