@@ -8,7 +8,7 @@
 import type { Member } from "./members.ts";
 import type { Protocol } from "./protocol.ts";
 import type { Subscriber, TopicRegistry } from "./topics.ts";
-import type { WriteQueue } from "./write_queue.ts";
+import type { SharedLog, WriteQueue } from "./write_queue.ts";
 
 /** A socket as `publish` sees it. */
 class SocketSubscriber implements Subscriber {
@@ -26,6 +26,10 @@ class SocketSubscriber implements Subscriber {
 
   push(frame: Uint8Array): boolean {
     return this.#protocol.open && this.#writes.pushEncoded(frame);
+  }
+
+  pushShared(log: SharedLog, start: number, end: number): boolean {
+    return this.#protocol.open && this.#writes.pushShared(log, start, end);
   }
 }
 

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import {
   giveWriteBuffer,
   takeWriteBuffer,
@@ -18,6 +17,16 @@ import {
   writeFrameHeader,
 } from "./frame.ts";
 import { mask, maskInto, nextMaskingKey } from "./mask.ts";
+import {
+  type Batch,
+  newBatch,
+  noop,
+  recycleBatch,
+  scheduleFlush,
+  type SharedLog,
+} from "./write_batch.ts";
+
+export { SharedLog } from "./write_batch.ts";
 
 /** The part of a `Deno.Conn` the queue writes to. */
 export interface Writer {
@@ -37,84 +46,7 @@ const SHARE_LIMIT = 16 * 1024;
 // of the event-loop turn.
 const EAGER_FLUSH = 64 * 1024;
 
-function noop(): void {}
-
-// Every queue with frames waiting is flushed from one setImmediate per
-// event-loop turn, not one each: a publish to 1,000 sockets schedules once.
-let flushes: WriteQueue[] = [];
-let spareFlushes: WriteQueue[] = [];
-
-function runFlushes(): void {
-  const due = flushes;
-  flushes = spareFlushes;
-  for (let i = 0; i < due.length; i++) due[i].writeNow();
-  due.length = 0;
-  spareFlushes = due;
-}
-
-function scheduleFlush(queue: WriteQueue): void {
-  if (flushes.length === 0) setImmediate(runFlushes);
-  flushes.push(queue);
-}
-
 const encoder = new TextEncoder();
-
-/**
- * Frames waiting for the OS, and the promise that `flush()` waits on, made
- * only if somebody asks for it.
- */
-class Batch {
-  parts: Uint8Array[] = [];
-  // A part is the caller's own buffer, not a copy.
-  borrowed = false;
-  #promise: Promise<void> | null = null;
-  #resolve: (() => void) | null = null;
-  #reject: ((error: unknown) => void) | null = null;
-
-  get promise(): Promise<void> {
-    if (this.#promise === null) {
-      const { promise, resolve, reject } = Promise.withResolvers<void>();
-      // A flush nobody awaits must not become an unhandled rejection that
-      // kills the process when the peer goes away; awaiting callers still
-      // see the error.
-      promise.catch(noop);
-      this.#promise = promise;
-      this.#resolve = resolve;
-      this.#reject = reject;
-    }
-    return this.#promise;
-  }
-
-  resolve(): void {
-    this.#resolve?.();
-  }
-
-  reject(error: unknown): void {
-    this.#reject?.(error);
-  }
-
-  /** Nobody holds its promise: it may be used again once written. */
-  get unclaimed(): boolean {
-    return this.#promise === null;
-  }
-}
-
-// Written batches nobody waited on, for the next ones: a batch per flush
-// was a third of the garbage under fan-out.
-const spareBatches: Batch[] = [];
-
-function newBatch(): Batch {
-  return spareBatches.pop() ?? new Batch();
-}
-
-function recycleBatch(batch: Batch): void {
-  if (batch.unclaimed && spareBatches.length < 1024) {
-    batch.parts.length = 0;
-    batch.borrowed = false;
-    spareBatches.push(batch);
-  }
-}
-
 const RESOLVED = Promise.resolve();
 
 /**
@@ -151,6 +83,11 @@ export class WriteQueue {
   #idle: (() => void)[] = [];
   // Pre-encoded frames held back while a message goes out in pieces.
   #held: Uint8Array[] | null = null;
+  // A batch of published frames only: their range of a topic's log, written
+  // as a view of it (see pushShared).
+  #log: SharedLog | null = null;
+  #logStart = 0;
+  #logEnd = 0;
 
   /** Bytes accepted and not yet handed to the OS. */
   bufferedAmount = 0;
@@ -339,6 +276,40 @@ export class WriteQueue {
   }
 
   /**
+   * Queues the frames at `start` to `end` of a topic's log (see
+   * {@linkcode SharedLog}). While the batch holds nothing else, the range
+   * grows with each frame appended to the log after it and is written as a
+   * view of the log; anything else queued copies it into the write buffer
+   * first. Returns whether it was queued (not once the queue failed).
+   */
+  pushShared(log: SharedLog, start: number, end: number): boolean {
+    if (this.#makeFailure !== null) return false;
+    if (this.#held !== null) {
+      return this.pushEncoded(log.bytes.subarray(start, end));
+    }
+    if (this.#log === log && this.#logEnd === start) this.#logEnd = end;
+    else if (this.#batch === null) {
+      this.#batch = newBatch();
+      this.#log = log;
+      this.#logStart = start;
+      this.#logEnd = end;
+    } else return this.pushEncoded(log.bytes.subarray(start, end));
+    this.bufferedAmount += end - start;
+    this.#schedule();
+    return true;
+  }
+
+  /** Moves a batch's range of a log into the write buffer. */
+  #unshare(): void {
+    const log = this.#log!;
+    this.#log = null;
+    const length = this.#logEnd - this.#logStart;
+    const buffer = this.#reserve(length);
+    buffer.set(log.bytes.subarray(this.#logStart, this.#logEnd), this.#length);
+    this.#length += length;
+  }
+
+  /**
    * A data message goes out in pieces from now on: until
    * {@linkcode releaseData}, pre-encoded frames (`publish`) wait, so that
    * they do not land between its fragments.
@@ -398,7 +369,7 @@ export class WriteQueue {
     // The spare is never part of a write in progress (the buffer may be).
     if (this.#spare !== null) giveWriteBuffer(this.#spare);
     this.#buffer = this.#spare = null;
-    this.#held = null;
+    this.#held = this.#log = null;
     this.#length = this.#sealed = 0;
     this.bufferedAmount = 0;
     this.#wakeDrain();
@@ -474,6 +445,7 @@ export class WriteQueue {
   }
 
   #reserve(size: number): Uint8Array {
+    if (this.#log !== null) this.#unshare();
     let buffer = this.#buffer;
     if (buffer === null) {
       buffer = this.#spare !== null && this.#spare.length >= size
@@ -500,6 +472,7 @@ export class WriteQueue {
   }
 
   #seal(batch: Batch): void {
+    if (this.#log !== null) this.#unshare();
     if (this.#buffer !== null && this.#length > this.#sealed) {
       batch.parts.push(this.#buffer.subarray(this.#sealed, this.#length));
       this.#sealed = this.#length;
@@ -547,7 +520,12 @@ export class WriteQueue {
       this.#wakeIdle();
       return;
     }
-    this.#seal(batch);
+    const log = this.#log;
+    if (log !== null) {
+      // Published frames only: their range of the log, as it is.
+      this.#log = null;
+      batch.parts.push(log.view(this.#logStart, this.#logEnd));
+    } else this.#seal(batch);
     this.#written = this.#buffer;
     this.#batch = null;
     this.#writing = batch;
