@@ -227,7 +227,9 @@ export class Topics {
   /**
    * Sends a message to every socket subscribed to `topic`. The frame is
    * encoded once and the same bytes are queued on each subscriber (with
-   * whatever else that socket writes in the same event-loop turn). A
+   * whatever else that socket writes in the same event-loop turn; while
+   * publishes keep coming, a topic's subscribers write them at most every
+   * 4 ms, each in one write call: see the README's Topics section). A
    * subscriber whose `bufferedAmount` is over `maxPublishBacklog` is
    * skipped and does not get this message; one that is closing is skipped
    * too. Write failures are not reported here: a socket whose connection

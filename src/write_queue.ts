@@ -23,6 +23,7 @@ import {
   noop,
   recycleBatch,
   scheduleFlush,
+  scheduleSharedFlush,
   type SharedLog,
 } from "./write_batch.ts";
 
@@ -76,6 +77,8 @@ export class WriteQueue {
   #lowWaiter: (() => void) | null = null;
   #lowWaterMark = 0;
   #scheduled = false;
+  // In the pass over batches of published frames only (scheduleSharedFlush).
+  #sharedScheduled = false;
   #eager = false;
   #flushing = false;
   #failure: unknown = null;
@@ -295,7 +298,8 @@ export class WriteQueue {
       this.#logEnd = end;
     } else return this.pushEncoded(log.bytes.subarray(start, end));
     this.bufferedAmount += end - start;
-    this.#schedule();
+    if (this.bufferedAmount >= EAGER_FLUSH) this.#schedule();
+    else if (!this.#flushing) this.#scheduleShared();
     return true;
   }
 
@@ -326,6 +330,14 @@ export class WriteQueue {
     for (const frame of held) {
       this.bufferedAmount -= frame.length;
       this.pushEncoded(frame);
+    }
+  }
+
+  /** A batch of published frames only waits for the next shared pass. */
+  #scheduleShared(): void {
+    if (!this.#sharedScheduled) {
+      this.#sharedScheduled = true;
+      scheduleSharedFlush(this);
     }
   }
 
@@ -499,7 +511,7 @@ export class WriteQueue {
   readonly #onWriteFailed = (cause: unknown): void => this.#writeFailed(cause);
 
   #flush(): void {
-    this.#scheduled = this.#eager = false;
+    this.#scheduled = this.#sharedScheduled = this.#eager = false;
     // Scheduled twice (at the turn's end, then eagerly): one flush runs.
     if (this.#flushing) return;
     this.#flushing = true;
@@ -507,8 +519,18 @@ export class WriteQueue {
   }
 
   /** Writes the next batch, or ends the flush when there is none. */
-  #next(): void {
+  #next(afterWrite = false): void {
     const batch = this.#batch;
+    if (
+      afterWrite && this.#log !== null && this.bufferedAmount < EAGER_FLUSH &&
+      this.#makeFailure === null
+    ) {
+      // Published frames came while writing: they wait for the next shared
+      // pass, with everything else published until then.
+      this.#flushing = false;
+      this.#scheduleShared();
+      return;
+    }
     if (batch === null || this.#makeFailure !== null) {
       this.#flushing = false;
       if (this.#batch === null && this.#spare !== null) {
@@ -592,7 +614,7 @@ export class WriteQueue {
     }
     batch.resolve();
     recycleBatch(batch);
-    this.#next();
+    this.#next(true);
   }
 
   #writeFailed(cause: unknown): void {

@@ -208,3 +208,45 @@ Deno.test("with 10 subscribers, a socket that left and came back within a turn m
   });
   await within(Promise.all(clients.map((c) => c.close())));
 });
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+Deno.test("with 10 subscribers, a publish after a quiet moment is written at the end of its turn", async () => {
+  const topics = new Topics();
+  await using subs = await countedSubscribers(topics, "t", 10);
+  await sleep(20);
+  for (const counted of subs.writes) counted.length = 0;
+  topics.publish("t", "now", "text");
+  await nextTurn();
+  for (const counted of subs.writes) assert.deepEqual(counted, [5]);
+  for (const client of subs.clients) {
+    assert.deepEqual(await within(client.read()), {
+      type: "text",
+      data: "now",
+    });
+  }
+});
+
+Deno.test("with 10 subscribers, publishes of back-to-back turns are gathered into fewer write calls", async () => {
+  const topics = new Topics();
+  await using subs = await countedSubscribers(topics, "t", 10);
+  await sleep(20);
+  for (const counted of subs.writes) counted.length = 0;
+  for (let i = 0; i < 20; i++) {
+    topics.publish("t", `m${i}`, "text");
+    await nextTurn();
+  }
+  for (const client of subs.clients) {
+    for (let i = 0; i < 20; i++) {
+      assert.deepEqual(await within(client.read()), {
+        type: "text",
+        data: `m${i}`,
+      });
+    }
+  }
+  // 20 turns take well under SHARED_PASS_INTERVAL (4 ms) each: the first
+  // publish goes at once, the rest wait for the next pass.
+  for (const counted of subs.writes) {
+    assert.ok(counted.length <= 10, `${counted.length} write calls`);
+  }
+});
