@@ -12,7 +12,8 @@
  *
  * Usage:
  *   deno run -A bench/abuse.ts [--only ping-flood,garbage,...] [--scale F] [--json FILE]
- *     [--server builtin|bare] (storm and half-frame rounds against a reference)
+ *     [--server builtin|bare] (storm and half-frame rounds against a reference;
+ *       for idle, a comma list of the rows to run: ours,builtin,bun,bare,bare_noread)
  *     [--server-v8-flags F] (more V8 flags for the attacked server)
  *
  * Attacks (names for `--only`): ping-flood, garbage, tls-silent, idle,
@@ -826,9 +827,11 @@ async function idle(): Promise<void> {
       `Need ${count + 200} descriptors, have ${limits.soft} (ulimit -n)`,
     );
   }
-  for (
-    const kind of ["ours", "builtin", "bun", "bare", "bare_noread"] as const
-  ) {
+  const all = ["ours", "builtin", "bun", "bare", "bare_noread"] as const;
+  // `--server ours,bare`: only those rows (all five by default).
+  const chosen = flags.server?.split(",").map((s) => s.trim());
+  for (const kind of all) {
+    if (chosen !== undefined && !chosen.includes(kind)) continue;
     if (kind === "bun" && !await hasBun()) {
       log("idle: bun not found, skipping its reference row");
       continue;
