@@ -453,6 +453,69 @@ Deno.test("sock.request holds the method, URL and headers of the upgrade request
   await sock.close();
 });
 
+Deno.test("sock.request, whose headers are built when first read, is a plain { method, url, headers } with one Headers, shared with the upgrade hook", async () => {
+  const seen = Promise.withResolvers<Socket["request"]>();
+  const hookHeaders: Headers[] = [];
+  await using server = serve((sock) => seen.resolve(sock.request), {
+    upgrade(req) {
+      // Read and changed in the hook: the socket sees the same Headers.
+      hookHeaders.push(req.headers);
+      req.headers.set("x-user", "ann");
+      // Replacing the hook's own leaves the socket's alone, as with a copy.
+      const { protocols, ...rest } = req;
+      assert.deepEqual(Object.keys(rest), ["method", "url", "headers"]);
+      assert.deepEqual(protocols, []);
+    },
+  });
+  const sock = await within(
+    connect(urlOf(server, "/a?b=1"), {
+      headers: { "X-Trace": "abc", "X-Two": "1" },
+    }),
+  );
+  const request = await within(seen.promise);
+  assert.deepEqual(Object.keys(request), ["method", "url", "headers"]);
+  const copy = { ...request };
+  assert.equal(copy.method, "GET");
+  assert.equal(copy.url, `ws://127.0.0.1:${server.addr.port}/a?b=1`);
+  assert.equal(copy.headers, request.headers);
+  assert.equal(request.headers, hookHeaders[0]);
+  assert.equal(request.headers.get("x-user"), "ann");
+  assert.equal(request.headers.get("x-trace"), "abc");
+  assert.equal(request.headers.get("x-two"), "1");
+  assert.deepEqual(JSON.parse(JSON.stringify(request)), {
+    method: "GET",
+    url: copy.url,
+    headers: {},
+  });
+  // Assignable, as a plain object's property is.
+  const other = new Headers({ a: "b" });
+  request.headers = other;
+  assert.equal(request.headers, other);
+  await sock.close();
+});
+
+Deno.test("sock.request.headers, first read long after the upgrade, holds every field as sent, repeated ones joined", async () => {
+  const seen = Promise.withResolvers<Socket["request"]>();
+  await using server = serve(async (sock) => {
+    // Let the read loop reuse its buffer before the headers are read.
+    assert.deepEqual(await sock.read(), {
+      type: "text",
+      data: "x".repeat(3000),
+    });
+    seen.resolve(sock.request);
+  });
+  await using raw = await RawClient.upgrade(
+    server.addr.port,
+    `X-Dup: one\r\nx-dup: two\r\nX-Long: ${"v".repeat(500)}\r\n`,
+  );
+  await raw.send(clientFrame(1, "x".repeat(3000)));
+  const request = await within(seen.promise);
+  assert.equal(request.headers.get("x-dup"), "one, two");
+  assert.equal(request.headers.get("x-long"), "v".repeat(500));
+  assert.equal(request.headers.get("upgrade"), "websocket");
+  assert.equal(request.headers, request.headers);
+});
+
 Deno.test("sock.remoteAddr and sock.localAddr are the two ends of the connection", async () => {
   const addrs = Promise.withResolvers<
     { remote: Deno.NetAddr; local: Deno.NetAddr }
