@@ -66,11 +66,25 @@ export class BufferPool {
 export const readBuffers: BufferPool = new BufferPool(8 * 1024, 128);
 
 /**
- * The size of a connection's first read buffer (an upgrade request is a
- * few hundred bytes) and of the buffer a quiet socket reads into: a
- * pending read holds its buffer for as long as the peer is silent.
+ * The size of the buffer a quiet socket reads into: a pending read holds
+ * its buffer for as long as the peer is silent, so this is paid by every
+ * idle connection (it was 2 KiB, most of what an idle socket held). A read
+ * that fills it moves to a pooled 8 KiB buffer, as before.
  */
-export const SMALL_READ = 2048;
+export const SMALL_READ = 512;
+
+/**
+ * The size of a connection's first read buffer, the one its HTTP head is
+ * read into: a browser's upgrade request is 500 to 700 bytes without
+ * cookies, and a bigger head grows it.
+ */
+export const HEAD_READ = 1024;
+
+/**
+ * Below this, a read that drained the socket goes back to the small
+ * buffer; a burst this big keeps the bigger one for the next.
+ */
+const BURST_READ = 2048;
 
 /** The biggest buffer a read grows to. */
 const READ_SIZE_MAX = 256 * 1024;
@@ -104,7 +118,7 @@ export function nextReadBuffer(
   }
   // Drained with a little: quiet again. With more (a burst that fits),
   // the same buffer suits the next burst.
-  if (n >= SMALL_READ) return buffer;
+  if (n >= BURST_READ) return buffer;
   if (buffer !== small) readBuffers.give(buffer);
   return small;
 }
@@ -120,7 +134,7 @@ export function needsOtherBuffer(
   n: number,
   filled: boolean,
 ): boolean {
-  return n === buffer.length || n >= SMALL_READ || !filled;
+  return n === buffer.length || n >= BURST_READ || !filled;
 }
 
 /** Gives a read buffer back once nothing reads into it or views it. */

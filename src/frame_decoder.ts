@@ -188,7 +188,7 @@ export class FrameDecoder {
   release(): void {
     this.payload = EMPTY;
     this.message = null;
-    this.#chunk = EMPTY;
+    this.#chunk = this.#src = EMPTY;
     this.#pos = 0;
   }
 

@@ -518,6 +518,9 @@ export class Socket implements AsyncIterable<Message> {
         if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
       }
       buffer = nextReadBuffer(buffer, small, 0);
+      // The head's buffer is bigger than the small one: not kept by the
+      // suspended loop's parameters for as long as the socket is idle.
+      head = readBuffer = EMPTY;
       while (protocol.state !== State.CLOSED && !this.#transportClosed) {
         if (queue.bytes > limit && protocol.open) {
           // Backpressure: stop reading until the application catches up,
