@@ -20,7 +20,7 @@ import {
   OPCODE_TEXT,
 } from "./frame.ts";
 import { mask, maskInto } from "./mask.ts";
-import { SLAB_COPY_MAX, slabRoom } from "./buffers.ts";
+import { payloadCapacity, SLAB_COPY_MAX, slabRoom } from "./buffers.ts";
 
 /** Limits and rules for {@linkcode FrameDecoder}. */
 export interface FrameDecoderOptions {
@@ -59,12 +59,6 @@ const MASKING_KEY = 3;
 const PAYLOAD = 4;
 
 const EMPTY = new Uint8Array(0);
-/**
- * A payload that spans reads gets its declared length at once up to this
- * size; a bigger one grows fourfold with what arrives, so memory committed
- * to a frame is at most max(1 MiB, 4 times the bytes received).
- */
-const EXACT_CAPACITY_MAX = 1024 * 1024;
 
 /**
  * Incremental frame decoder: `feed()` a chunk, then call `next()` until it
@@ -264,36 +258,17 @@ export class FrameDecoder {
    */
   directTarget(minimum: number): Uint8Array | null {
     if (this.streaming && this.opcode < 0x8) return null;
-    if (this.#assembling && this.opcode < 0x8) {
-      // Into the message buffer once it exists (a declared length alone
-      // allocates nothing), never past the end of this frame.
-      if (this.#state !== PAYLOAD) return null;
-      const remaining = this.payloadLength - this.#filled;
-      if (
-        remaining < minimum || (this.#message === null && this.#filled === 0)
-      ) {
-        return null;
-      }
-      const at = this.#messageFilled + this.#filled;
-      const buffer = this.#reserveMessage(at + minimum);
-      return buffer.subarray(at, Math.min(buffer.length, at + remaining));
-    }
-    const buffer = this.#buffer;
-    if (this.#state !== PAYLOAD || buffer === null) return null;
-    const remaining = this.payloadLength - this.#filled;
-    if (remaining < minimum) return null;
-    if (
-      buffer.length < this.payloadLength &&
-      buffer.length - this.#filled < minimum
-    ) {
-      this.#grow(
-        Math.min(
-          this.payloadLength,
-          Math.max(buffer.length * 4, this.#filled + minimum),
-        ),
-      );
-    }
-    return this.#buffer!.subarray(this.#filled);
+    // Into the room the payload's buffer has, never past the end of this
+    // frame: it grows as bytes arrive (see payloadCapacity), not for a read
+    // that may wait, so a declared length alone commits no memory.
+    if (this.#state !== PAYLOAD) return null;
+    const assembling = this.#assembling && this.opcode < 0x8;
+    const buffer = assembling ? this.#message : this.#buffer;
+    if (buffer === null) return null;
+    const at = assembling ? this.#messageFilled + this.#filled : this.#filled;
+    const end = at + this.payloadLength - this.#filled;
+    if (Math.min(buffer.length, end) - at < minimum) return null;
+    return buffer.subarray(at, Math.min(buffer.length, end));
   }
 
   /**
@@ -527,23 +502,16 @@ export class FrameDecoder {
         ) return this.#completeCopy(chunk, start, length);
         return this.#complete(chunk.subarray(start, start + length), false);
       }
-      // Nothing is allocated until payload bytes arrive; then a payload
-      // up to EXACT_CAPACITY_MAX gets its exact size (read into directly,
-      // never copied again), a bigger one grows with what came.
+      // Nothing is allocated until payload bytes arrive, and then only
+      // as much as payloadCapacity allows for what came.
       if (available === 0) return false;
       this.#filled = 0;
-      buffer = this.#grow(
-        length <= EXACT_CAPACITY_MAX
-          ? length
-          : Math.max(EXACT_CAPACITY_MAX, available),
-      );
+      buffer = this.#grow(payloadCapacity(length, available));
     }
     const take = Math.min(length - this.#filled, available);
     if (take > 0) {
       if (this.#filled + take > buffer.length) {
-        buffer = this.#grow(
-          Math.min(length, Math.max(buffer.length * 4, this.#filled + take)),
-        );
+        buffer = this.#grow(payloadCapacity(length, this.#filled + take));
       }
       buffer.set(chunk.subarray(this.#pos, this.#pos + take), this.#filled);
       this.#filled += take;
@@ -662,22 +630,15 @@ export class FrameDecoder {
   }
 
   /**
-   * The message buffer with room for `needed` bytes: grown at least
-   * fourfold, to the end of the current frame when that is 1 MiB or less,
-   * never past the message limit.
+   * The message buffer with room for `needed` bytes: grown as
+   * payloadCapacity allows for the bytes come so far, never past the end
+   * of the current frame.
    */
   #reserveMessage(needed: number): Uint8Array<ArrayBuffer> {
     const buffer = this.#message;
     if (buffer !== null && needed <= buffer.length) return buffer;
     const frameEnd = this.#messageFilled + this.payloadLength;
-    const capacity = Math.min(
-      this.#maxMessageSize,
-      Math.max(
-        needed,
-        (buffer?.length ?? 0) * 4,
-        frameEnd <= EXACT_CAPACITY_MAX ? frameEnd : 0,
-      ),
-    );
+    const capacity = payloadCapacity(frameEnd, needed);
     const next = allocate(capacity, "Message");
     if (buffer !== null) {
       next.set(buffer.subarray(0, this.#messageFilled + this.#filled));
