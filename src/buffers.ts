@@ -152,14 +152,16 @@ const PAYLOAD_EXACT_MAX = 16 * 1024;
 
 /**
  * The capacity to give the buffer of a payload (or assembled message) of
- * `length` bytes when `needed` bytes must fit: its whole length once half
- * of it has come (or it is 16 KiB or less), else twice what has come. What
- * a frame commits is then at most twice the bytes received, not what its
- * header declares: 1,000 connections that each sent half of a 64 KiB frame
- * held 64 MiB. Doubling costs at most one extra copy of a big payload.
+ * `length` bytes when `needed` bytes must fit: its whole length when that
+ * is 16 KiB or less or half of it has come, else twice what must fit (4
+ * KiB at least). What a frame commits follows the bytes received, not
+ * what its header declares: 1,000 connections that each sent half of a
+ * 64 KiB frame held 64 MiB. Doubling costs at most one extra copy of a big
+ * payload.
  */
 export function payloadCapacity(length: number, needed: number): number {
-  return Math.min(length, Math.max(PAYLOAD_EXACT_MAX, needed * 2));
+  if (length <= PAYLOAD_EXACT_MAX) return length;
+  return Math.min(length, Math.max(4096, needed * 2));
 }
 
 // -- Write buffers --

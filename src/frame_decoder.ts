@@ -255,19 +255,27 @@ export class FrameDecoder {
    * {@linkcode FrameDecoder.advance} instead of `feed()`.
    *
    * @param minimum the least room worth reading into directly
+   * @param grow make that room if need be: the caller's last read came
+   *   back full, so more is waiting and the read will not sit on the room
    */
-  directTarget(minimum: number): Uint8Array | null {
+  directTarget(minimum: number, grow = false): Uint8Array | null {
     if (this.streaming && this.opcode < 0x8) return null;
     // Into the room the payload's buffer has, never past the end of this
-    // frame: it grows as bytes arrive (see payloadCapacity), not for a read
-    // that may wait, so a declared length alone commits no memory.
+    // frame. It grows as bytes arrive (see payloadCapacity), and for a read
+    // only when asked: a declared length alone commits no memory, and a
+    // pending read no room.
     if (this.#state !== PAYLOAD) return null;
     const assembling = this.#assembling && this.opcode < 0x8;
-    const buffer = assembling ? this.#message : this.#buffer;
+    let buffer = assembling ? this.#message : this.#buffer;
     if (buffer === null) return null;
     const at = assembling ? this.#messageFilled + this.#filled : this.#filled;
     const end = at + this.payloadLength - this.#filled;
-    if (Math.min(buffer.length, end) - at < minimum) return null;
+    if (Math.min(buffer.length, end) - at < minimum) {
+      if (!grow || end - at < minimum) return null;
+      buffer = assembling
+        ? this.#reserveMessage(at + minimum)
+        : this.#grow(payloadCapacity(this.payloadLength, at + minimum));
+    }
     return buffer.subarray(at, Math.min(buffer.length, end));
   }
 

@@ -541,7 +541,9 @@ export class Socket implements AsyncIterable<Message> {
           await writes.drained(sendLimit >>> 1);
           continue;
         }
-        const direct = protocol.directTarget(DIRECT_READ_MIN);
+        // A read that came back full: the payload's buffer may grow to
+        // take what is waiting directly.
+        const direct = protocol.directTarget(DIRECT_READ_MIN, filled);
         const target = direct ??
           inbound?.readTarget(protocol.streaming, this.#deflate !== null) ??
           buffer;
@@ -559,9 +561,8 @@ export class Socket implements AsyncIterable<Message> {
         } else if (direct !== null) {
           protocol.advance(n);
           // Drained, or more waiting: the next buffered read follows suit.
-          if (n < direct.length) {
-            buffer = nextReadBuffer(buffer, small, 0);
-          }
+          filled = n === direct.length;
+          if (!filled) buffer = nextReadBuffer(buffer, small, 0);
         } else {
           protocol.receive(buffer.subarray(0, n));
           if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
@@ -668,7 +669,7 @@ export class Socket implements AsyncIterable<Message> {
     } catch {
       // Already closed by the runtime.
     }
-    this.#closingStarts();
+    this.#closing?.resolve();
     this.#transportDone?.resolve();
   }
 
@@ -688,12 +689,8 @@ export class Socket implements AsyncIterable<Message> {
       this.#transport === Transport.CLOSED;
   }
 
-  #closingStarts(): void {
-    this.#closing?.resolve();
-  }
-
   #armCloseTimer(): void {
-    this.#closingStarts();
+    this.#closing?.resolve();
     if (this.#closeTimer !== undefined || this.#transportClosed) return;
     this.#closeTimer = deadlinesOf(this.#limits.closeTimeout).add(() => {
       this.#dropReason = "Close timeout: no close frame from the peer";
