@@ -59,6 +59,7 @@ const MASKING_KEY = 3;
 const PAYLOAD = 4;
 
 const EMPTY = new Uint8Array(0);
+const KEY = new Uint8Array(4);
 
 /**
  * Incremental frame decoder: `feed()` a chunk, then call `next()` until it
@@ -141,7 +142,8 @@ export class FrameDecoder {
   #srcOffset = 0;
 
   #masked = false;
-  #maskingKey = new Uint8Array(4);
+  // The frame's masking key as a number; see #maskingKey.
+  #key = 0;
   #buffer: Uint8Array | null = null;
   #filled = 0;
   // Bytes of #buffer that partialPayload() already unmasked.
@@ -235,11 +237,8 @@ export class FrameDecoder {
         }
         case MASKING_KEY: {
           if (!this.#need(4)) return false;
-          const s = this.#src, o = this.#srcOffset, k = this.#maskingKey;
-          k[0] = s[o];
-          k[1] = s[o + 1];
-          k[2] = s[o + 2];
-          k[3] = s[o + 3];
+          const s = this.#src, o = this.#srcOffset;
+          this.#key = s[o] | s[o + 1] << 8 | s[o + 2] << 16 | s[o + 3] << 24;
           this.#state = PAYLOAD;
           break;
         }
@@ -547,6 +546,20 @@ export class FrameDecoder {
       else payload.set(source);
     }
     return this.#done(payload, true, false);
+  }
+
+  /**
+   * The masking key as bytes, in a buffer all decoders share (filled for
+   * each use, which is synchronous): a 4-byte `Uint8Array` of its own cost
+   * each connection about 200 bytes.
+   */
+  get #maskingKey(): Uint8Array {
+    const key = this.#key;
+    KEY[0] = key;
+    KEY[1] = key >>> 8;
+    KEY[2] = key >>> 16;
+    KEY[3] = key >>> 24;
+    return KEY;
   }
 
   #grow(capacity: number): Uint8Array {

@@ -33,6 +33,7 @@ import {
 } from "./http_server.ts";
 import type {
   ConnectionInfo,
+  FinishListener,
   HandshakeConfig,
   UpgradeDecision,
 } from "./options.ts";
@@ -57,6 +58,7 @@ export async function serverHandshake(
   conn: Deno.Conn,
   config: HandshakeConfig,
   tracker: ConnTracker | null,
+  onFinish: FinishListener | null = null,
 ): Promise<Socket | null> {
   const pending = new PendingConn(conn);
   tracker?.enter(pending, "handshake");
@@ -169,6 +171,7 @@ export async function serverHandshake(
         ? undefined
         : topicRegistry(config.topics),
       data,
+      onFinish,
     });
   } catch {
     // Reset by the peer, or cut by the handshake timeout or a shutdown.

@@ -196,6 +196,78 @@ Deno.test("when the handler returns, the socket is closed with 1000", async () =
   await sock.close();
 });
 
+Deno.test("a handler that is not async: a throw is 1011, a return is 1000, and an onError that throws breaks nothing", async () => {
+  const errors: unknown[] = [];
+  const boom = new Error("plain failure");
+  await using server = serve((sock) => {
+    const path = new URL(sock.request.url).pathname;
+    if (path === "/throw") throw boom;
+    if (path === "/reject") return Promise.reject(boom);
+    if (path === "/fine") return echo(sock);
+    // "/return": returning at once closes with 1000.
+  }, {
+    onError(e) {
+      errors.push(e);
+      throw new Error("onError fails too");
+    },
+  });
+  for (
+    const [path, code] of [["/throw", 1011], ["/return", 1000], [
+      "/reject",
+      1011,
+    ]] as const
+  ) {
+    const sock = await within(connect(urlOf(server, path)));
+    const messages = await within(readAll(sock));
+    assert.deepEqual(messages.map((m) => m.type), ["close"], path);
+    assert.equal((messages[0] as { code: number }).code, code, path);
+    await sock.close();
+  }
+  await waitFor(() => errors.length === 2, "onError twice");
+  assert.deepEqual(errors, [boom, boom]);
+  await waitFor(() => server.connections === 0, "the server to forget them");
+  await assertEchoes(urlOf(server, "/fine"));
+});
+
+Deno.test("sock.closed is one promise, made before or after the end, and the server forgets a socket whose handler never returns", async () => {
+  const seen: Promise<unknown>[] = [];
+  const serverSock = Promise.withResolvers<Socket>();
+  await using server = serve((sock) => {
+    serverSock.resolve(sock);
+    // Never returns, never reads: the server still hears of the end.
+    return new Promise<void>(() => {});
+  });
+  const early = await within(connect(urlOf(server)));
+  const sock = await within(serverSock.promise);
+  seen.push(sock.closed, sock.closed);
+  assert.equal(seen[0], seen[1]);
+  assert.equal(server.connections, 1);
+  await early.close(4001, "bye");
+  // The library answers the close frame whether the handler reads or not.
+  assert.deepEqual(await within(sock.closed), {
+    code: 4001,
+    reason: "bye",
+    wasClean: true,
+  });
+  assert.equal(sock.closed, seen[0]);
+  assert.equal(sock.readyState, "closed");
+  await waitFor(() => server.connections === 0, "the server to forget it");
+
+  // Asked for only after the end: settled already, the same each time.
+  const late = Promise.withResolvers<Socket>();
+  await using server2 = serve((sock) => late.resolve(sock));
+  const client = await within(connect(urlOf(server2)));
+  const other = await within(late.promise);
+  await within(client.close(4002, "done"));
+  await waitFor(() => other.readyState === "closed", "the end");
+  assert.equal(other.closed, other.closed);
+  assert.deepEqual(await within(other.closed), {
+    code: 4002,
+    reason: "done",
+    wasClean: true,
+  });
+});
+
 Deno.test("when the handler throws, the client gets 1011, onError gets the error, and the server keeps serving", async () => {
   const errors: unknown[] = [];
   const boom = new Error("sync failure");
