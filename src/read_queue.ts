@@ -10,6 +10,15 @@ const DONE: IteratorReturnResult<undefined> = Object.freeze({
   value: undefined,
 });
 
+/**
+ * Marks the next reader in the queue as one of `next()`, which resolves
+ * with an iterator result: no wrapper closure per waiting `next()` (one
+ * waits on every idle socket read with `for await`).
+ */
+const NEXT = Symbol("next");
+
+type Reader = ((value: unknown) => void) | typeof NEXT;
+
 /** A FIFO of items with async reads; `null` after `end()` once drained. */
 export class ReadQueue<T> {
   #items: (T | undefined)[] = [];
@@ -17,7 +26,7 @@ export class ReadQueue<T> {
   #sizes: number[] = [];
   #bytes = 0;
   #ended = false;
-  #readers: ((value: T | null) => void)[] = [];
+  #readers: Reader[] = [];
   #drainWaiter: (() => void) | null = null;
   #lowWaterMark = 0;
 
@@ -29,9 +38,8 @@ export class ReadQueue<T> {
   /** Adds an item of `size` bytes, handing it to a waiting reader if any. */
   push(item: T, size: number): void {
     if (this.#ended) return;
-    const reader = this.#readers.shift();
-    if (reader !== undefined) {
-      reader(item);
+    if (this.#readers.length > 0) {
+      this.#wake(item);
       return;
     }
     this.#items.push(item);
@@ -43,7 +51,7 @@ export class ReadQueue<T> {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    for (const reader of this.#readers.splice(0)) reader(null);
+    while (this.#readers.length > 0) this.#wake(null);
     this.#wakeDrain();
   }
 
@@ -51,7 +59,9 @@ export class ReadQueue<T> {
   read(): Promise<T | null> {
     if (this.#head < this.#items.length) return Promise.resolve(this.#take());
     if (this.#ended) return Promise.resolve(null);
-    return new Promise((resolve) => this.#readers.push(resolve));
+    return new Promise((resolve) =>
+      this.#readers.push(resolve as (value: unknown) => void)
+    );
   }
 
   /** Like {@linkcode read}, shaped for async iteration (one promise per item). */
@@ -61,9 +71,17 @@ export class ReadQueue<T> {
     }
     if (this.#ended) return Promise.resolve(DONE);
     return new Promise((resolve) =>
-      this.#readers.push((value) =>
-        resolve(value === null ? DONE : { done: false, value })
-      )
+      this.#readers.push(NEXT, resolve as (value: unknown) => void)
+    );
+  }
+
+  /** Hands `item` (`null`: the end) to the first waiting reader. */
+  #wake(item: T | null): void {
+    const readers = this.#readers;
+    const reader = readers.shift()!;
+    if (reader !== NEXT) return reader(item);
+    (readers.shift() as (value: unknown) => void)(
+      item === null ? DONE : { done: false, value: item },
     );
   }
 
