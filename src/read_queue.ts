@@ -26,7 +26,12 @@ export class ReadQueue<T> {
   #sizes: number[] = [];
   #bytes = 0;
   #ended = false;
-  #readers: Reader[] = [];
+  // The first waiting reader (most of the time the only one) and whether
+  // it came from next(); more wait in #readers. An array of its own cost
+  // each idle socket about 200 bytes.
+  #reader: ((value: unknown) => void) | null = null;
+  #readerNext = false;
+  #readers: Reader[] | null = null;
   #drainWaiter: (() => void) | null = null;
   #lowWaterMark = 0;
 
@@ -38,7 +43,7 @@ export class ReadQueue<T> {
   /** Adds an item of `size` bytes, handing it to a waiting reader if any. */
   push(item: T, size: number): void {
     if (this.#ended) return;
-    if (this.#readers.length > 0) {
+    if (this.#reader !== null) {
       this.#wake(item);
       return;
     }
@@ -51,7 +56,7 @@ export class ReadQueue<T> {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    while (this.#readers.length > 0) this.#wake(null);
+    while (this.#reader !== null) this.#wake(null);
     this.#wakeDrain();
   }
 
@@ -60,7 +65,7 @@ export class ReadQueue<T> {
     if (this.#head < this.#items.length) return Promise.resolve(this.#take());
     if (this.#ended) return Promise.resolve(null);
     return new Promise((resolve) =>
-      this.#readers.push(resolve as (value: unknown) => void)
+      this.#wait(resolve as (value: unknown) => void, false)
     );
   }
 
@@ -71,18 +76,32 @@ export class ReadQueue<T> {
     }
     if (this.#ended) return Promise.resolve(DONE);
     return new Promise((resolve) =>
-      this.#readers.push(NEXT, resolve as (value: unknown) => void)
+      this.#wait(resolve as (value: unknown) => void, true)
     );
+  }
+
+  #wait(resolve: (value: unknown) => void, next: boolean): void {
+    if (this.#reader === null) {
+      this.#reader = resolve;
+      this.#readerNext = next;
+    } else if (next) (this.#readers ??= []).push(NEXT, resolve);
+    else (this.#readers ??= []).push(resolve);
   }
 
   /** Hands `item` (`null`: the end) to the first waiting reader. */
   #wake(item: T | null): void {
+    const reader = this.#reader!;
+    const next = this.#readerNext;
     const readers = this.#readers;
-    const reader = readers.shift()!;
-    if (reader !== NEXT) return reader(item);
-    (readers.shift() as (value: unknown) => void)(
-      item === null ? DONE : { done: false, value: item },
-    );
+    if (readers === null || readers.length === 0) this.#reader = null;
+    else {
+      const first = readers.shift()!;
+      this.#readerNext = first === NEXT;
+      this.#reader = (first === NEXT ? readers.shift() : first) as (
+        value: unknown,
+      ) => void;
+    }
+    reader(next ? (item === null ? DONE : { done: false, value: item }) : item);
   }
 
   /**
