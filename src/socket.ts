@@ -174,9 +174,8 @@ export class Socket implements AsyncIterable<Message> {
   #transportDone: PromiseWithResolvers<void> | null = null;
   // Reading is paused by backpressure (the application is behind).
   #paused = false;
-  // Resolves once a close frame was sent (or the transport closed); made
-  // only when backpressure has to wait for it.
-  #closing: PromiseWithResolvers<void> | null = null;
+  // Wakes a read paused by backpressure when the close begins.
+  #wakePause: (() => void) | null = null;
   #finished = false;
   #closeTimer: Deadline | undefined;
   #keepalive: Keepalive<Socket> | null = null;
@@ -617,8 +616,15 @@ export class Socket implements AsyncIterable<Message> {
 
   /** Waits for `ready` or the start of the close: read backpressure. */
   async #pause(ready: Promise<void>): Promise<void> {
+    if (this.#closingStarted()) return;
     this.#paused = true;
-    await Promise.race([ready, this.#closingPromise()]);
+    // Not a race with a promise of the close: that would keep a reaction
+    // per pause for as long as the connection lives.
+    await new Promise<void>((resolve) => {
+      this.#wakePause = resolve;
+      ready.then(resolve);
+    });
+    this.#wakePause = null;
     this.#paused = false;
   }
 
@@ -669,14 +675,8 @@ export class Socket implements AsyncIterable<Message> {
     } catch {
       // Already closed by the runtime.
     }
-    this.#closing?.resolve();
+    this.#wakePause?.();
     this.#transportDone?.resolve();
-  }
-
-  #closingPromise(): Promise<void> {
-    this.#closing ??= Promise.withResolvers<void>();
-    if (this.#closingStarted()) this.#closing.resolve();
-    return this.#closing.promise;
   }
 
   get #transportClosed(): boolean {
@@ -690,7 +690,7 @@ export class Socket implements AsyncIterable<Message> {
   }
 
   #armCloseTimer(): void {
-    this.#closing?.resolve();
+    this.#wakePause?.();
     if (this.#closeTimer !== undefined || this.#transportClosed) return;
     this.#closeTimer = deadlinesOf(this.#limits.closeTimeout).add(() => {
       this.#dropReason = "Close timeout: no close frame from the peer";
