@@ -269,11 +269,17 @@ export class FrameDecoder {
     if (buffer === null) return null;
     const at = assembling ? this.#messageFilled + this.#filled : this.#filled;
     const end = at + this.payloadLength - this.#filled;
-    if (Math.min(buffer.length, end) - at < minimum) {
-      if (!grow || end - at < minimum) return null;
+    // The rest of a big payload (two minimums or more) goes direct even
+    // when under the minimum: buffered, it walked the read buffers up.
+    const want = this.payloadLength < 2 * minimum
+      ? minimum
+      : Math.min(minimum, end - at);
+    if (end - at < want) return null;
+    if (Math.min(buffer.length, end) - at < want) {
+      if (!grow) return null;
       buffer = assembling
-        ? this.#reserveMessage(at + minimum)
-        : this.#grow(payloadCapacity(this.payloadLength, at + minimum));
+        ? this.#reserveMessage(at + want)
+        : this.#grow(payloadCapacity(this.payloadLength, at + want));
     }
     return buffer.subarray(at, Math.min(buffer.length, end));
   }

@@ -564,9 +564,9 @@ export class Socket implements AsyncIterable<Message> {
           await this.#untilTaken(inbound!);
         } else if (direct !== null) {
           protocol.advance(n);
-          // Drained, or more waiting: the next buffered read follows suit.
+          // Full: more may wait. Buffered reads start small again either way.
           filled = n === direct.length;
-          if (!filled) buffer = nextReadBuffer(buffer, small, 0);
+          buffer = nextReadBuffer(buffer, small, 0);
         } else {
           protocol.receive(buffer.subarray(0, n));
           if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
