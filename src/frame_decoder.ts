@@ -344,6 +344,9 @@ export class FrameDecoder {
       this.#pos += n;
       return true;
     }
+    // Nothing to keep: no scratch buffer, which every socket would hold
+    // from its first drained chunk on.
+    if (available === 0) return false;
     const take = Math.min(n - this.#scratchLength, available);
     const scratch = this.#scratch ??= new Uint8Array(8);
     for (let i = 0; i < take; i++) {
