@@ -14,6 +14,9 @@
  * @module
  */
 
+import { MESSAGE_TOO_BIG } from "./close.ts";
+import { FrameError } from "./frame.ts";
+
 /** At most `max` idle buffers of exactly `size` bytes. */
 export class BufferPool {
   /** The size of every buffer in the pool, in bytes. */
@@ -142,26 +145,22 @@ export function releaseReadBuffer(buffer: Uint8Array): void {
   readBuffers.give(buffer);
 }
 
-// -- Payload buffers --
-
 /**
- * A payload that spans reads gets its declared length at once up to this
- * size; past it, its buffer grows with what arrives.
+ * A zeroed buffer for a frame's payload or an assembled message; a failed
+ * allocation is the peer's message too big (1009).
  */
-const PAYLOAD_EXACT_MAX = 16 * 1024;
-
-/**
- * The capacity to give the buffer of a payload (or assembled message) of
- * `length` bytes when `needed` bytes must fit: its whole length when that
- * is 16 KiB or less or half of it has come, else twice what must fit (4
- * KiB at least). What a frame commits follows the bytes received, not
- * what its header declares: 1,000 connections that each sent half of a
- * 64 KiB frame held 64 MiB. Doubling costs at most one extra copy of a big
- * payload.
- */
-export function payloadCapacity(length: number, needed: number): number {
-  if (length <= PAYLOAD_EXACT_MAX) return length;
-  return Math.min(length, Math.max(4096, needed * 2));
+export function allocatePayload(
+  capacity: number,
+  what: string,
+): Uint8Array<ArrayBuffer> {
+  try {
+    return new Uint8Array(capacity);
+  } catch {
+    throw new FrameError(
+      MESSAGE_TOO_BIG,
+      `${what} too big: cannot allocate ${capacity} bytes`,
+    );
+  }
 }
 
 /** A payload spanning reads with this much left is read into directly. */

@@ -290,10 +290,10 @@ export class Protocol {
   }
 
   /** See {@linkcode FrameDecoder.directTarget}. */
-  directTarget(minimum: number, grow = false): Uint8Array | null {
+  directTarget(minimum: number): Uint8Array | null {
     return this.#state === State.CLOSED
       ? null
-      : this.#decoder.directTarget(minimum, grow);
+      : this.#decoder.directTarget(minimum);
   }
 
   /** Processes `n` bytes read into the {@linkcode directTarget}. */

@@ -545,9 +545,7 @@ export class Socket implements AsyncIterable<Message> {
           await writes.drained(sendLimit >>> 1);
           continue;
         }
-        // A read that came back full: the payload's buffer may grow to
-        // take what is waiting directly.
-        const direct = protocol.directTarget(DIRECT_READ_MIN, filled);
+        const direct = protocol.directTarget(DIRECT_READ_MIN);
         const target = direct ??
           inbound?.readTarget(protocol.streaming, this.#deflate !== null) ??
           buffer;
@@ -564,9 +562,10 @@ export class Socket implements AsyncIterable<Message> {
           await this.#untilTaken(inbound!);
         } else if (direct !== null) {
           protocol.advance(n);
-          // Full: more may wait. Buffered reads start small again either way.
-          filled = n === direct.length;
-          buffer = nextReadBuffer(buffer, small, 0);
+          // Drained, or more waiting: the next buffered read follows suit.
+          if (n < direct.length) {
+            buffer = nextReadBuffer(buffer, small, 0);
+          }
         } else {
           protocol.receive(buffer.subarray(0, n));
           if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
