@@ -12,7 +12,8 @@
  *
  * Usage:
  *   deno run -A bench/abuse.ts [--only ping-flood,garbage,...] [--scale F] [--json FILE]
- *     [--server builtin|bare] (storm and half-frame rounds against a reference)
+ *     [--server builtin|bare|bare_keep] (storm and half-frame rounds against a reference;
+ *       for idle, a comma list of the rows to run: ours,builtin,bun,bare,bare_noread)
  *     [--server-v8-flags F] (more V8 flags for the attacked server)
  *
  * Attacks (names for `--only`): ping-flood, garbage, tls-silent, idle,
@@ -261,7 +262,13 @@ class Fixture {
   }
 }
 
-type ServerKind = "ours" | "builtin" | "bun" | "bare" | "bare_noread";
+type ServerKind =
+  | "ours"
+  | "builtin"
+  | "bun"
+  | "bare"
+  | "bare_noread"
+  | "bare_keep";
 
 /** Starts an attacked server; resolves once it printed `READY <port>`. */
 async function startServer(
@@ -276,13 +283,17 @@ async function startServer(
     ? [...deno, "bench/abuse/server.ts", ...args]
     : kind === "builtin"
     ? [...deno, "bench/abuse/builtin_server.ts"]
-    : kind === "bare" || kind === "bare_noread"
+    : kind === "bare" || kind === "bare_noread" || kind === "bare_keep"
     ? [...deno, "bench/abuse/bare_server.ts"]
     : ["bun", "bench/servers/bun.ts"];
   const fixture = new Fixture(
     `${kind} server`,
     cmd,
-    kind === "bare_noread" ? { BARE_READ: "0" } : {},
+    kind === "bare_noread"
+      ? { BARE_READ: "0" }
+      : kind === "bare_keep"
+      ? { BARE_KEEP: "1" }
+      : {},
   );
   try {
     const port = Number(await fixture.expect("READY", 30_000));
@@ -826,9 +837,11 @@ async function idle(): Promise<void> {
       `Need ${count + 200} descriptors, have ${limits.soft} (ulimit -n)`,
     );
   }
-  for (
-    const kind of ["ours", "builtin", "bun", "bare", "bare_noread"] as const
-  ) {
+  const all = ["ours", "builtin", "bun", "bare", "bare_noread"] as const;
+  // `--server ours,bare`: only those rows (all five by default).
+  const chosen = flags.server?.split(",").map((s) => s.trim());
+  for (const kind of all) {
+    if (chosen !== undefined && !chosen.includes(kind)) continue;
     if (kind === "bun" && !await hasBun()) {
       log("idle: bun not found, skipping its reference row");
       continue;

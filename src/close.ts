@@ -155,3 +155,18 @@ export function closeArguments(
   if (size > 125) return tooBig(size);
   return { code: NORMAL_CLOSURE, reason };
 }
+
+/**
+ * Where a socket's TCP (or TLS) connection is: open; draining our last
+ * frames before closing after a clean close handshake; lingering after a
+ * failure (our close frame out, a FIN, the peer's bytes discarded until
+ * it closes too, RFC 6455 7.1.1); closed.
+ */
+export const Transport = {
+  OPEN: 0,
+  DRAINING: 1,
+  LINGERING: 2,
+  CLOSED: 3,
+} as const;
+/** One of {@linkcode Transport}'s values. */
+export type Transport = typeof Transport[keyof typeof Transport];

@@ -22,6 +22,7 @@ import { WebSocketError } from "./errors.ts";
 import {
   hasToken,
   headerList,
+  headerValue,
   isToken,
   type RequestHead,
   type ResponseHead,
@@ -102,7 +103,8 @@ export interface UpgradeRejection {
 export function validateUpgrade(
   request: RequestHead,
 ): UpgradeRequest | UpgradeRejection {
-  const h = request.headers;
+  // From the fields as sent when there are: no `Headers` is built.
+  const h = { get: (name: string) => headerValue(request, name) };
   if (!hasToken(h.get("upgrade"), "websocket")) {
     return {
       status: 426,
@@ -125,7 +127,9 @@ export function validateUpgrade(
       `Invalid upgrade: HTTP version must be 1.1, received ${request.version}`,
     );
   }
-  if (!h.has("host")) return fail("Invalid upgrade: missing Host header");
+  if (h.get("host") === null) {
+    return fail("Invalid upgrade: missing Host header");
+  }
   if (!hasToken(h.get("connection"), "upgrade")) {
     return fail("Invalid upgrade: Connection header must contain Upgrade");
   }
@@ -308,7 +312,7 @@ export function acceptUpgrade(
     head += `Sec-WebSocket-Protocol: ${choice.protocol}\r\n`;
   }
   const deflate = choice.compression === null ? null : negotiateDeflate(
-    request.headers.get("sec-websocket-extensions"),
+    headerValue(request, "sec-websocket-extensions"),
     choice.compression,
   );
   if (deflate !== null) {

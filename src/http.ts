@@ -48,6 +48,11 @@ export interface RequestHead {
    * and combines.
    */
   fields?: [string, string][];
+  /**
+   * The whole head as text (valid: it parsed), from which `headers` can be
+   * built again later: one string is what a socket keeps of its request.
+   */
+  text?: string;
 }
 
 /** A parsed HTTP response head. */
@@ -236,7 +241,8 @@ function parseHeaderLines(
 
 /** Parses an HTTP/1.1 request head (the bytes up to and with `\r\n\r\n`). */
 export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
-  const lines = latin1(head).split("\r\n");
+  const text = latin1(head);
+  const lines = text.split("\r\n");
   // The head ends with an empty line; anything else has no place here.
   lines.length -= 2;
   const requestLine = lines.shift() ?? "";
@@ -262,7 +268,21 @@ export function parseRequestHead(head: Uint8Array): RequestHead | HeadError {
   const fields: [string, string][] = [];
   const error = parseHeaderLines(lines, fields);
   if (error !== null) return { status: 400, message: error };
-  return new ParsedHead(method, target, version, fields);
+  return new ParsedHead(method, target, version, fields, text);
+}
+
+/**
+ * The `Headers` of a request head's text that {@linkcode parseRequestHead}
+ * accepted: parsed again, as a socket's `request.headers` is built only
+ * when first read.
+ */
+export function headersOfText(text: string): Headers {
+  const lines = text.split("\r\n");
+  lines.length -= 2;
+  lines.shift();
+  const headers = new Headers();
+  parseHeaderLines(lines, headers);
+  return headers;
 }
 
 /**
@@ -274,6 +294,7 @@ class ParsedHead implements RequestHead {
   target: string;
   version: string;
   fields: [string, string][];
+  text: string;
   #headers: Headers | null = null;
 
   constructor(
@@ -281,11 +302,13 @@ class ParsedHead implements RequestHead {
     target: string,
     version: string,
     fields: [string, string][],
+    text: string,
   ) {
     this.method = method;
     this.target = target;
     this.version = version;
     this.fields = fields;
+    this.text = text;
   }
 
   get headers(): Headers {

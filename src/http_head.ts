@@ -4,7 +4,7 @@
  * @module
  */
 
-import { SMALL_READ } from "./buffers.ts";
+import { HEAD_READ } from "./buffers.ts";
 import { findHeadEnd, type HeadError, RequestLineChecker } from "./http.ts";
 
 /** An HTTP head and the bytes that came after it in the same reads. */
@@ -62,9 +62,9 @@ async function read(
   checker: RequestLineChecker | null,
   prefix: Uint8Array = new Uint8Array(0),
 ): Promise<HeadRead | "too_large" | "eof" | HeadError> {
-  // Small, and the socket's own afterwards: most heads fit, and a bigger
-  // one grows it.
-  let buffer = new Uint8Array(Math.max(SMALL_READ, prefix.length));
+  // Small, and the socket's own afterwards when it is small enough: most
+  // heads fit, and a bigger one grows it.
+  let buffer = new Uint8Array(Math.max(HEAD_READ, prefix.length));
   buffer.set(prefix);
   let length = prefix.length;
   let scanned = 0;

@@ -142,6 +142,20 @@ export function maskInto(
   }
 }
 
+const KEY_BYTES = new Uint8Array(4);
+
+/**
+ * A masking key read as a little-endian number, as bytes: in one array
+ * that the next call overwrites (use it before asking for another).
+ */
+export function keyBytes(key: number): Uint8Array {
+  KEY_BYTES[0] = key;
+  KEY_BYTES[1] = key >>> 8;
+  KEY_BYTES[2] = key >>> 16;
+  KEY_BYTES[3] = key >>> 24;
+  return KEY_BYTES;
+}
+
 // RFC 6455 5.3: the masking key is "derived from a strong source of
 // entropy" and unpredictable per frame. Keys come from a pool of CSPRNG
 // bytes refilled 4 KiB at a time, not from one getRandomValues call per

@@ -132,6 +132,17 @@ export interface SocketInit {
   topics?: TopicRegistry;
   /** Server side: what the upgrade hook attached. */
   data?: unknown;
+  /** Told when the socket is finished, as `closed` settles (its server). */
+  onFinish?: FinishListener | null;
+}
+
+/**
+ * What a server keeps per connection to hear of its end: `await
+ * sock.closed` kept a suspended async function and two promises for as
+ * long as the connection lived.
+ */
+export interface FinishListener {
+  socketFinished(): void;
 }
 
 /** Applies the defaults to {@linkcode SocketOptions}, checking each value. */

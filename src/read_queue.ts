@@ -10,6 +10,15 @@ const DONE: IteratorReturnResult<undefined> = Object.freeze({
   value: undefined,
 });
 
+/**
+ * Marks the next reader in the queue as one of `next()`, which resolves
+ * with an iterator result: no wrapper closure per waiting `next()` (one
+ * waits on every idle socket read with `for await`).
+ */
+const NEXT = Symbol("next");
+
+type Reader = ((value: unknown) => void) | typeof NEXT;
+
 /** A FIFO of items with async reads; `null` after `end()` once drained. */
 export class ReadQueue<T> {
   #items: (T | undefined)[] = [];
@@ -17,7 +26,12 @@ export class ReadQueue<T> {
   #sizes: number[] = [];
   #bytes = 0;
   #ended = false;
-  #readers: ((value: T | null) => void)[] = [];
+  // The first waiting reader (most of the time the only one) and whether
+  // it came from next(); more wait in #readers. An array of its own cost
+  // each idle socket about 200 bytes.
+  #reader: ((value: unknown) => void) | null = null;
+  #readerNext = false;
+  #readers: Reader[] | null = null;
   #drainWaiter: (() => void) | null = null;
   #lowWaterMark = 0;
 
@@ -29,9 +43,8 @@ export class ReadQueue<T> {
   /** Adds an item of `size` bytes, handing it to a waiting reader if any. */
   push(item: T, size: number): void {
     if (this.#ended) return;
-    const reader = this.#readers.shift();
-    if (reader !== undefined) {
-      reader(item);
+    if (this.#reader !== null) {
+      this.#wake(item);
       return;
     }
     this.#items.push(item);
@@ -43,7 +56,7 @@ export class ReadQueue<T> {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    for (const reader of this.#readers.splice(0)) reader(null);
+    while (this.#reader !== null) this.#wake(null);
     this.#wakeDrain();
   }
 
@@ -51,7 +64,9 @@ export class ReadQueue<T> {
   read(): Promise<T | null> {
     if (this.#head < this.#items.length) return Promise.resolve(this.#take());
     if (this.#ended) return Promise.resolve(null);
-    return new Promise((resolve) => this.#readers.push(resolve));
+    return new Promise((resolve) =>
+      this.#wait(resolve as (value: unknown) => void, false)
+    );
   }
 
   /** Like {@linkcode read}, shaped for async iteration (one promise per item). */
@@ -61,10 +76,32 @@ export class ReadQueue<T> {
     }
     if (this.#ended) return Promise.resolve(DONE);
     return new Promise((resolve) =>
-      this.#readers.push((value) =>
-        resolve(value === null ? DONE : { done: false, value })
-      )
+      this.#wait(resolve as (value: unknown) => void, true)
     );
+  }
+
+  #wait(resolve: (value: unknown) => void, next: boolean): void {
+    if (this.#reader === null) {
+      this.#reader = resolve;
+      this.#readerNext = next;
+    } else if (next) (this.#readers ??= []).push(NEXT, resolve);
+    else (this.#readers ??= []).push(resolve);
+  }
+
+  /** Hands `item` (`null`: the end) to the first waiting reader. */
+  #wake(item: T | null): void {
+    const reader = this.#reader!;
+    const next = this.#readerNext;
+    const readers = this.#readers;
+    if (readers === null || readers.length === 0) this.#reader = null;
+    else {
+      const first = readers.shift()!;
+      this.#readerNext = first === NEXT;
+      this.#reader = (first === NEXT ? readers.shift() : first) as (
+        value: unknown,
+      ) => void;
+    }
+    reader(next ? (item === null ? DONE : { done: false, value: item }) : item);
   }
 
   /**

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { closeArguments, INTERNAL_ERROR } from "./close.ts";
+import { ABNORMAL_CLOSURE, closeArguments, INTERNAL_ERROR } from "./close.ts";
 import type { PerMessageDeflate } from "./deflate_codec.ts";
 import { WebSocketError } from "./errors.ts";
 import { OPCODE_BINARY, OPCODE_PING } from "./frame.ts";
@@ -37,14 +37,40 @@ export function closedError(
   return promise;
 }
 
+/** A write's error once the connection was lost to `cause`. */
+export function connectionLost(cause: unknown): WebSocketError {
+  return new WebSocketError(
+    "SOCKET_CLOSED",
+    `Cannot write: the connection was lost: ${
+      cause instanceof Error ? cause.message : String(cause)
+    }`,
+    { closeCode: ABNORMAL_CLOSURE, cause },
+  );
+}
+
+/** A write's error once the connection is closed (with `closeCode`). */
+export function connectionClosed(closeCode: number): WebSocketError {
+  return new WebSocketError(
+    "SOCKET_CLOSED",
+    "Cannot write: the connection is closed",
+    { closeCode },
+  );
+}
+
 /** What a {@linkcode Sender} needs of its socket. */
 export interface SenderInit {
   protocol: Protocol;
   writes: WriteQueue;
   limits: SocketLimits;
   deflate: PerMessageDeflate | null;
+  /** The socket, as the sender needs it. */
+  owner: SenderOwner;
+}
+
+/** What a {@linkcode Sender} asks of its socket. */
+export interface SenderOwner {
   /** The socket's `closed`. */
-  closed: Promise<unknown>;
+  readonly closed: Promise<unknown>;
   /** Drops the connection (the peer does not read), with a reason. */
   drop(reason: string): void;
 }
@@ -57,8 +83,7 @@ export class Sender {
   #writes: WriteQueue;
   #limits: SocketLimits;
   #deflate: PerMessageDeflate | null;
-  #closed: Promise<unknown>;
-  #drop: (reason: string) => void;
+  #owner: SenderOwner;
   // Strings this short (times 3, the most UTF-8 bytes per UTF-16 unit) are
   // sure to fit one frame and the write buffer.
   #smallTextLimit: number;
@@ -70,8 +95,7 @@ export class Sender {
     this.#writes = init.writes;
     this.#limits = init.limits;
     this.#deflate = init.deflate;
-    this.#closed = init.closed;
-    this.#drop = init.drop;
+    this.#owner = init.owner;
     // With compression, only strings sure to stay under its threshold take
     // the uncompressed fast path.
     this.#smallTextLimit = Math.min(
@@ -200,7 +224,7 @@ export class Sender {
     const close = closeArguments(data);
     if (close instanceof RangeError) return Promise.reject(close);
     this.#protocol.close(close.code, close.reason);
-    return this.#closed.then(noop);
+    return this.#owner.closed.then(noop);
   }
 
   /**
@@ -220,7 +244,7 @@ export class Sender {
 
   /** The peer stopped reading: drop it rather than buffer without bound. */
   #overflow(size: number): Promise<never> {
-    this.#drop(
+    this.#owner.drop(
       `Send buffer over maxBufferedAmount (${this.#limits.maxBufferedAmount} bytes): the peer is not reading`,
     );
     return closedError(

@@ -8,9 +8,10 @@
 
 import { GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE } from "./close.ts";
 import { closeQuietly } from "./http_head.ts";
-import { Members } from "./members.ts";
+import { type Member, Members } from "./members.ts";
 import {
   type AcceptOptions,
+  type FinishListener,
   type HandshakeConfig,
   handshakeConfig,
   type HandshakeOptions,
@@ -62,7 +63,7 @@ export class Server {
   #topics: Topics;
   // Members, not Sets: see members.ts for what a Set costs under churn.
   #pending = new Members<PendingConn>();
-  #sockets = new Members<Socket>();
+  #sockets = new Members<Socket, Served>();
   // Connections being served (handshake to close), and who waits for none.
   #active = 0;
   #allServed: PromiseWithResolvers<void> | null = null;
@@ -73,6 +74,13 @@ export class Server {
   #resolveFinished!: () => void;
   #signal: AbortSignal | undefined;
   #onAbort = () => void this.close();
+  // What each socket's Served calls when the socket is finished.
+  #servedBy: ServedBy = {
+    finished: (served) => {
+      this.#sockets.remove(served);
+      this.#doneOne();
+    },
+  };
   #tracker: ConnTracker = {
     enter: (pending, phase) => {
       pending.phase = phase;
@@ -301,34 +309,53 @@ export class Server {
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
+    // The server is done with a connection when its socket is finished
+    // (the socket tells `served`), not when its handler returns: a handler
+    // stuck elsewhere cannot hold up close().
+    const served = new Served(this.#servedBy);
+    let sock: Socket | null = null;
     try {
-      const sock = await serverHandshake(conn, this.#config, this.#tracker);
+      sock = await serverHandshake(conn, this.#config, this.#tracker, served);
       if (sock === null) return;
-      const member = this.#sockets.add(sock);
-      // The server is done with a connection when its socket is closed,
-      // not when its handler returns: a handler stuck elsewhere cannot
-      // hold up close().
+      served.value = sock;
+      if (!served.finished) this.#sockets.insert(served);
       if (this.#closing !== null) {
         sock.close(GOING_AWAY, "Server shutting down").catch(noop);
-      } else this.#runHandler(sock).catch(noop);
-      await sock.closed;
-      this.#sockets.remove(member);
+      } else this.#runHandler(sock);
     } catch (error) {
       this.#report(error);
     } finally {
-      if (--this.#active === 0) this.#allServed?.resolve();
+      if (sock === null) this.#doneOne();
     }
   }
 
-  async #runHandler(sock: Socket): Promise<void> {
+  #doneOne(): void {
+    if (--this.#active === 0) this.#allServed?.resolve();
+  }
+
+  // Not an async function: one suspended per connection cost more than
+  // these two closures.
+  #runHandler(sock: Socket): void {
+    let handled;
     try {
-      await this.#handler(sock);
+      handled = this.#handler(sock);
     } catch (error) {
-      this.#report(error);
-      await sock.close(INTERNAL_ERROR, "Internal error").catch(noop);
+      this.#handlerFailed(sock, error);
       return;
     }
-    await sock.close(NORMAL_CLOSURE).catch(noop);
+    Promise.resolve(handled).then(
+      () => sock.close(NORMAL_CLOSURE).catch(noop),
+      (error) => this.#handlerFailed(sock, error),
+    );
+  }
+
+  #handlerFailed(sock: Socket, error: unknown): void {
+    sock.close(INTERNAL_ERROR, "Internal error").catch(noop);
+    try {
+      this.#report(error);
+    } catch {
+      // onError threw: nothing more to do with it.
+    }
   }
 
   /**
@@ -355,6 +382,31 @@ export class Server {
 }
 
 function noop(): void {}
+
+/** How a {@linkcode Served} tells its server. */
+interface ServedBy {
+  finished(served: Served): void;
+}
+
+/**
+ * A server's socket: its place among the server's sockets, and what the
+ * socket tells when it is finished.
+ */
+class Served implements Member<Socket>, FinishListener {
+  value!: Socket;
+  index = -1;
+  finished = false;
+  #by: ServedBy;
+
+  constructor(by: ServedBy) {
+    this.#by = by;
+  }
+
+  socketFinished(): void {
+    this.finished = true;
+    this.#by.finished(this);
+  }
+}
 
 /**
  * Starts a WebSocket server. Each connection runs the HTTP/1.1 upgrade;

@@ -16,7 +16,13 @@ import {
   type UpgradeRequestInfo,
   validateUpgrade,
 } from "./handshake.ts";
-import { hasToken, parseRequestHead, type RequestHead } from "./http.ts";
+import {
+  hasToken,
+  headersOfText,
+  headerValue,
+  parseRequestHead,
+  type RequestHead,
+} from "./http.ts";
 import { readRequestHead } from "./http_head.ts";
 import { serveHttp } from "./http_conn.ts";
 import {
@@ -27,6 +33,7 @@ import {
 } from "./http_server.ts";
 import type {
   ConnectionInfo,
+  FinishListener,
   HandshakeConfig,
   UpgradeDecision,
 } from "./options.ts";
@@ -51,6 +58,7 @@ export async function serverHandshake(
   conn: Deno.Conn,
   config: HandshakeConfig,
   tracker: ConnTracker | null,
+  onFinish: FinishListener | null = null,
 ): Promise<Socket | null> {
   const pending = new PendingConn(conn);
   tracker?.enter(pending, "handshake");
@@ -84,7 +92,7 @@ export async function serverHandshake(
 
     if (
       config.onRequest !== undefined &&
-      !hasToken(request.headers.get("upgrade"), "websocket")
+      !hasToken(headerValue(request, "upgrade"), "websocket")
     ) {
       // Plain HTTP, maybe many requests, maybe an upgrade after them.
       const first = { head: request, read, cancelDeadline };
@@ -109,10 +117,7 @@ export async function serverHandshake(
       let decision: UpgradeDecision;
       try {
         decision = await pending.race(
-          config.upgrade(
-            { ...requestInfo, protocols: upgrade.protocols },
-            info,
-          ),
+          config.upgrade(hookRequest(requestInfo, upgrade.protocols), info),
         );
         if (!(decision instanceof Response) && decision != null) {
           if (typeof decision !== "object") {
@@ -166,6 +171,7 @@ export async function serverHandshake(
         ? undefined
         : topicRegistry(config.topics),
       data,
+      onFinish,
     });
   } catch {
     // Reset by the peer, or cut by the handshake timeout or a shutdown.
@@ -182,11 +188,71 @@ function upgradeRequestInfo(
   info: ConnectionInfo,
 ): UpgradeRequestInfo {
   const scheme = secure ? "wss" : "ws";
-  const host = request.headers.get("host") ?? hostOf(info.localAddr);
+  const host = headerValue(request, "host") ?? hostOf(info.localAddr);
+  const url = upgradeUrl(scheme, host, request.target);
+  return new RequestInfo(request.method, url, request.text ?? request.headers);
+}
+
+/**
+ * A server socket's `request`: what it keeps of the upgrade request is the
+ * head's text (one string), its `Headers` built from it when first read.
+ * An idle socket was holding a `Headers` and the parsed fields, about 1.5
+ * KiB, for a property most handlers never read after the upgrade.
+ */
+// RequestInfo's `headers`, set in its static block (it reads #source).
+let HEADERS: PropertyDescriptor;
+
+class RequestInfo implements UpgradeRequestInfo {
+  method: string;
+  url: string;
+  declare headers: Headers;
+  #source: string | Headers;
+
+  constructor(method: string, url: string, source: string | Headers) {
+    this.method = method;
+    this.url = url;
+    this.#source = source;
+    // An own, enumerable property, as `headers` of a plain object is
+    // (spread, JSON, deepEqual see it); one accessor pair for all.
+    Object.defineProperty(this, "headers", HEADERS);
+  }
+
+  static {
+    HEADERS = {
+      get(this: RequestInfo): Headers {
+        const source = this.#source;
+        if (typeof source !== "string") return source;
+        return this.#source = headersOfText(source);
+      },
+      set(this: RequestInfo, headers: Headers) {
+        this.#source = headers;
+      },
+      enumerable: true,
+      configurable: true,
+    };
+  }
+}
+
+/**
+ * What the `upgrade` hook gets: the socket's request and the offered
+ * subprotocols. `headers` is the socket's, built only if read.
+ */
+function hookRequest(
+  request: UpgradeRequestInfo,
+  protocols: string[],
+): UpgradeRequestInfo & { protocols: string[] } {
+  // Replacing the hook's `headers` leaves the socket's alone.
+  let own: Headers | undefined;
   return {
     method: request.method,
-    url: upgradeUrl(scheme, host, request.target),
-    headers: request.headers,
+    url: request.url,
+    get headers() {
+      return own ?? request.headers;
+    },
+    set headers(headers: Headers) {
+      own = headers;
+    },
+    protocols,
   };
 }
 

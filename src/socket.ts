@@ -5,13 +5,9 @@
  * @module
  */
 
-import {
-  ABNORMAL_CLOSURE,
-  closeArgumentError,
-  NORMAL_CLOSURE,
-} from "./close.ts";
+import { closeArgumentError, NORMAL_CLOSURE, Transport } from "./close.ts";
 import type { PerMessageDeflate } from "./deflate_codec.ts";
-import { WebSocketError } from "./errors.ts";
+import type { WebSocketError } from "./errors.ts";
 import { OPCODE_CLOSE, OPCODE_PING } from "./frame.ts";
 import {
   type CloseInfo,
@@ -23,45 +19,32 @@ import {
 import { ReadQueue } from "./read_queue.ts";
 import { type Deadline, deadlinesOf } from "./deadlines.ts";
 import {
+  DIRECT_READ_MIN,
   needsOtherBuffer,
   nextReadBuffer,
   releaseReadBuffer,
   smallReadBuffer,
+  TURN_BYTES,
 } from "./buffers.ts";
 import { Subscriptions } from "./subscriptions.ts";
-import { WriteQueue } from "./write_queue.ts";
+import { WriteQueue, type WriteQueueOwner } from "./write_queue.ts";
 import { type Keepalive, Keepalives, type Watch } from "./keepalive.ts";
-import type { SocketInit, SocketLimits } from "./options.ts";
+import type { FinishListener, SocketInit, SocketLimits } from "./options.ts";
 import type { UpgradeRequestInfo, UpgradeResponseInfo } from "./handshake.ts";
 import { type MessageType, sendable } from "./outgoing.ts";
 import type { TopicRegistry } from "./topics.ts";
 import { Inbound, type StreamedMessage } from "./message_stream.ts";
 import type { StreamSource } from "./stream_writer.ts";
-import { Sender } from "./sender.ts";
+import {
+  connectionClosed,
+  connectionLost,
+  Sender,
+  type SenderOwner,
+} from "./sender.ts";
 import { readableOf, writableOf } from "./web_streams.ts";
-
-/**
- * Where a socket's TCP (or TLS) connection is: open; draining our last
- * frames before closing after a clean close handshake; lingering after a
- * failure (our close frame out, a FIN, the peer's bytes discarded until
- * it closes too, RFC 6455 7.1.1); closed.
- */
-const Transport = { OPEN: 0, DRAINING: 1, LINGERING: 2, CLOSED: 3 } as const;
-type Transport = typeof Transport[keyof typeof Transport];
 
 const EMPTY = new Uint8Array(0);
 
-/** A payload spanning reads with this much left is read into directly. */
-const DIRECT_READ_MIN = 16 * 1024;
-/**
- * After reading this much, a socket lets the event loop turn before it
- * reads again. Reads that find data waiting complete at once, and so do
- * writes, so a busy connection could otherwise go on in microtasks: 33 to
- * 55 MiB were read between two turns of the loop, holding up timers, other
- * sockets and V8's own tasks (with 1 MiB echoes the loop turned 1,500
- * times a second instead of 15,000, and collections fell behind).
- */
-const TURN_BYTES = 4 * 1024 * 1024;
 /** Per-message bookkeeping counted against `maxQueuedBytes`. */
 const MESSAGE_OVERHEAD = 64;
 
@@ -111,6 +94,46 @@ export class Socket implements AsyncIterable<Message> {
     readPaused: (sock) => sock.#paused,
   });
 
+  // What the protocol, the write queue and the sender call back, and the
+  // iterator: small objects whose methods are shared, where closures made
+  // per socket cost an idle connection about 500 bytes.
+  static #Link = class implements ProtocolSink, SenderOwner, WriteQueueOwner {
+    constructor(readonly sock: Socket) {}
+    deliver(message: Message, size: number): void {
+      const queue = this.sock.#queue;
+      queue.push(message, size + MESSAGE_OVERHEAD);
+      if (message.type === "close") queue.end();
+    }
+    sendControl(opcode: number, payload: Uint8Array): void {
+      this.sock.#writes.push(true, false, opcode, payload);
+      if (opcode === OPCODE_CLOSE) this.sock.#armCloseTimer();
+    }
+    closeTransport(failed: boolean): void {
+      this.sock.#shutdown(failed);
+    }
+    get closed(): Promise<CloseInfo> {
+      return this.sock.closed;
+    }
+    drop(reason: string): void {
+      this.sock.#dropReason = reason;
+      this.sock.#closeConn();
+    }
+    writeFailed(cause: unknown): WebSocketError {
+      this.sock.#closeConn();
+      return connectionLost(cause);
+    }
+  };
+
+  static #Messages = class implements AsyncIterator<Message> {
+    constructor(readonly sock: Socket) {}
+    next(): Promise<IteratorResult<Message>> {
+      const { sock } = this;
+      return sock.#inbound === null
+        ? (sock.#queue as ReadQueue<Message>).next()
+        : sock.#inbound.next();
+    }
+  };
+
   /** The underlying connection (Deno has no `fd`; this replaces the seed's `sock.fd`). */
   readonly conn: Deno.Conn;
   /** The subprotocol the handshake chose, `""` when none. */
@@ -121,8 +144,6 @@ export class Socket implements AsyncIterable<Message> {
   readonly request: UpgradeRequestInfo;
   /** Client side: the handshake response; `null` on the server side. */
   readonly response: UpgradeResponseInfo | null;
-  /** Settles, never rejects, when the connection is over. */
-  readonly closed: Promise<CloseInfo>;
   /**
    * Per-connection application data: on the server side, the `data` the
    * `upgrade` hook returned (a logged-in user, a room); `undefined`
@@ -141,7 +162,11 @@ export class Socket implements AsyncIterable<Message> {
   #subscriptions: Subscriptions | null = null;
   #deflate: PerMessageDeflate | null;
 
-  #resolveClosed!: (info: CloseInfo) => void;
+  // `closed`, made when first asked for; what it settles with, once known.
+  #closed: Promise<CloseInfo> | null = null;
+  #resolveClosed: ((info: CloseInfo) => void) | null = null;
+  #closeInfo: CloseInfo | null = null;
+  #onFinish: FinishListener | null = null;
   // Where the TCP connection is; the protocol's state says where the
   // WebSocket is.
   #transport: Transport = Transport.OPEN;
@@ -149,9 +174,8 @@ export class Socket implements AsyncIterable<Message> {
   #transportDone: PromiseWithResolvers<void> | null = null;
   // Reading is paused by backpressure (the application is behind).
   #paused = false;
-  // Resolves once a close frame was sent (or the transport closed); made
-  // only when backpressure has to wait for it.
-  #closing: PromiseWithResolvers<void> | null = null;
+  // Wakes a read paused by backpressure when the close begins.
+  #wakePause: (() => void) | null = null;
   #finished = false;
   #closeTimer: Deadline | undefined;
   #keepalive: Keepalive<Socket> | null = null;
@@ -173,20 +197,9 @@ export class Socket implements AsyncIterable<Message> {
     this.#deflate = init.deflate ?? null;
     this.#topics = init.topics;
     this.data = init.data;
-    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
-
-    const sink: ProtocolSink = {
-      deliver: (message, size) => {
-        this.#queue.push(message, size + MESSAGE_OVERHEAD);
-        if (message.type === "close") this.#queue.end();
-      },
-      sendControl: (opcode, payload) => {
-        this.#writes.push(true, false, opcode, payload);
-        if (opcode === OPCODE_CLOSE) this.#armCloseTimer();
-      },
-      closeTransport: (failed) => this.#shutdown(failed),
-    };
-    this.#protocol = new Protocol(sink, {
+    this.#onFinish = init.onFinish ?? null;
+    const link = new Socket.#Link(this);
+    this.#protocol = new Protocol(link, {
       client: init.client,
       maxMessageSize: init.limits.maxMessageSize,
       maxFrameSize: init.limits.maxFrameSize,
@@ -197,16 +210,7 @@ export class Socket implements AsyncIterable<Message> {
     this.#writes = new WriteQueue(
       init.conn,
       init.client,
-      (cause) => {
-        this.#closeConn();
-        return new WebSocketError(
-          "SOCKET_CLOSED",
-          `Cannot write: the connection was lost: ${
-            cause instanceof Error ? cause.message : String(cause)
-          }`,
-          { closeCode: ABNORMAL_CLOSURE, cause },
-        );
-      },
+      link,
       init.limits.writeHighWaterMark,
     );
     this.#sender = new Sender({
@@ -214,17 +218,20 @@ export class Socket implements AsyncIterable<Message> {
       writes: this.#writes,
       limits: init.limits,
       deflate: this.#deflate,
-      closed: this.closed,
-      drop: (reason) => {
-        this.#dropReason = reason;
-        this.#closeConn();
-      },
+      owner: link,
     });
     if (init.limits.pingInterval > 0) {
       this.#keepalive = Socket.#keepalives.for(init.limits);
       this.#watch = this.#keepalive.add(this);
     }
     this.#readLoop(init.head, init.readBuffer);
+  }
+
+  /** Settles, never rejects, when the connection is over. */
+  get closed(): Promise<CloseInfo> {
+    return this.#closed ??= this.#closeInfo !== null
+      ? Promise.resolve(this.#closeInfo)
+      : new Promise((resolve) => this.#resolveClosed = resolve);
   }
 
   /** The peer's address. */
@@ -305,10 +312,7 @@ export class Socket implements AsyncIterable<Message> {
 
   /** Yields what {@linkcode read} returns until it returns `null`. */
   [Symbol.asyncIterator](): AsyncIterator<Message> {
-    const queue = this.#queue as ReadQueue<Message>;
-    return {
-      next: () => this.#inbound === null ? queue.next() : this.#inbound.next(),
-    };
+    return new Socket.#Messages(this);
   }
 
   /**
@@ -518,6 +522,9 @@ export class Socket implements AsyncIterable<Message> {
         if (this.#inbound?.serve()) await this.#untilTaken(this.#inbound);
       }
       buffer = nextReadBuffer(buffer, small, 0);
+      // The head's buffer is bigger than the small one: not kept by the
+      // suspended loop's parameters for as long as the socket is idle.
+      head = readBuffer = EMPTY;
       while (protocol.state !== State.CLOSED && !this.#transportClosed) {
         if (queue.bytes > limit && protocol.open) {
           // Backpressure: stop reading until the application catches up,
@@ -608,8 +615,15 @@ export class Socket implements AsyncIterable<Message> {
 
   /** Waits for `ready` or the start of the close: read backpressure. */
   async #pause(ready: Promise<void>): Promise<void> {
+    if (this.#closingStarted()) return;
     this.#paused = true;
-    await Promise.race([ready, this.#closingPromise()]);
+    // Not a race with a promise of the close: that would keep a reaction
+    // per pause for as long as the connection lives.
+    await new Promise<void>((resolve) => {
+      this.#wakePause = resolve;
+      ready.then(resolve);
+    });
+    this.#wakePause = null;
     this.#paused = false;
   }
 
@@ -632,20 +646,15 @@ export class Socket implements AsyncIterable<Message> {
     const protocol = this.#protocol;
     protocol.receiveEnd(this.#dropReason);
     this.#queue.end();
-    this.#writes.failWith(() =>
-      new WebSocketError(
-        "SOCKET_CLOSED",
-        "Cannot write: the connection is closed",
-        {
-          closeCode: protocol.closeCode,
-        },
-      )
-    );
-    this.#resolveClosed({
+    this.#writes.failWith(() => connectionClosed(protocol.closeCode));
+    const info = this.#closeInfo = {
       code: protocol.closeCode,
       reason: protocol.closeReason,
       wasClean: protocol.wasClean,
-    });
+    };
+    this.#resolveClosed?.(info);
+    this.#onFinish?.socketFinished();
+    this.#onFinish = null;
   }
 
   /** Flush what is queued (our close frame), then close TCP. */
@@ -665,14 +674,8 @@ export class Socket implements AsyncIterable<Message> {
     } catch {
       // Already closed by the runtime.
     }
-    this.#closingStarts();
+    this.#wakePause?.();
     this.#transportDone?.resolve();
-  }
-
-  #closingPromise(): Promise<void> {
-    this.#closing ??= Promise.withResolvers<void>();
-    if (this.#closingStarted()) this.#closing.resolve();
-    return this.#closing.promise;
   }
 
   get #transportClosed(): boolean {
@@ -685,12 +688,8 @@ export class Socket implements AsyncIterable<Message> {
       this.#transport === Transport.CLOSED;
   }
 
-  #closingStarts(): void {
-    this.#closing?.resolve();
-  }
-
   #armCloseTimer(): void {
-    this.#closingStarts();
+    this.#wakePause?.();
     if (this.#closeTimer !== undefined || this.#transportClosed) return;
     this.#closeTimer = deadlinesOf(this.#limits.closeTimeout).add(() => {
       this.#dropReason = "Close timeout: no close frame from the peer";

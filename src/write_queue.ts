@@ -50,6 +50,12 @@ const EAGER_FLUSH = 64 * 1024;
 const encoder = new TextEncoder();
 const RESOLVED = Promise.resolve();
 
+/** Who a {@linkcode WriteQueue} tells when a write fails. */
+export interface WriteQueueOwner {
+  /** A write failed with `cause`: returns the error writers get. */
+  writeFailed(cause: unknown): unknown;
+}
+
 /**
  * Encodes frames into a shared buffer and flushes it once per event-loop
  * turn. Pushing never waits: {@linkcode WriteQueue.ready} says when the
@@ -60,7 +66,7 @@ const RESOLVED = Promise.resolve();
 export class WriteQueue {
   #writer: Writer;
   #maskFrames: boolean;
-  #onError: (error: unknown) => unknown;
+  #owner: WriteQueueOwner;
 
   #buffer: Uint8Array | null = null;
   #spare: Uint8Array | null = null;
@@ -106,12 +112,12 @@ export class WriteQueue {
   constructor(
     writer: Writer,
     maskFrames: boolean,
-    onError: (error: unknown) => unknown,
+    owner: WriteQueueOwner,
     highWaterMark = 64 * 1024,
   ) {
     this.#writer = writer;
     this.#maskFrames = maskFrames;
-    this.#onError = onError;
+    this.#owner = owner;
     this.#highWaterMark = highWaterMark;
   }
 
@@ -622,7 +628,7 @@ export class WriteQueue {
     this.#part = null;
     this.#writing = null;
     this.#written = null;
-    const error = this.#onError(cause);
+    const error = this.#owner.writeFailed(cause);
     batch.reject(error);
     this.fail(error);
     this.#flushing = false;

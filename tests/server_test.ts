@@ -196,6 +196,78 @@ Deno.test("when the handler returns, the socket is closed with 1000", async () =
   await sock.close();
 });
 
+Deno.test("a handler that is not async: a throw is 1011, a return is 1000, and an onError that throws breaks nothing", async () => {
+  const errors: unknown[] = [];
+  const boom = new Error("plain failure");
+  await using server = serve((sock) => {
+    const path = new URL(sock.request.url).pathname;
+    if (path === "/throw") throw boom;
+    if (path === "/reject") return Promise.reject(boom);
+    if (path === "/fine") return echo(sock);
+    // "/return": returning at once closes with 1000.
+  }, {
+    onError(e) {
+      errors.push(e);
+      throw new Error("onError fails too");
+    },
+  });
+  for (
+    const [path, code] of [["/throw", 1011], ["/return", 1000], [
+      "/reject",
+      1011,
+    ]] as const
+  ) {
+    const sock = await within(connect(urlOf(server, path)));
+    const messages = await within(readAll(sock));
+    assert.deepEqual(messages.map((m) => m.type), ["close"], path);
+    assert.equal((messages[0] as { code: number }).code, code, path);
+    await sock.close();
+  }
+  await waitFor(() => errors.length === 2, "onError twice");
+  assert.deepEqual(errors, [boom, boom]);
+  await waitFor(() => server.connections === 0, "the server to forget them");
+  await assertEchoes(urlOf(server, "/fine"));
+});
+
+Deno.test("sock.closed is one promise, made before or after the end, and the server forgets a socket whose handler never returns", async () => {
+  const seen: Promise<unknown>[] = [];
+  const serverSock = Promise.withResolvers<Socket>();
+  await using server = serve((sock) => {
+    serverSock.resolve(sock);
+    // Never returns, never reads: the server still hears of the end.
+    return new Promise<void>(() => {});
+  });
+  const early = await within(connect(urlOf(server)));
+  const sock = await within(serverSock.promise);
+  seen.push(sock.closed, sock.closed);
+  assert.equal(seen[0], seen[1]);
+  assert.equal(server.connections, 1);
+  await early.close(4001, "bye");
+  // The library answers the close frame whether the handler reads or not.
+  assert.deepEqual(await within(sock.closed), {
+    code: 4001,
+    reason: "bye",
+    wasClean: true,
+  });
+  assert.equal(sock.closed, seen[0]);
+  assert.equal(sock.readyState, "closed");
+  await waitFor(() => server.connections === 0, "the server to forget it");
+
+  // Asked for only after the end: settled already, the same each time.
+  const late = Promise.withResolvers<Socket>();
+  await using server2 = serve((sock) => late.resolve(sock));
+  const client = await within(connect(urlOf(server2)));
+  const other = await within(late.promise);
+  await within(client.close(4002, "done"));
+  await waitFor(() => other.readyState === "closed", "the end");
+  assert.equal(other.closed, other.closed);
+  assert.deepEqual(await within(other.closed), {
+    code: 4002,
+    reason: "done",
+    wasClean: true,
+  });
+});
+
 Deno.test("when the handler throws, the client gets 1011, onError gets the error, and the server keeps serving", async () => {
   const errors: unknown[] = [];
   const boom = new Error("sync failure");
@@ -451,6 +523,69 @@ Deno.test("sock.request holds the method, URL and headers of the upgrade request
   assert.equal(seen.headers.get("x-trace"), "abc");
   await within(readAll(sock));
   await sock.close();
+});
+
+Deno.test("sock.request, whose headers are built when first read, is a plain { method, url, headers } with one Headers, shared with the upgrade hook", async () => {
+  const seen = Promise.withResolvers<Socket["request"]>();
+  const hookHeaders: Headers[] = [];
+  await using server = serve((sock) => seen.resolve(sock.request), {
+    upgrade(req) {
+      // Read and changed in the hook: the socket sees the same Headers.
+      hookHeaders.push(req.headers);
+      req.headers.set("x-user", "ann");
+      // Replacing the hook's own leaves the socket's alone, as with a copy.
+      const { protocols, ...rest } = req;
+      assert.deepEqual(Object.keys(rest), ["method", "url", "headers"]);
+      assert.deepEqual(protocols, []);
+    },
+  });
+  const sock = await within(
+    connect(urlOf(server, "/a?b=1"), {
+      headers: { "X-Trace": "abc", "X-Two": "1" },
+    }),
+  );
+  const request = await within(seen.promise);
+  assert.deepEqual(Object.keys(request), ["method", "url", "headers"]);
+  const copy = { ...request };
+  assert.equal(copy.method, "GET");
+  assert.equal(copy.url, `ws://127.0.0.1:${server.addr.port}/a?b=1`);
+  assert.equal(copy.headers, request.headers);
+  assert.equal(request.headers, hookHeaders[0]);
+  assert.equal(request.headers.get("x-user"), "ann");
+  assert.equal(request.headers.get("x-trace"), "abc");
+  assert.equal(request.headers.get("x-two"), "1");
+  assert.deepEqual(JSON.parse(JSON.stringify(request)), {
+    method: "GET",
+    url: copy.url,
+    headers: {},
+  });
+  // Assignable, as a plain object's property is.
+  const other = new Headers({ a: "b" });
+  request.headers = other;
+  assert.equal(request.headers, other);
+  await sock.close();
+});
+
+Deno.test("sock.request.headers, first read long after the upgrade, holds every field as sent, repeated ones joined", async () => {
+  const seen = Promise.withResolvers<Socket["request"]>();
+  await using server = serve(async (sock) => {
+    // Let the read loop reuse its buffer before the headers are read.
+    assert.deepEqual(await sock.read(), {
+      type: "text",
+      data: "x".repeat(3000),
+    });
+    seen.resolve(sock.request);
+  });
+  await using raw = await RawClient.upgrade(
+    server.addr.port,
+    `X-Dup: one\r\nx-dup: two\r\nX-Long: ${"v".repeat(500)}\r\n`,
+  );
+  await raw.send(clientFrame(1, "x".repeat(3000)));
+  const request = await within(seen.promise);
+  assert.equal(request.headers.get("x-dup"), "one, two");
+  assert.equal(request.headers.get("x-long"), "v".repeat(500));
+  assert.equal(request.headers.get("upgrade"), "websocket");
+  assert.equal(request.headers, request.headers);
 });
 
 Deno.test("sock.remoteAddr and sock.localAddr are the two ends of the connection", async () => {

@@ -688,3 +688,31 @@ Deno.test("closeTimeout bounds the wait for a peer that never answers the close"
   });
   assert.equal(await sock.read(), null);
 });
+
+for (const size of [40_000, 300_000]) {
+  Deno.test(`a ${size} B frame that trickles in over many small reads, with pauses, arrives intact`, async () => {
+    // The payload's buffer grows with what arrives (not to the declared
+    // length at once), by copies and by direct reads: every path between
+    // them is taken when the peer sends in small, uneven, paused pieces.
+    const got = Promise.withResolvers<Uint8Array>();
+    await using server = serve(async (sock) => {
+      const msg = await sock.read();
+      if (msg?.type === "binary") got.resolve(msg.data.slice());
+      await drain(sock);
+    });
+    await using client = await RawClient.upgrade(server.addr.port);
+    client.conn.setNoDelay(true);
+    const payload = new Uint8Array(size).map((_, i) => (i * 31 + 7) & 0xff);
+    const bytes = clientFrame(0x2, payload);
+    const pieces = [1, 700, 9000, 20_000, 3, 40_000];
+    for (let at = 0, i = 0; at < bytes.length; i++) {
+      const n = pieces[i % pieces.length];
+      await client.send(bytes.subarray(at, at + n));
+      at += n;
+      if (i % 3 === 0) await sleep(2);
+    }
+    const data = await within(got.promise);
+    assert.equal(data.length, size);
+    assert.deepEqual(data, payload);
+  });
+}

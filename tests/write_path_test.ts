@@ -123,7 +123,7 @@ class HeldWriter {
 
 Deno.test("a pooled write buffer is not handed to another queue while its write is still in progress", async () => {
   const frame = (fill: number) => new Uint8Array(60_000).fill(fill);
-  const onError = (e: unknown) => e;
+  const onError = { writeFailed: (e: unknown) => e };
   // Round 1 leaves a written buffer of over 256 KiB in the pool.
   const warm = new HeldWriter();
   const first = new WriteQueue(warm, false, onError);
@@ -162,7 +162,7 @@ for (
   ] as const
 ) {
   Deno.test(`${label} passed between queues are never one still being written`, async () => {
-    const onError = (e: unknown) => e;
+    const onError = { writeFailed: (e: unknown) => e };
     const writers = [0, 1, 2, 3].map(() => new HeldWriter());
     const queues = writers.map((w) => new WriteQueue(w, false, onError));
     const turn = () => sleep(0);
@@ -199,7 +199,7 @@ Deno.test("64 KiB queued starts its write after the caller's job, not at the end
       return Promise.resolve(p.length);
     },
   };
-  const queue = new WriteQueue(writer, false, (e) => e);
+  const queue = new WriteQueue(writer, false, { writeFailed: (e) => e });
   const microtasks = async () => {
     for (let i = 0; i < 5; i++) await Promise.resolve();
   };

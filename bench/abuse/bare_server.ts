@@ -3,7 +3,11 @@
  * WebSocket library. It reads the upgrade request, answers a fixed 101, then
  * keeps one read pending per connection into a buffer of `SIZE` bytes
  * (`BARE_READ`, default 16; 0 keeps no read pending). What it costs per idle
- * connection is what the runtime costs before any library. Prints
+ * connection is what the runtime costs before any library. It answers the
+ * first bytes after the 101 with a pong (the storm and half-frame rounds
+ * send a ping first); with `BARE_KEEP=1` it reads into 16 KiB and keeps a
+ * copy of every read until the connection ends, as a server assembling a
+ * frame must. Prints
  * `READY <port>`; has the abuse suite's control channel (`gc`, `stats`).
  *
  * @module
@@ -12,6 +16,8 @@
 import { serveControl } from "./_control.ts";
 
 const size = Number(Deno.env.get("BARE_READ") ?? "16");
+const keep = Deno.env.get("BARE_KEEP") === "1";
+const PONG = new Uint8Array([0x8a, 0x00]);
 const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
 // The accept key of any request: the client here does not check it.
 const response = new TextEncoder().encode(
@@ -31,8 +37,19 @@ async function serve(conn: Deno.Conn): Promise<void> {
       held.push(conn);
       return;
     }
-    const buffer = new Uint8Array(size);
-    while (await conn.read(buffer) !== null) { /* drop */ }
+    const kept: Uint8Array[] = [];
+    const buffer = new Uint8Array(keep ? 16 * 1024 : size);
+    let first = true;
+    let n: number | null;
+    while ((n = await conn.read(buffer)) !== null) {
+      // The storm and half-frame rounds open with a ping: a pong (the
+      // first bytes after the 101 are taken for it).
+      if (first) await conn.write(PONG);
+      first = false;
+      // BARE_KEEP: hold what came, as any server must hold a frame it is
+      // assembling: the floor for the half-frame rounds.
+      if (keep) kept.push(buffer.slice(0, n));
+    }
   } catch {
     // Reset.
   }
