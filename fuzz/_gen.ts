@@ -12,6 +12,7 @@
  * @module
  */
 
+import { joinBytes } from "../src/buffers.ts";
 import { decodeClosePayload, isValidCloseCode } from "../src/close.ts";
 import {
   encodeFrame,
@@ -370,13 +371,7 @@ export function mutate(
 
 /** Concatenates byte arrays. */
 export function concatBytes(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
+  return joinBytes(parts);
 }
 
 // -- Driving a Protocol --

@@ -300,7 +300,7 @@ export function slabRoom(length: number): Uint8Array {
 export function joinBytes(
   parts: Uint8Array[],
   size: number = parts.reduce((n, part) => n + part.length, 0),
-): Uint8Array {
+): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(size);
   let offset = 0;
   for (const part of parts) {

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { joinBytes } from "../src/buffers.ts";
 import { encodeFrame } from "../src/frame.ts";
 import { acceptKey } from "../src/handshake.ts";
 import {
@@ -189,13 +190,7 @@ export function lines(text: string): string[] {
 
 /** Concatenates byte arrays. */
 export function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
+  return joinBytes(parts);
 }
 
 /** A client-side mask key fixed for tests. */
