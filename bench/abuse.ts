@@ -13,7 +13,8 @@
  * Usage:
  *   deno run -A bench/abuse.ts [--only ping-flood,garbage,...] [--scale F] [--json FILE]
  *     [--server builtin|bare|bare_keep] (storm and half-frame rounds against a reference;
- *       for idle, a comma list of the rows to run: ours,builtin,bun,bare,bare_noread)
+ *       for idle, a comma list of the rows to run: ours,builtin,bun,bare,bare_noread;
+ *       for tls-silent, `bare`: a bare Deno.listenTls server, the runtime's floor)
  *     [--server-v8-flags F] (more V8 flags for the attacked server)
  *
  * Attacks (names for `--only`): ping-flood, garbage, tls-silent, idle,
@@ -268,7 +269,8 @@ type ServerKind =
   | "bun"
   | "bare"
   | "bare_noread"
-  | "bare_keep";
+  | "bare_keep"
+  | "bare_tls";
 
 /** Starts an attacked server; resolves once it printed `READY <port>`. */
 async function startServer(
@@ -283,7 +285,8 @@ async function startServer(
     ? [...deno, "bench/abuse/server.ts", ...args]
     : kind === "builtin"
     ? [...deno, "bench/abuse/builtin_server.ts"]
-    : kind === "bare" || kind === "bare_noread" || kind === "bare_keep"
+    : kind === "bare" || kind === "bare_noread" || kind === "bare_keep" ||
+        kind === "bare_tls"
     ? [...deno, "bench/abuse/bare_server.ts"]
     : ["bun", "bench/servers/bun.ts"];
   const fixture = new Fixture(
@@ -293,6 +296,8 @@ async function startServer(
       ? { BARE_READ: "0" }
       : kind === "bare_keep"
       ? { BARE_KEEP: "1" }
+      : kind === "bare_tls"
+      ? { BARE_TLS_CLOSE_MS: args[0] ?? "2000" }
       : {},
   );
   try {
@@ -742,11 +747,16 @@ async function garbage(): Promise<void> {
 async function tlsSilent(): Promise<void> {
   const count = scaled(20);
   const handshakeTimeout = 2000;
-  const { fixture, port } = await startServer("ours", [
-    "--tls",
-    "--handshake-timeout",
-    String(handshakeTimeout),
-  ]);
+  // `--server bare`: the runtime's floor, a bare `Deno.listenTls` server
+  // that closes each connection after the same timeout.
+  const bare = flags.server === "bare";
+  const { fixture, port } = bare
+    ? await startServer("bare_tls", [String(handshakeTimeout)])
+    : await startServer("ours", [
+      "--tls",
+      "--handshake-timeout",
+      String(handshakeTimeout),
+    ]);
   const conns: Deno.Conn[] = [];
   try {
     const t0 = performance.now();
@@ -763,38 +773,43 @@ async function tlsSilent(): Promise<void> {
     const closed = ends.filter((t) => t !== null) as number[];
     // A real wss:// client, while the silent connections are still open
     // wherever the server did not close them.
-    let wss = "failed";
-    try {
-      const ca = Deno.readTextFileSync(
-        new URL("tests/fixtures/localhost.crt", ROOT),
-      );
-      const sock = await orTimeout(
-        connect(`wss://localhost:${port}/`, { caCerts: [ca] }),
-        5000,
-        null,
-      );
-      if (sock === null) wss = "timed out";
-      else {
-        await sock.write("hello", "text");
-        const msg = await orTimeout(sock.read(), 3000, null);
-        wss = msg?.type === "text" && msg.data === "hello"
-          ? "connected and echoed"
-          : `connected, no echo (${JSON.stringify(msg)})`;
-        await orTimeout(sock.close(), 3000, null);
+    let wss = bare ? "not tried (bare server)" : "failed";
+    if (!bare) {
+      try {
+        const ca = Deno.readTextFileSync(
+          new URL("tests/fixtures/localhost.crt", ROOT),
+        );
+        const sock = await orTimeout(
+          connect(`wss://localhost:${port}/`, { caCerts: [ca] }),
+          5000,
+          null,
+        );
+        if (sock === null) wss = "timed out";
+        else {
+          await sock.write("hello", "text");
+          const msg = await orTimeout(sock.read(), 3000, null);
+          wss = msg?.type === "text" && msg.data === "hello"
+            ? "connected and echoed"
+            : `connected, no echo (${JSON.stringify(msg)})`;
+          await orTimeout(sock.close(), 3000, null);
+        }
+      } catch (error) {
+        wss = `failed: ${error}`;
       }
-    } catch (error) {
-      wss = `failed: ${error}`;
     }
     const stats = await fixture.stats().catch(() => ({}));
     const established = await establishedOn(port);
     row({
-      attack: "TLS never started (wss://, handshakeTimeout 2 s)",
+      attack: bare
+        ? "TLS never started, bare Deno.listenTls closing after 2 s (floor)"
+        : "TLS never started (wss://, handshakeTimeout 2 s)",
       side: "server",
       figure:
         `silent TCP connections closed by the server within ${window} ms; a wss client then: ${wss}`,
       value: `${closed.length} / ${count}`,
       bound: `${count} / ${count}`,
-      pass: closed.length === count && wss === "connected and echoed",
+      pass: closed.length === count &&
+        (bare || wss === "connected and echoed"),
       details: {
         closeMs: closed.map(Math.round),
         wss,

@@ -10,6 +10,12 @@
  * frame must. Prints
  * `READY <port>`; has the abuse suite's control channel (`gc`, `stats`).
  *
+ * With `BARE_TLS_CLOSE_MS=N` it is instead the floor for the TLS-never-
+ * started attack: `Deno.listenTls` with the test certificate, and each
+ * accepted connection is handed to `handshake()` and closed after N ms,
+ * the least any server built on `Deno.listenTls` can do with a peer that
+ * never starts TLS.
+ *
  * @module
  */
 
@@ -18,7 +24,16 @@ import { serveControl } from "./_control.ts";
 const size = Number(Deno.env.get("BARE_READ") ?? "16");
 const keep = Deno.env.get("BARE_KEEP") === "1";
 const PONG = new Uint8Array([0x8a, 0x00]);
-const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+const tlsCloseMs = Number(Deno.env.get("BARE_TLS_CLOSE_MS") ?? "0");
+const fixtures = new URL("../../tests/fixtures/", import.meta.url);
+const listener = tlsCloseMs > 0
+  ? Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: Deno.readTextFileSync(new URL("localhost.crt", fixtures)),
+    key: Deno.readTextFileSync(new URL("localhost.key", fixtures)),
+  })
+  : Deno.listen({ hostname: "127.0.0.1", port: 0 });
 // The accept key of any request: the client here does not check it.
 const response = new TextEncoder().encode(
   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" +
@@ -56,8 +71,25 @@ async function serve(conn: Deno.Conn): Promise<void> {
   open--;
 }
 
+/** TLS floor: start the handshake, close after `tlsCloseMs` whatever came. */
+function closeLater(conn: Deno.TlsConn): void {
+  open++;
+  conn.handshake().catch(() => {});
+  setTimeout(() => {
+    open--;
+    try {
+      conn.close();
+    } catch {
+      // Closed already.
+    }
+  }, tlsCloseMs);
+}
+
 (async () => {
-  for await (const conn of listener) serve(conn);
+  for await (const conn of listener) {
+    if (tlsCloseMs > 0) closeLater(conn as Deno.TlsConn);
+    else serve(conn);
+  }
 })();
 console.log(`READY ${listener.addr.port}`);
 await serveControl(() => ({ connections: open }));
