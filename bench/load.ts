@@ -9,7 +9,9 @@
  *   each message as fragments of N bytes); counts echoed messages.
  * - `churn`: `--conns` workers each loop: connect, handshake, one echo,
  *   close handshake (our close frame, the server's, then the server's FIN);
- *   counts completed connections.
+ *   counts completed connections. (run.ts drives S5 with `churn.c`, the
+ *   same loop in C, when a C compiler is installed: this one saturates its
+ *   own core first.)
  * - `fanout`: `--conns` connections to `/fanout`; the last one sends
  *   `--size`-byte messages that the server writes to every connection,
  *   keeping `--window` broadcasts in flight; counts deliveries.

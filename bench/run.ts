@@ -22,6 +22,11 @@
  *                       bun when installed, else ws_node, else builtin)
  *   --retry-disturbed N rerun a run up to N times while the rest of the
  *                       machine used over 25 % CPU during it (default 1)
+ *   --deno-churn        drive S5 with load.ts rather than bench/churn.c
+ *
+ * S5 (connection churn) is driven by bench/churn.c, built on demand into
+ * bench/.build/ with `cc`/`gcc`: load.ts's churn mode saturates its own
+ * core before most servers do. Without a compiler S5 falls back to load.ts.
  *
  * Run: deno run -A bench/run.ts --rounds 1 --duration 2
  *
@@ -259,6 +264,36 @@ function baselineOf(ours: Contestant, dir: string, label: string): Contestant {
 
 const LOAD_CMD = [DENO, "run", "--allow-net", `${BENCH}load.ts`];
 
+/** Where the C churn generator (bench/churn.c) is built. */
+const BUILD_DIR = `${BENCH}.build`;
+
+/**
+ * Builds bench/churn.c into bench/.build/ (again when the source is newer)
+ * with `cc` or `gcc`; returns the binary, or null when there is no
+ * compiler or the build failed (S5 then uses load.ts).
+ */
+async function buildChurn(notes: string[]): Promise<string | null> {
+  const src = `${BENCH}churn.c`;
+  const bin = `${BUILD_DIR}/churn`;
+  const mtime = async (path: string) => {
+    try {
+      return (await Deno.stat(path)).mtime?.getTime() ?? 0;
+    } catch {
+      return -1;
+    }
+  };
+  if (await mtime(bin) >= await mtime(src)) return bin;
+  await Deno.mkdir(BUILD_DIR, { recursive: true });
+  for (const compiler of ["cc", "gcc"]) {
+    const built = await output([compiler, "-O2", "-o", bin, src]);
+    if (built !== null) return bin;
+  }
+  notes.push(
+    "bench/churn.c could not be built (no `cc`/`gcc`?): S5 used load.ts.",
+  );
+  return null;
+}
+
 /** A run during which the rest of the machine used more CPU % than this is "disturbed". */
 const DISTURBED_CPU = 25;
 
@@ -471,6 +506,8 @@ interface Settings {
   duration: number;
   pin: boolean;
   fastServer: Contestant;
+  /** The C churn generator when built: S5's load instead of load.ts. */
+  churn: string | null;
 }
 
 function pinned(cmd: string[], core: number, pin: boolean): string[] {
@@ -522,8 +559,9 @@ async function runOnce(
   try {
     const started = await startServer(server, serverSide ? 0 : 1, settings);
     serverProc = started.proc;
+    const churn = scenario.args.includes("churn") ? settings.churn : null;
     const loadCmd = [
-      ...(serverSide ? LOAD_CMD : contestant.cmd),
+      ...(!serverSide ? contestant.cmd : churn ? [churn] : LOAD_CMD),
       "--port",
       String(started.port),
       "--warmup",
@@ -900,7 +938,16 @@ async function main(): Promise<number> {
     throw new Error(`--fast-server: no server ${flags["fast-server"]}`);
   }
 
-  const settings: Settings = { warmup, duration, pin, fastServer };
+  // S5's load: the C generator unless --deno-churn (or no compiler).
+  const wantChurn = flags["deno-churn"] !== "true" &&
+    scenarios.some((s) => s.args.includes("churn"));
+  const churn = wantChurn ? await buildChurn(notes) : null;
+  if (churn) {
+    notes.push(
+      "S5's load generator: bench/churn.c (built into bench/.build/), not load.ts",
+    );
+  }
+  const settings: Settings = { warmup, duration, pin, fastServer, churn };
   // Every server and client process loads the library as it is on disk
   // when it starts: note if it changed under the run.
   const libraryAtStart = await gitDescribe();
