@@ -147,7 +147,7 @@ export class FrameDecoder {
   #masked = false;
   // The frame's masking key as a number; see #maskingKey.
   #key = 0;
-  #buffer: Uint8Array | null = null;
+  #buffer: Uint8Array<ArrayBuffer> | null = null;
   #filled = 0;
   // Bytes of #buffer that partialPayload() already unmasked.
   #unmasked = 0;
@@ -315,6 +315,13 @@ export class FrameDecoder {
       this.#unmasked = filled;
     }
     return buffer.subarray(0, filled);
+  }
+
+  /** The connection is over: frees (detaches) a partial payload at once. */
+  dispose(): void {
+    this.#buffer?.buffer.transfer(0);
+    this.#message?.buffer.transfer(0);
+    this.#buffer = this.#message = null;
   }
 
   /** Records `n` bytes read into the {@linkcode directTarget}. */
@@ -577,7 +584,7 @@ export class FrameDecoder {
     return keyBytes(this.#key);
   }
 
-  #grow(capacity: number): Uint8Array {
+  #grow(capacity: number): Uint8Array<ArrayBuffer> {
     const next = allocatePayload(capacity, "Frame");
     if (this.#buffer !== null) next.set(this.#buffer.subarray(0, this.#filled));
     this.#buffer = next;

@@ -303,6 +303,14 @@ export class Protocol {
   }
 
   /**
+   * Nothing is read any more: frees a partial frame's buffer now (see
+   * {@linkcode FrameDecoder.dispose}).
+   */
+  releaseInput(): void {
+    this.#decoder.dispose();
+  }
+
+  /**
    * The transport ended (EOF, reset, timeout) before a close frame arrived:
    * deliver a 1006 close message with `reason`.
    */

@@ -645,6 +645,7 @@ export class Socket implements AsyncIterable<Message> {
     if (this.#watch !== null) this.#keepalive!.remove(this.#watch);
     const protocol = this.#protocol;
     protocol.receiveEnd(this.#dropReason);
+    protocol.releaseInput();
     this.#queue.end();
     this.#writes.failWith(() => connectionClosed(protocol.closeCode));
     const info = this.#closeInfo = {

@@ -1149,3 +1149,31 @@ Deno.test("FrameDecoder turns mutated valid frame streams into frames or a Frame
   }
   assert.ok(frames > 0 && shortfalls > 0, "both outcomes are exercised");
 });
+
+Deno.test("FrameDecoder.dispose() frees a partial frame's buffer and a partial assembled message at once", () => {
+  const decoder = serverDecoder({ assembleBinary: true });
+  const header = new Uint8Array(14);
+  writeFrameHeader(header, 0, true, false, OPCODE_BINARY, 64 * 1024, KEY);
+  decoder.feed(header);
+  assert.equal(decoder.next(), false);
+  decoder.feed(new Uint8Array(100));
+  assert.equal(decoder.next(), false);
+  const frameBuffer = decoder.directTarget(16 * 1024)!.buffer as ArrayBuffer;
+  decoder.dispose();
+  assert.equal(frameBuffer.detached, true);
+
+  const fragments = serverDecoder({ assembleBinary: true });
+  const first = encodeFrame(OPCODE_BINARY, new Uint8Array(100), {
+    fin: false,
+    maskingKey: KEY,
+  });
+  fragments.feed(first);
+  assert.equal(fragments.next(), true);
+  writeFrameHeader(header, 0, true, false, OPCODE_CONTINUATION, 64 * 1024, KEY);
+  fragments.feed(header);
+  assert.equal(fragments.next(), false);
+  const messageBuffer = fragments.directTarget(16 * 1024)!
+    .buffer as ArrayBuffer;
+  fragments.dispose();
+  assert.equal(messageBuffer.detached, true);
+});

@@ -67,3 +67,27 @@ Deno.test("read backpressure: 20,000 pauses on one connection leave the heap whe
     `heap grew by ${(growth / 1024).toFixed(0)} KiB over 20,000 pauses`,
   );
 });
+
+// A connection that ended in the middle of a frame left that frame's
+// buffer (allocated at the declared size, up to 1 MiB) to the next
+// collection: 1,000 peers that each sent half of a 64 KiB frame and reset
+// left 64 MiB of external memory behind for as long as the server was
+// quiet. The read loop's end frees it.
+Deno.test("connections that end mid-frame free the frame's buffer at once", async () => {
+  const count = 16;
+  const { code, stdout, stderr } = await runFixture(
+    "half_frame_gc.ts",
+    "--expose-gc",
+    [String(count)],
+  );
+  assert.equal(code, 0, stderr);
+  const [before, after] = [...stdout.matchAll(/^EXTERNAL (\d+)$/gm)].map((
+    m,
+  ) => Number(m[1]));
+  assert.ok(after !== undefined, stdout);
+  // Without the release: count × 1 MiB.
+  assert.ok(
+    after - before < count * 1024 * 1024 / 4,
+    `${after - before} B of external memory left by ${count} connections`,
+  );
+});
