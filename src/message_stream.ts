@@ -60,12 +60,12 @@ export type StreamedMessage =
   | CloseMessage;
 
 /**
- * Takes one piece of a streamed message in place: a view of the socket's
- * read buffer, valid only during the call (copy what you keep), and
- * whether it is the message's last. Returns `false` to leave it, and every
- * piece after it, for the next call to {@linkcode DirectSource.pieces}.
+ * Takes the pieces of a streamed message that came, in place: views of the
+ * socket's read buffer, valid only during the call (copy what you keep),
+ * and whether the last of them ends the message. Returns `false` to leave
+ * them all for the next call to {@linkcode DirectSource.pieces}.
  */
-export type PieceTaker = (piece: Uint8Array, last: boolean) => boolean;
+export type PieceTaker = (pieces: Uint8Array[], ends: boolean) => boolean;
 
 /**
  * A `readStream()` binary message as `write(stream)` reads it: its pieces
@@ -269,8 +269,8 @@ class InboundStream {
   }
 
   /**
-   * Hands what is held to the taker waiting, if any: each piece until one
-   * is left (kept for the next call). Returns whether views are still held.
+   * Hands what is held to the taker waiting, if any (kept for its next
+   * call if it leaves them). Returns whether views are still held.
    */
   #serveDirect(): boolean {
     const held = this.#held;
@@ -279,10 +279,7 @@ class InboundStream {
       const taken = this.#taken!;
       this.#taker = this.#taken = null;
       this.#wanted = false;
-      const end = this.#closeAfterHeld ? held.length - 1 : -1;
-      let n = 0;
-      while (n < held.length && take(held[n], n === end)) n++;
-      held.splice(0, n);
+      if (take(held, this.#closeAfterHeld)) held.length = 0;
       taken.resolve(true);
     }
     if (held.length === 0 && this.#closeAfterHeld) this.#close();

@@ -160,26 +160,32 @@ async function writeDirect(
 ): Promise<void> {
   const { writes, fragmentSize } = target;
   let sent = false;
-  // The size of a piece left because it could not be queued.
+  // The size of pieces left because they could not be queued.
   let left = 0;
   let finished = false;
-  const take = (piece: Uint8Array, last: boolean): boolean => {
-    if (!target.accepts(piece.length)) {
-      left = piece.length;
+  const take = (pieces: Uint8Array[], ends: boolean): boolean => {
+    let size = 0;
+    for (const piece of pieces) size += piece.length;
+    if (!target.accepts(size)) {
+      left = size;
       return false;
     }
-    // Copied: the read buffer is read into again once this returns. The
-    // last piece's last frame ends the message.
-    writes.pushPiece(
-      sent ? OPCODE_CONTINUATION : opcode,
-      piece,
-      false,
-      fragmentSize,
-      false,
-      last,
-    );
-    sent = true;
-    finished = last;
+    writes.reservePieces(size, pieces.length, fragmentSize);
+    const last = ends ? pieces.length - 1 : -1;
+    for (let i = 0; i < pieces.length; i++) {
+      // Copied: the read buffer is read into again once this returns. The
+      // last piece's last frame ends the message.
+      writes.pushPiece(
+        sent ? OPCODE_CONTINUATION : opcode,
+        pieces[i],
+        false,
+        fragmentSize,
+        false,
+        i === last,
+      );
+      sent = true;
+    }
+    finished = ends;
     return true;
   };
   writes.holdData();

@@ -472,6 +472,17 @@ export class WriteQueue {
     );
   }
 
+  /**
+   * Makes room in one step for `length` bytes about to be pushed with
+   * `pushPiece(…, borrow = false)` in `pieces` pieces, rather than growing
+   * (and copying) the buffer piece by piece.
+   */
+  reservePieces(length: number, pieces: number, fragmentSize: number): void {
+    if (this.#makeFailure !== null) return;
+    const frames = Math.ceil(length / fragmentSize) + pieces;
+    this.#reserve(length + frames * frameHeaderSize(fragmentSize, true));
+  }
+
   #reserve(size: number): Uint8Array {
     if (this.#log !== null) this.#unshare();
     let buffer = this.#buffer;
