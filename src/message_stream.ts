@@ -3,7 +3,8 @@
  * returns, and {@linkcode Inbound}, the {@linkcode StreamSink} that turns
  * the protocol's pieces into one `ReadableStream` per message, with
  * backpressure: the socket stops reading while the stream's consumer does
- * not pull.
+ * not pull. A binary message written with `write(stream)` is read around
+ * its stream: see {@linkcode directSource}.
  *
  * @module
  */
@@ -59,11 +60,67 @@ export type StreamedMessage =
   | CloseMessage;
 
 /**
+ * Takes the pieces of a streamed message that came, in place: views of the
+ * socket's read buffer, valid only during the call (copy what you keep),
+ * and whether the last of them ends the message. Returns `false` to leave
+ * them all for the next call to {@linkcode DirectSource.pieces}.
+ */
+export type PieceTaker = (pieces: Uint8Array[], ends: boolean) => boolean;
+
+/**
+ * A `readStream()` binary message as `write(stream)` reads it: its pieces
+ * straight from the read buffer, with no copy into a reader's buffer and
+ * no stream machinery per piece.
+ */
+export interface DirectSource {
+  /**
+   * Hands what came since the last call to `take`, at once or as soon as
+   * it comes: resolves `true` when something was handed (or left), `false`
+   * once the message ended; rejects if it was cut short.
+   */
+  pieces(take: PieceTaker): Promise<boolean>;
+  /** Drops the rest of the message. */
+  cancel(): Promise<void>;
+}
+
+/**
+ * The byte stream of a `readStream()` binary message, which knows its
+ * message: `write(stream)` reads it directly.
+ */
+class MessageBytes extends ReadableStream<Uint8Array> {
+  readonly #message: InboundStream;
+
+  constructor(source: UnderlyingByteSource, message: InboundStream) {
+    // Nothing is read ahead but the views held: pull means a read.
+    super(source as UnderlyingSource<Uint8Array>, { highWaterMark: 0 });
+    this.#message = message;
+  }
+
+  /** The message behind `stream`, if it is one of these. */
+  static messageOf(stream: ReadableStream): InboundStream | null {
+    return #message in stream ? (stream as MessageBytes).#message : null;
+  }
+}
+
+/**
+ * The message behind `stream` when it is an unread `readStream()` binary
+ * message: locks the stream and returns it as a {@linkcode DirectSource},
+ * or `null` (any other stream, or one already read or locked).
+ */
+export function directSource(stream: ReadableStream): DirectSource | null {
+  const message = MessageBytes.messageOf(stream);
+  if (message === null || stream.locked || !message.fresh) return null;
+  return message.direct(stream.getReader());
+}
+
+/**
  * One streamed message being received. Bytes go straight into a waiting
- * BYOB read's buffer; otherwise they stay where they were read, held as
- * views of the socket's read buffer (the socket reads nothing more until
- * they were taken), and go to the next read, copied once: no allocation
- * per piece for a BYOB reader, one (the chunk it gets) for a default one.
+ * BYOB read's buffer, or to the waiting taker of a {@linkcode DirectSource}
+ * (`write(stream)`, which copies them into its write queue); otherwise they
+ * stay where they were read, held as views of the socket's read buffer
+ * (the socket reads nothing more until they were taken), and go to the
+ * next read, copied once: no allocation per piece for a BYOB reader, one
+ * (the chunk it gets) for a default one.
  */
 class InboundStream {
   readonly stream: ReadableStream<Uint8Array> | ReadableStream<string>;
@@ -78,15 +135,26 @@ class InboundStream {
   #held: Uint8Array[] = [];
   #closeAfterHeld = false;
   #wake: (() => void) | null = null;
+  // Read directly (see DirectSource): the reader that locks the stream, the
+  // taker waiting for pieces, and how the message ended.
+  #reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  #taker: PieceTaker | null = null;
+  #taken: PromiseWithResolvers<boolean> | null = null;
+  #closed = false;
+  #failure: Error | null = null;
+  // Nothing was read from the stream yet.
+  fresh = true;
 
   constructor(text: boolean, highWaterMark: number) {
     const pull = () => {
+      this.fresh = false;
       this.#wanted = true;
       this.serve();
       this.#resume();
     };
     const cancel = () => {
       // The rest of the message is read and dropped.
+      this.fresh = false;
       this.#cancelled = true;
       this.#held = [];
       this.#resume();
@@ -97,13 +165,33 @@ class InboundStream {
         pull,
         cancel,
       }, { highWaterMark, size: (piece) => piece.length })
-      : new ReadableStream({
+      : new MessageBytes({
         type: "bytes",
         start: (controller) => void (this.#bytes = controller),
         pull,
         cancel,
-        // Nothing is read ahead but the views held: pull means a read.
-      }, { highWaterMark: 0 });
+      }, this);
+  }
+
+  /** Reads this message directly from now on (see {@linkcode directSource}). */
+  direct(reader: ReadableStreamDefaultReader<Uint8Array>): DirectSource {
+    this.fresh = false;
+    this.#reader = reader;
+    return {
+      pieces: (take) => this.#pieces(take),
+      cancel: () => reader.cancel(),
+    };
+  }
+
+  #pieces(take: PieceTaker): Promise<boolean> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#closed) return Promise.resolve(false);
+    const taken = this.#taken = Promise.withResolvers<boolean>();
+    this.#taker = take;
+    this.#wanted = true;
+    this.serve();
+    this.#resume();
+    return taken.promise;
   }
 
   /** The consumer is behind: the socket should stop reading. */
@@ -148,6 +236,7 @@ class InboundStream {
    * whether views are still held.
    */
   serve(): boolean {
+    if (this.#reader !== null) return this.#serveDirect();
     const held = this.#held;
     const controller = this.#bytes;
     while (held.length > 0 && controller !== null && !this.#cancelled) {
@@ -179,8 +268,31 @@ class InboundStream {
     return held.length > 0;
   }
 
+  /**
+   * Hands what is held to the taker waiting, if any (kept for its next
+   * call if it leaves them). Returns whether views are still held.
+   */
+  #serveDirect(): boolean {
+    const held = this.#held;
+    const take = this.#taker;
+    if (take !== null && held.length > 0 && !this.#cancelled) {
+      const taken = this.#taken!;
+      this.#taker = this.#taken = null;
+      this.#wanted = false;
+      if (take(held, this.#closeAfterHeld)) held.length = 0;
+      taken.resolve(true);
+    }
+    if (held.length === 0 && this.#closeAfterHeld) this.#close();
+    return held.length > 0;
+  }
+
   /** Copies what is held: the read buffer is about to be read into. */
   release(): void {
+    if (this.#reader !== null) {
+      // For the taker's next call.
+      this.#held = this.#held.map((view) => view.slice());
+      return;
+    }
     const controller = this.#bytes!;
     for (const view of this.#held) controller.enqueue(view.slice());
     this.#held = [];
@@ -198,11 +310,19 @@ class InboundStream {
     this.#done = true;
     this.#held = [];
     if (!this.#cancelled) (this.#bytes ?? this.#text!).error(error);
+    this.#failure = error;
+    const taken = this.#taken;
+    this.#taker = this.#taken = null;
+    taken?.reject(error);
     this.#resume();
   }
 
   #close(): void {
     this.#closeAfterHeld = false;
+    this.#closed = true;
+    const taken = this.#taken;
+    this.#taker = this.#taken = null;
+    taken?.resolve(false);
     this.#bytes?.close();
     this.#text?.close();
     // A BYOB read still waiting ends with `done`.
@@ -312,9 +432,11 @@ export class Inbound implements StreamSink {
 
   data(piece: Uint8Array | string, scratch: boolean): void {
     const current = this.#current!;
-    const held = current.holding;
     current.data(piece, scratch);
-    if (!held && current.holding) this.#holders.push(current);
+    // Copies may be held already (see InboundStream.release).
+    if (current.holding && !this.#holders.includes(current)) {
+      this.#holders.push(current);
+    }
   }
 
   end(): void {

@@ -206,6 +206,7 @@ export class Sender {
           fragmentSize: this.#limits.fragmentSize,
           deflate: this.#deflate,
           refusal: (size) => this.#refusal(size),
+          accepts: (size) => this.#accepts(size),
           failed: (what) =>
             what === "source"
               ? this.#protocol.close(INTERNAL_ERROR, "Stream source failed")
@@ -232,14 +233,18 @@ export class Sender {
    * began, or the buffer would go past `maxBufferedAmount`), or `null`.
    */
   #refusal(size: number): Promise<never> | null {
+    if (this.#accepts(size)) return null;
     if (!this.#protocol.open || this.transportClosed) {
       return this.#writeAfterClose();
     }
+    return this.#overflow(this.#writes.bufferedAmount + size);
+  }
+
+  /** Whether `#refusal(size)` is `null`, found without its effects. */
+  #accepts(size: number): boolean {
+    if (!this.#protocol.open || this.transportClosed) return false;
     const buffered = this.#writes.bufferedAmount;
-    if (buffered > 0 && buffered + size > this.#limits.maxBufferedAmount) {
-      return this.#overflow(buffered + size);
-    }
-    return null;
+    return buffered === 0 || buffered + size <= this.#limits.maxBufferedAmount;
   }
 
   /** The peer stopped reading: drop it rather than buffer without bound. */

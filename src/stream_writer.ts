@@ -3,6 +3,7 @@
  * a `ReadableStream` or `AsyncIterable` as one fragmented message (RFC
  * 6455 5.4), each piece as it comes, with the write backpressure applied
  * per piece; with permessage-deflate, each piece is compressed as it goes.
+ * A `readStream()` binary message is taken from the read buffer directly.
  *
  * @module
  */
@@ -11,6 +12,7 @@ import type { PerMessageDeflate } from "./deflate_codec.ts";
 import { OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT } from "./frame.ts";
 import type { WriteQueue } from "./write_queue.ts";
 import { giveWriteBuffer, takeWriteBuffer } from "./buffers.ts";
+import { type DirectSource, directSource } from "./message_stream.ts";
 
 /** What `write(stream)` accepts. */
 export type StreamSource =
@@ -28,6 +30,8 @@ export interface StreamWriteTarget {
    * `null`.
    */
   refusal(size: number): Promise<never> | null;
+  /** Whether `refusal(size)` is `null`, found without its side effects. */
+  accepts(size: number): boolean;
   /** The source failed, or compressing did: close with 1011. */
   failed(what: "source" | "compression"): void;
 }
@@ -58,6 +62,10 @@ export async function writeStream(
   source: StreamSource,
   opcode: number,
 ): Promise<void> {
+  if (target.deflate === null && source instanceof ReadableStream) {
+    const direct = directSource(source);
+    if (direct !== null) return writeDirect(target, direct, opcode);
+  }
   const iterator = piecesOf(source);
   const { writes, deflate, fragmentSize } = target;
   let sent = false;
@@ -132,6 +140,81 @@ export async function writeStream(
       sent ? OPCODE_CONTINUATION : opcode,
       last,
     );
+  } finally {
+    writes.releaseData();
+  }
+  return writes.ready();
+}
+
+/**
+ * {@linkcode writeStream} of a `readStream()` binary message, without
+ * permessage-deflate: each piece goes from the socket's read buffer into
+ * the write buffer as it comes (copied once, as a whole message is), and
+ * the last piece's last frame has FIN (no empty last frame: the end of the
+ * message is known with its last piece).
+ */
+async function writeDirect(
+  target: StreamWriteTarget,
+  source: DirectSource,
+  opcode: number,
+): Promise<void> {
+  const { writes, fragmentSize } = target;
+  let sent = false;
+  // The size of pieces left because they could not be queued.
+  let left = 0;
+  let finished = false;
+  const take = (pieces: Uint8Array[], ends: boolean): boolean => {
+    let size = 0;
+    for (const piece of pieces) size += piece.length;
+    if (!target.accepts(size)) {
+      left = size;
+      return false;
+    }
+    writes.reservePieces(size, pieces.length, fragmentSize);
+    const last = ends ? pieces.length - 1 : -1;
+    for (let i = 0; i < pieces.length; i++) {
+      // Copied: the read buffer is read into again once this returns. The
+      // last piece's last frame ends the message.
+      writes.pushPiece(
+        sent ? OPCODE_CONTINUATION : opcode,
+        pieces[i],
+        false,
+        fragmentSize,
+        false,
+        i === last,
+      );
+      sent = true;
+    }
+    finished = ends;
+    return true;
+  };
+  writes.holdData();
+  try {
+    for (;;) {
+      let more: boolean;
+      try {
+        more = await source.pieces(take);
+      } catch (error) {
+        target.failed("source");
+        throw error;
+      }
+      if (left > 0) {
+        const refusal = target.refusal(left);
+        left = 0;
+        if (refusal !== null) {
+          await source.cancel().catch(noop);
+          return refusal;
+        }
+        continue;
+      }
+      if (!more || finished) break;
+      await writes.ready();
+    }
+    if (!finished) {
+      const refusal = target.refusal(0);
+      if (refusal !== null) return refusal;
+      writes.push(true, false, sent ? OPCODE_CONTINUATION : opcode, EMPTY);
+    }
   } finally {
     writes.releaseData();
   }

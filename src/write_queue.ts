@@ -179,6 +179,7 @@ export class WriteQueue {
     rsv1: boolean,
     opcode: number,
     payload: Uint8Array,
+    borrow = true,
   ): boolean {
     if (this.#makeFailure !== null) return false;
     const length = payload.length;
@@ -187,7 +188,7 @@ export class WriteQueue {
     // RFC 6455 5.3: a fresh, unpredictable key for every frame.
     const key = masked ? nextMaskingKey() : undefined;
     const batch = this.#batch ??= newBatch();
-    if (length < COPY_LIMIT || masked) {
+    if (length < COPY_LIMIT || masked || !borrow) {
       const buffer = this.#reserve(headerSize + length);
       let offset = writeFrameHeader(
         buffer,
@@ -426,23 +427,28 @@ export class WriteQueue {
   /**
    * Queues one piece of a message sent in pieces, as frames of at most
    * `fragmentSize`, none with FIN: the first with `opcode` (and `rsv1`),
-   * the others as continuations. Returns `false` when the queue no longer
-   * accepts frames.
+   * the others as continuations. With `borrow` false, `bytes` are copied
+   * whatever their size: the caller may change them once this returns;
+   * with `fin`, the last frame ends the message. Returns `false` when the
+   * queue no longer accepts frames.
    */
   pushPiece(
     opcode: number,
     bytes: Uint8Array,
     rsv1: boolean,
     fragmentSize: number,
+    borrow = true,
+    fin = false,
   ): boolean {
-    this.#reserveFragments(bytes.length, fragmentSize);
+    this.#reserveFragments(bytes.length, fragmentSize, borrow);
     let ok = true;
     for (let offset = 0; ok && offset < bytes.length; offset += fragmentSize) {
       ok = this.push(
-        false,
+        fin && offset + fragmentSize >= bytes.length,
         rsv1 && offset === 0,
         offset === 0 ? opcode : OPCODE_CONTINUATION,
         bytes.subarray(offset, offset + fragmentSize),
+        borrow,
       );
     }
     return ok;
@@ -453,13 +459,28 @@ export class WriteQueue {
    * pushed as fragments of `fragmentSize`, when they will be copied into
    * the write buffer.
    */
-  #reserveFragments(length: number, fragmentSize: number): void {
+  #reserveFragments(
+    length: number,
+    fragmentSize: number,
+    borrow = true,
+  ): void {
     if (this.#makeFailure !== null) return;
-    if (fragmentSize >= COPY_LIMIT && !this.#maskFrames) return;
+    if (fragmentSize >= COPY_LIMIT && !this.#maskFrames && borrow) return;
     const frames = Math.ceil(length / fragmentSize);
     this.#reserve(
       length + frames * frameHeaderSize(fragmentSize, this.#maskFrames),
     );
+  }
+
+  /**
+   * Makes room in one step for `length` bytes about to be pushed with
+   * `pushPiece(…, borrow = false)` in `pieces` pieces, rather than growing
+   * (and copying) the buffer piece by piece.
+   */
+  reservePieces(length: number, pieces: number, fragmentSize: number): void {
+    if (this.#makeFailure !== null) return;
+    const frames = Math.ceil(length / fragmentSize) + pieces;
+    this.#reserve(length + frames * frameHeaderSize(fragmentSize, true));
   }
 
   #reserve(size: number): Uint8Array {

@@ -532,6 +532,133 @@ Deno.test("readStream() and write(stream) echo a message of 8 MiB through a serv
   await sock.close();
 });
 
+/** A server that echoes each message with readStream() into write(stream). */
+function streamEcho(options = {}) {
+  return serve(async (sock) => {
+    for (;;) {
+      const msg = await sock.readStream();
+      if (msg === null) return;
+      if (msg.type === "text" || msg.type === "binary") {
+        await sock.write(msg.stream, msg.type);
+      }
+    }
+  }, options);
+}
+
+Deno.test("write(stream) of a readStream() message echoes messages intact with fragments bigger than a piece", async () => {
+  // Pieces go from the read buffer straight to the write queue: with
+  // fragments of 1 MiB, whole 256 KiB pieces, which the queue would
+  // otherwise write from where they are.
+  await using server = streamEcho({ fragmentSize: MiB, maxMessageSize: MiB });
+  const sock = await connect(urlOf(server), { maxMessageSize: 16 * MiB });
+  const payloads = [noise(3 * MiB, 1), noise(3 * MiB + 5, 2), noise(7, 3)];
+  for (const payload of payloads) void sock.write(payload);
+  for (const payload of payloads) {
+    const echoed = await within(sock.read(), "the echo", 20_000);
+    assert.deepEqual(echoed, { type: "binary", data: payload });
+  }
+  await sock.close();
+});
+
+Deno.test("write(stream) of a readStream() message sends its pieces as frames, the last with FIN", async () => {
+  await using server = streamEcho();
+  await using client = await RawClient.upgrade(server.addr.port);
+  const first = noise(100 * KiB, 4), second = noise(30 * KiB, 5);
+  await client.send(concat(
+    clientFrame(0x2, first, { fin: false }),
+    clientFrame(0x0, second, { fin: true }),
+  ));
+  const frames = [];
+  for (;;) {
+    const frame = await within(client.readFrame(), "a frame");
+    frames.push(frame!);
+    if (frame!.fin) break;
+  }
+  assert.equal(frames[0].opcode, 2);
+  assert.ok(frames.slice(1).every((frame) => frame.opcode === 0));
+  assert.ok(frames.slice(0, -1).every((frame) => !frame.fin));
+  assert.ok(frames.every((frame) => frame.payload.length <= 64 * KiB));
+  assert.ok(frames.at(-1)!.payload.length > 0);
+  assert.deepEqual(
+    concat(...frames.map((frame) => frame.payload)),
+    concat(first, second),
+  );
+  // An empty message too: one empty frame with FIN.
+  await client.send(clientFrame(0x2, new Uint8Array(0)));
+  assert.deepEqual(await within(client.readFrame(), "the empty echo"), {
+    fin: true,
+    opcode: 2,
+    payload: new Uint8Array(0),
+  });
+});
+
+Deno.test("write(stream) of a readStream() message already partly read sends the rest", async () => {
+  const { server, result } = serveOne(async (sock) => {
+    const msg = await sock.readStream();
+    const stream = (msg as { stream: ReadableStream<Uint8Array> }).stream;
+    const reader = stream.getReader();
+    const head = await reader.read();
+    reader.releaseLock();
+    await sock.write(stream);
+    return head.value!.length;
+  });
+  await using _server = server;
+  const sock = await connect(urlOf(server));
+  const payload = noise(3000, 6);
+  await sock.write(payload);
+  const taken = await within(result, "the server");
+  assert.ok(taken > 0);
+  assert.deepEqual(await within(sock.read(), "the rest"), {
+    type: "binary",
+    data: payload.subarray(taken),
+  });
+  await sock.close();
+});
+
+Deno.test("write(stream) of a readStream() message cut short by the connection's end rejects with SOCKET_CLOSED", async () => {
+  const { server, result } = serveOne(async (sock) => {
+    const msg = await sock.readStream();
+    return await sock.write(
+      (msg as { stream: ReadableStream<Uint8Array> }).stream,
+    ).catch((e) => e);
+  });
+  await using _server = server;
+  const client = await RawClient.upgrade(server.addr.port);
+  await client.send(clientFrame(0x2, noise(10, 7), { fin: false }));
+  const echoed = await within(client.readFrame(), "the first piece");
+  assert.deepEqual(echoed, { fin: false, opcode: 2, payload: noise(10, 7) });
+  client.close();
+  const error = await within(result, "the write");
+  assert.ok(error instanceof WebSocketError);
+  assert.equal(error.code, "SOCKET_CLOSED");
+});
+
+Deno.test("write(stream) of a readStream() message stops when the close handshake began, and drops the rest", async () => {
+  const closing = Promise.withResolvers<void>();
+  const { server, result } = serveOne(async (sock) => {
+    const msg = await sock.readStream();
+    const writing = sock.write(
+      (msg as { stream: ReadableStream<Uint8Array> }).stream,
+    ).catch((e) => e);
+    await closing.promise;
+    const closed = sock.close();
+    const error = await writing;
+    await closed;
+    return error;
+  });
+  await using _server = server;
+  await using client = await RawClient.upgrade(server.addr.port);
+  await client.send(clientFrame(0x2, noise(10, 8), { fin: false }));
+  await within(client.readFrame(), "the first piece");
+  closing.resolve();
+  const close = await within(client.readClose(), "the close frame");
+  assert.equal(close?.code, 1000);
+  await client.send(clientFrame(0x0, noise(10, 9), { fin: true }));
+  await client.send(clientFrame(0x8, closePayload(1000)));
+  const error = await within(result, "the write");
+  assert.ok(error instanceof WebSocketError);
+});
+
 // -- Compression --
 
 Deno.test("readStream() and write(stream) inflate and deflate piece by piece with permessage-deflate", async () => {
