@@ -134,12 +134,13 @@ export class Sender {
       return this.#refusal(data.length) ??
         this.#queued(this.#writes.pushString(opcode, data));
     }
-    const payload = payloadOf(data, type, opcode);
-    if (!(payload instanceof Uint8Array)) {
-      return isStreamSource(data)
-        ? this.#writeStream(data, type)
-        : Promise.reject(payload);
+    if (!(data instanceof Uint8Array) && isStreamSource(data)) {
+      // Before payloadOf, which would make (and throw away) a TypeError
+      // with its stack for every streamed message.
+      return this.#writeStream(data, type);
     }
+    const payload = payloadOf(data, type, opcode);
+    if (!(payload instanceof Uint8Array)) return Promise.reject(payload);
     const refusal = this.#refusal(payload.length);
     if (refusal !== null) return refusal;
     if (
