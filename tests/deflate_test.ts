@@ -17,6 +17,7 @@ import {
 } from "../src/deflate.ts";
 import { compressionConfig, PerMessageDeflate } from "../src/deflate_codec.ts";
 import { parseExtensions } from "../src/extensions.ts";
+import { runFixture } from "./_helpers.ts";
 import { FrameError } from "../src/frame.ts";
 import {
   accept,
@@ -1215,4 +1216,17 @@ Deno.test("published messages go uncompressed between compressed writes, and the
     assert.deepEqual(await within(sock.read()), { type: "text", data: news });
   }
   await within(sock.close());
+});
+
+// node:zlib costs a process about 5.7 MiB of RSS when it is loaded; it was
+// imported with the library, though compression is off unless asked for.
+Deno.test("node:zlib is loaded only once a connection compresses", async () => {
+  const { code, stdout, stderr } = await runFixture("zlib_lazy.ts", "--expose-gc", []);
+  assert.equal(code, 0, stderr);
+  const phases = [...stdout.matchAll(/^BUILTINS (.*)$/gm)].map((m) =>
+    JSON.parse(m[1]) as string[]
+  );
+  assert.equal(phases.length, 2, stdout);
+  assert.ok(!phases[0].includes("node:zlib"), JSON.stringify(phases[0]));
+  assert.ok(phases[1].includes("node:zlib"), JSON.stringify(phases[1]));
 });
