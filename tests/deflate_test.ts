@@ -1221,7 +1221,11 @@ Deno.test("published messages go uncompressed between compressed writes, and the
 // node:zlib costs a process about 5.7 MiB of RSS when it is loaded; it was
 // imported with the library, though compression is off unless asked for.
 Deno.test("node:zlib is loaded only once a connection compresses", async () => {
-  const { code, stdout, stderr } = await runFixture("zlib_lazy.ts", "--expose-gc", []);
+  const { code, stdout, stderr } = await runFixture(
+    "zlib_lazy.ts",
+    "--expose-gc",
+    [],
+  );
   assert.equal(code, 0, stderr);
   const phases = [...stdout.matchAll(/^BUILTINS (.*)$/gm)].map((m) =>
     JSON.parse(m[1]) as string[]
