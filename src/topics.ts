@@ -8,6 +8,7 @@
 
 import { numberOption } from "./check.ts";
 import type { Broker, BrokerStats } from "./broker.ts";
+import { joinBytes } from "./buffers.ts";
 import { MAX_TOPIC_BYTES } from "./envelope.ts";
 import {
   encodeFrame,
@@ -417,11 +418,5 @@ function encodeMessage(
     frames.push(frame);
     size += frame.length;
   }
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const frame of frames) {
-    out.set(frame, offset);
-    offset += frame.length;
-  }
-  return out;
+  return joinBytes(frames, size);
 }
