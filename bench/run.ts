@@ -18,6 +18,8 @@
  *   --no-pin            do not pin processes to cores
  *   --baseline DIR      also run DIR's `ours` (another checkout of this
  *                       repository) as contestant `baseline`, interleaved
+ *   --baseline-as NAME  run DIR's server as contestant NAME does (ours,
+ *                       ours_nowait or ours_stream; default ours)
  *   --fast-server NAME  the echo server of the client scenarios (default:
  *                       bun when installed, else ws_node, else builtin)
  *   --retry-disturbed N rerun a run up to N times while the rest of the
@@ -256,6 +258,7 @@ const CLIENTS: Record<string, Contestant> = {
 /** `ours` (server or client) as the checkout in `dir` has it. */
 function baselineOf(ours: Contestant, dir: string, label: string): Contestant {
   return {
+    ...ours,
     name: "baseline",
     label,
     cmd: ours.cmd.map((part) => part.replace(`${BENCH}`, `${dir}bench/`)),
@@ -921,7 +924,11 @@ async function main(): Promise<number> {
   if (flags.baseline !== undefined) {
     const dir = flags.baseline.replace(/\/?$/, "/");
     const label = `@silly/websocket at \`${flags.baseline}\` (baseline)`;
-    servers.push(baselineOf(SERVERS.ours, dir, label));
+    const as = flags["baseline-as"] ?? "ours";
+    if (!as.startsWith("ours") || SERVERS[as] === undefined) {
+      throw new TypeError(`--baseline-as: no contestant ${as}`);
+    }
+    servers.push(baselineOf(SERVERS[as], dir, `${label}, as ${as}`));
     clients.push(baselineOf(CLIENTS.ours, dir, label));
   }
   const serverList = servers.filter((c) => !wanted || wanted.includes(c.name));
