@@ -394,10 +394,17 @@ export class Protocol {
   }
 
   #inflated(): (chunk: Uint8Array) => boolean {
-    return this.#onInflated ??= (chunk) => {
-      this.#addFragment(chunk, false);
-      return this.#state !== State.CLOSED;
-    };
+    if (this.#onInflated === null) {
+      // Through a constant: V8 allocates a function literal assigned
+      // straight to a property in the old generation, where it kept this
+      // connection's objects alive until a full collection.
+      const onInflated = (chunk: Uint8Array) => {
+        this.#addFragment(chunk, false);
+        return this.#state !== State.CLOSED;
+      };
+      this.#onInflated = onInflated;
+    }
+    return this.#onInflated;
   }
 
   #onFrame(decoder: FrameDecoder): void {
@@ -480,10 +487,14 @@ export class Protocol {
     }
     const last = decoder.fin && !decoder.partial;
     if (this.#compressed) {
-      this.#onStreamInflated ??= (chunk) => {
-        this.#streamPiece(chunk, true);
-        return this.#state !== State.CLOSED;
-      };
+      if (this.#onStreamInflated === null) {
+        // Through a constant: see #inflated.
+        const onInflated = (chunk: Uint8Array) => {
+          this.#streamPiece(chunk, true);
+          return this.#state !== State.CLOSED;
+        };
+        this.#onStreamInflated = onInflated;
+      }
       this.#deflate!.inflate(
         decoder.payload,
         last,

@@ -92,8 +92,12 @@ export class ZlibStream {
     this.#handle = stream._handle!;
     this.#state = stream._writeState!;
     // zlib reports errors here, synchronously; the stream's own handler
-    // would destroy it and emit an error event.
-    this.#handle.onerror = (message) => this.#error = message;
+    // would destroy it and emit an error event. Through a constant: V8
+    // allocates a function literal assigned straight to a property in the
+    // old generation, where it kept this compressor (and its connection)
+    // alive until a full collection.
+    const onError = (message: string) => this.#error = message;
+    this.#handle.onerror = onError;
   }
 
   /**
