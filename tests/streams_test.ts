@@ -592,6 +592,36 @@ Deno.test("write(stream) of a readStream() message sends its pieces as frames, t
   });
 });
 
+Deno.test("write(stream) of a readStream() message keeps it locked while it writes, and leaves it unlocked and done, as pipeTo does", async () => {
+  // Unlocked once written, the stream no longer holds its reader: Deno
+  // keeps every stream's objects until a full collection, and the reader
+  // and the message were 40 % of what each streamed message left there.
+  const { server, result } = serveOne(async (sock) => {
+    const msg = await sock.readStream();
+    const stream = (msg as { stream: ReadableStream<Uint8Array> }).stream;
+    const writing = sock.write(stream);
+    const during = stream.locked;
+    await writing;
+    const after = stream.locked;
+    const rest = await stream.getReader().read();
+    return { during, after, done: rest.done };
+  });
+  await using _server = server;
+  const sock = await connect(urlOf(server));
+  const payload = noise(600 * KiB, 8);
+  await sock.write(payload);
+  assert.deepEqual(await within(sock.read(), "the echo"), {
+    type: "binary",
+    data: payload,
+  });
+  assert.deepEqual(await within(result, "the server"), {
+    during: true,
+    after: false,
+    done: true,
+  });
+  await sock.close();
+});
+
 Deno.test("write(stream) of a readStream() message already partly read sends the rest", async () => {
   const { server, result } = serveOne(async (sock) => {
     const msg = await sock.readStream();
