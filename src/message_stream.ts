@@ -85,7 +85,10 @@ export interface DirectSource {
 
 /**
  * The byte stream of a `readStream()` binary message, which knows its
- * message: `write(stream)` reads it directly.
+ * message: `write(stream)` reads it directly, without a reader. While it
+ * does, the stream is locked as a reader would lock it: `locked` is true
+ * and what would take a reader throws (or rejects) a `TypeError`; a read
+ * that gets past that (from inside the runtime) errors the stream.
  */
 class MessageBytes extends ReadableStream<Uint8Array> {
   #message: InboundStream | null;
@@ -101,21 +104,102 @@ class MessageBytes extends ReadableStream<Uint8Array> {
     return #message in stream ? (stream as MessageBytes).#message : null;
   }
 
-  /** Its message was written directly and is over: let it go. */
+  /**
+   * Its message was written directly and is over: let it go. Deno keeps
+   * every stream's objects until a full collection (see
+   * bench/stream_gc.ts), and the message is not to be among them.
+   */
   static forget(stream: ReadableStream): void {
     if (#message in stream) (stream as MessageBytes).#message = null;
+  }
+
+  /** The error for taking a reader while `write()` sends the stream. */
+  #lockedError(): TypeError | null {
+    return this.#message?.writing === true
+      ? new TypeError("The stream is locked: write() is sending it")
+      : null;
+  }
+
+  override get locked(): boolean {
+    return this.#message?.writing === true || super.locked;
+  }
+
+  override getReader(
+    options: { mode: "byob" },
+  ): ReadableStreamBYOBReader;
+  override getReader(): ReadableStreamDefaultReader<Uint8Array>;
+  override getReader(
+    options?: ReadableStreamGetReaderOptions,
+  ): ReadableStreamReader<Uint8Array>;
+  override getReader(
+    options?: ReadableStreamGetReaderOptions,
+  ): ReadableStreamReader<Uint8Array> {
+    const error = this.#lockedError();
+    if (error !== null) throw error;
+    return super.getReader(options);
+  }
+
+  override cancel(reason?: unknown): Promise<void> {
+    const error = this.#lockedError();
+    return error !== null ? Promise.reject(error) : super.cancel(reason);
+  }
+
+  override pipeTo(
+    destination: WritableStream<Uint8Array>,
+    options?: StreamPipeOptions,
+  ): Promise<void> {
+    const error = this.#lockedError();
+    return error !== null
+      ? Promise.reject(error)
+      : super.pipeTo(destination, options);
+  }
+
+  override pipeThrough<T>(
+    transform: {
+      writable: WritableStream<Uint8Array>;
+      readable: ReadableStream<T>;
+    },
+    options?: StreamPipeOptions,
+  ): ReadableStream<T> {
+    const error = this.#lockedError();
+    if (error !== null) throw error;
+    return super.pipeThrough(transform, options);
+  }
+
+  override tee(): [
+    ReadableStream<Uint8Array>,
+    ReadableStream<Uint8Array>,
+  ] {
+    const error = this.#lockedError();
+    if (error !== null) throw error;
+    return super.tee();
+  }
+
+  override values(
+    options?: ReadableStreamIteratorOptions,
+  ): AsyncIterableIterator<Uint8Array> {
+    const error = this.#lockedError();
+    if (error !== null) throw error;
+    return super.values(options);
+  }
+
+  override [Symbol.asyncIterator](
+    options?: ReadableStreamIteratorOptions,
+  ): AsyncIterableIterator<Uint8Array> {
+    return this.values(options);
   }
 }
 
 /**
  * The message behind `stream` when it is an unread `readStream()` binary
- * message: locks the stream and returns it as a {@linkcode DirectSource},
+ * message: from now on `write()` sends it, and it is locked until the end
+ * (see {@linkcode MessageBytes}); returns it as a {@linkcode DirectSource},
  * or `null` (any other stream, or one already read or locked).
  */
 export function directSource(stream: ReadableStream): DirectSource | null {
   const message = MessageBytes.messageOf(stream);
   if (message === null || stream.locked || !message.fresh) return null;
-  return message.direct(stream.getReader());
+  return message.direct();
 }
 
 /**
@@ -140,9 +224,9 @@ class InboundStream {
   #held: Uint8Array[] = [];
   #closeAfterHeld = false;
   #wake: (() => void) | null = null;
-  // Read directly (see DirectSource): the reader that locks the stream, the
-  // taker waiting for pieces, and how the message ended.
-  #reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  // Read directly (see DirectSource), without a reader: the taker waiting
+  // for pieces, and how the message ended.
+  #direct = false;
   #taker: PieceTaker | null = null;
   #taken: PromiseWithResolvers<boolean> | null = null;
   #closed = false;
@@ -152,6 +236,15 @@ class InboundStream {
 
   constructor(text: boolean, highWaterMark: number) {
     const pull = () => {
+      if (this.#direct) {
+        // A read from inside the runtime, past MessageBytes's lock: write()
+        // takes the bytes, and this read gets an error, not some of them.
+        this.#bytes!.error(
+          new TypeError("The stream is locked: write() is sending it"),
+        );
+        this.#bytes = null;
+        return;
+      }
       this.fresh = false;
       this.#wanted = true;
       this.serve();
@@ -179,13 +272,19 @@ class InboundStream {
   }
 
   /** Reads this message directly from now on (see {@linkcode directSource}). */
-  direct(reader: ReadableStreamDefaultReader<Uint8Array>): DirectSource {
+  direct(): DirectSource {
     this.fresh = false;
-    this.#reader = reader;
+    this.#direct = true;
     return {
       pieces: (take) => this.#pieces(take),
-      cancel: () => reader.cancel(),
+      // MessageBytes's own cancel() refuses while write() sends it.
+      cancel: () => ReadableStream.prototype.cancel.call(this.stream),
     };
+  }
+
+  /** `write()` sends this message and has not finished. */
+  get writing(): boolean {
+    return this.#direct && !this.#closed && this.#failure === null;
   }
 
   #pieces(take: PieceTaker): Promise<boolean> {
@@ -204,6 +303,7 @@ class InboundStream {
     if (this.#cancelled) return false;
     if (this.#held.length > 0) return true;
     if (this.#done) return false;
+    if (this.#direct) return !this.#wanted;
     const size = (this.#bytes ?? this.#text)!.desiredSize;
     return !this.#wanted && size !== null && size <= 0;
   }
@@ -241,7 +341,7 @@ class InboundStream {
    * whether views are still held.
    */
   serve(): boolean {
-    if (this.#reader !== null) return this.#serveDirect();
+    if (this.#direct) return this.#serveDirect();
     const held = this.#held;
     const controller = this.#bytes;
     while (held.length > 0 && controller !== null && !this.#cancelled) {
@@ -293,7 +393,7 @@ class InboundStream {
 
   /** Copies what is held: the read buffer is about to be read into. */
   release(): void {
-    if (this.#reader !== null) {
+    if (this.#direct) {
       // For the taker's next call.
       this.#held = this.#held.map((view) => view.slice());
       return;
@@ -332,17 +432,8 @@ class InboundStream {
     this.#text?.close();
     // A BYOB read still waiting ends with `done`.
     this.#bytes?.byobRequest?.respond(0);
-    const reader = this.#reader;
-    if (reader !== null) {
-      // Written directly, and over: unlocked, as pipeTo leaves its source,
-      // and let go of. Deno keeps every stream's objects alive until a
-      // full collection (see bench/stream_gc.ts); this keeps the reader and
-      // this message out of them: 40 % fewer bytes per message survive the
-      // young generation, which then stays smaller.
-      this.#reader = null;
-      reader.releaseLock();
-      MessageBytes.forget(this.stream);
-    }
+    // Written directly, and over: unlocked, as pipeTo leaves its source.
+    if (this.#direct) MessageBytes.forget(this.stream);
   }
 
   #resume(): void {

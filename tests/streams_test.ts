@@ -593,9 +593,9 @@ Deno.test("write(stream) of a readStream() message sends its pieces as frames, t
 });
 
 Deno.test("write(stream) of a readStream() message keeps it locked while it writes, and leaves it unlocked and done, as pipeTo does", async () => {
-  // Unlocked once written, the stream no longer holds its reader: Deno
-  // keeps every stream's objects until a full collection, and the reader
-  // and the message were 40 % of what each streamed message left there.
+  // Without a reader: Deno keeps every stream's objects until a full
+  // collection, and a reader and the message were 40 % of what each
+  // streamed message left there.
   const { server, result } = serveOne(async (sock) => {
     const msg = await sock.readStream();
     const stream = (msg as { stream: ReadableStream<Uint8Array> }).stream;
@@ -603,7 +603,12 @@ Deno.test("write(stream) of a readStream() message keeps it locked while it writ
     const during = stream.locked;
     await writing;
     const after = stream.locked;
-    const rest = await stream.getReader().read();
+    const reader = stream.getReader();
+    const rest = await reader.read();
+    reader.releaseLock();
+    // Closed and unlocked, like any stream pipeTo has read: written again,
+    // it is an empty message.
+    await sock.write(stream);
     return { during, after, done: rest.done };
   });
   await using _server = server;
@@ -614,12 +619,85 @@ Deno.test("write(stream) of a readStream() message keeps it locked while it writ
     type: "binary",
     data: payload,
   });
+  assert.deepEqual(await within(sock.read(), "the empty message"), {
+    type: "binary",
+    data: new Uint8Array(0),
+  });
   assert.deepEqual(await within(result, "the server"), {
     during: true,
     after: false,
     done: true,
   });
   await sock.close();
+});
+
+Deno.test("write(stream) of a readStream() message locks it without a reader: other readers get a TypeError, a read past the lock errors, the echo is intact", async () => {
+  const second = Promise.withResolvers<void>();
+  const { server, result } = serveOne(async (sock) => {
+    const msg = await sock.readStream();
+    const stream = (msg as { stream: ReadableStream<Uint8Array> }).stream;
+    const writing = sock.write(stream);
+    const refusals: string[] = [];
+    const refused = async (what: string, take: () => unknown) => {
+      try {
+        await take();
+        refusals.push(`${what}: taken`);
+      } catch (error) {
+        refusals.push(`${what}: ${(error as Error).name}`);
+      }
+    };
+    await refused("getReader", () => stream.getReader());
+    await refused("byob", () => stream.getReader({ mode: "byob" }));
+    await refused("cancel", () => stream.cancel());
+    await refused("pipeTo", () => stream.pipeTo(new WritableStream()));
+    await refused("tee", () => stream.tee());
+    await refused("for await", async () => {
+      for await (const _ of stream) break;
+    });
+    await refused("Response", () => new Response(stream));
+    // A read past the lock (the prototype's own getReader, as the runtime
+    // might read) errors the stream rather than taking any of its bytes.
+    const bypass = ReadableStream.prototype.getReader as (
+      this: ReadableStream<Uint8Array>,
+    ) => ReadableStreamDefaultReader<Uint8Array>;
+    const body = bypass.call(stream).read().then(
+      () => "read",
+      (error) => error.name,
+    );
+    second.resolve();
+    await writing;
+    return { refusals, body: await body, after: stream.locked };
+  });
+  await using _server = server;
+  await using client = await RawClient.upgrade(server.addr.port);
+  const first = noise(300 * KiB, 9), rest = noise(70 * KiB, 10);
+  await client.send(clientFrame(0x2, first, { fin: false }));
+  await within(second.promise, "the checks");
+  await client.send(clientFrame(0x0, rest, { fin: true }));
+  const frames = [];
+  for (;;) {
+    const frame = await within(client.readFrame(), "a frame");
+    frames.push(frame!);
+    if (frame!.fin) break;
+  }
+  assert.deepEqual(
+    concat(...frames.map((frame) => frame.payload)),
+    concat(first, rest),
+  );
+  assert.deepEqual(await within(result, "the server"), {
+    refusals: [
+      "getReader: TypeError",
+      "byob: TypeError",
+      "cancel: TypeError",
+      "pipeTo: TypeError",
+      "tee: TypeError",
+      "for await: TypeError",
+      "Response: TypeError",
+    ],
+    body: "TypeError",
+    // The reader that got past the lock holds it now.
+    after: true,
+  });
 });
 
 Deno.test("write(stream) of a readStream() message already partly read sends the rest", async () => {
