@@ -414,7 +414,8 @@ class InboundStream {
   abort(error: Error): void {
     this.#done = true;
     this.#held = [];
-    if (!this.#cancelled) (this.#bytes ?? this.#text!).error(error);
+    // No controller once a read past the lock errored the stream.
+    if (!this.#cancelled) (this.#bytes ?? this.#text)?.error(error);
     this.#failure = error;
     const taken = this.#taken;
     this.#taker = this.#taken = null;

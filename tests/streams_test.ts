@@ -700,6 +700,28 @@ Deno.test("write(stream) of a readStream() message locks it without a reader: ot
   });
 });
 
+Deno.test("write(stream) of a readStream() message cut short after a read past its lock rejects with SOCKET_CLOSED", async () => {
+  const { server, result } = serveOne(async (sock) => {
+    const msg = await sock.readStream();
+    const stream = (msg as { stream: ReadableStream<Uint8Array> }).stream;
+    const writing = sock.write(stream).catch((error) => error);
+    const bypass = ReadableStream.prototype.getReader as (
+      this: ReadableStream<Uint8Array>,
+    ) => ReadableStreamDefaultReader<Uint8Array>;
+    const read = await bypass.call(stream).read().catch((error) => error);
+    return { read: read.name, write: await writing };
+  });
+  await using _server = server;
+  const client = await RawClient.upgrade(server.addr.port);
+  await client.send(clientFrame(0x2, noise(10, 11), { fin: false }));
+  await within(client.readFrame(), "the first piece");
+  client.close();
+  const { read, write } = await within(result, "the server");
+  assert.equal(read, "TypeError");
+  assert.ok(write instanceof WebSocketError);
+  assert.equal(write.code, "SOCKET_CLOSED");
+});
+
 Deno.test("write(stream) of a readStream() message already partly read sends the rest", async () => {
   const { server, result } = serveOne(async (sock) => {
     const msg = await sock.readStream();
