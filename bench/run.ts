@@ -217,7 +217,7 @@ const SERVERS: Record<string, Contestant> = {
     name: "bare",
     label: "bare `Deno.Conn` echo (a floor: no API, no checks)",
     cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/bare.ts`],
-    scenarios: ["S1", "S2", "S3", "S4"],
+    scenarios: ["S1", "S2", "S3", "S4", "S5"],
   },
   bare_text: {
     name: "bare_text",

@@ -3,7 +3,7 @@
  * `Deno.Conn` code with no API and no checks: a minimal upgrade, then every
  * frame of a read is unmasked in place and echoed frame by frame (fragments
  * are not reassembled, text is not validated, control frames are echoed as
- * they came, close ends the connection). A payload that spans reads is read
+ * they came; a close frame is echoed, then the connection closed). A payload that spans reads is read
  * straight into a buffer of its own. Replies to one read go out in one write.
  *
  * What separates this library from it is the price of the API (whole
@@ -39,15 +39,29 @@ const listener = Deno.listen({
 });
 console.log(`READY ${(listener.addr as Deno.NetAddr).port}`);
 
-for await (const conn of listener) serve(conn).catch(() => conn.close());
-
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let o = 0; o < bytes.length;) o += await conn.write(bytes.subarray(o));
 }
 
-async function serve(conn: Deno.TcpConn): Promise<void> {
+// Read and write buffers, reused from connection to connection: a new
+// pair is 512 KiB to zero-fill, which would make this floor the slowest
+// server of the connection-churn scenario (S5).
+const spareBuffers: Uint8Array[][] = [];
+
+function serve(conn: Deno.TcpConn): Promise<void> {
+  const buffers = spareBuffers.pop() ??
+    [new Uint8Array(256 * 1024), new Uint8Array(256 * 1024 + 16)];
+  return echo(conn, buffers[0], buffers[1]).finally(() =>
+    spareBuffers.push(buffers)
+  );
+}
+
+async function echo(
+  conn: Deno.TcpConn,
+  buf: Uint8Array,
+  out: Uint8Array,
+): Promise<void> {
   conn.setNoDelay(true);
-  const buf = new Uint8Array(256 * 1024);
   let len = 0;
   // The upgrade: read to the blank line, answer 101.
   let headEnd = -1;
@@ -72,7 +86,6 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
   );
   buf.copyWithin(0, headEnd + 4, len);
   len -= headEnd + 4;
-  const out = new Uint8Array(256 * 1024 + 16);
   let spare = new Uint8Array(0);
   for (;;) {
     // Every whole frame in buf[0, len).
@@ -81,7 +94,6 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
     for (;;) {
       if (len - pos < 2) break;
       const b0 = buf[pos], b1 = buf[pos + 1];
-      if ((b0 & 0x0f) === 0x8) return conn.close();
       let size = b1 & 0x7f;
       let hdr = 2;
       if (size === 126) {
@@ -120,6 +132,15 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
       }
       let payload = buf.subarray(start, start + size);
       mask(payload, key);
+      if ((b0 & 0x0f) === 0x8) {
+        // Close: what came before it, then the close frame echoed (its
+        // code and reason unmasked), then the end of the connection.
+        out[outLen] = 0x88;
+        out[outLen + 1] = size;
+        out.set(payload, outLen + 2);
+        await writeAll(conn, out.subarray(0, outLen + 2 + size));
+        return conn.close();
+      }
       if (TEXT && (b0 & 0x0f) === 0x1) {
         const text = decoder.decode(payload);
         if (text.indexOf("\uFFFD") !== -1) return conn.close();
@@ -154,3 +175,5 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
     len += n;
   }
 }
+
+for await (const conn of listener) serve(conn).catch(() => conn.close());
