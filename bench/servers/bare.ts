@@ -3,8 +3,9 @@
  * `Deno.Conn` code with no API and no checks: a minimal upgrade, then every
  * frame of a read is unmasked in place and echoed frame by frame (fragments
  * are not reassembled, text is not validated, control frames are echoed as
- * they came; a close frame is echoed, then the connection closed). A payload that spans reads is read
- * straight into a buffer of its own. Replies to one read go out in one write.
+ * they came; a close frame is echoed, then the connection closed). A
+ * payload that spans reads is read straight into a buffer of its own.
+ * Replies to one read go out in one write.
  *
  * What separates this library from it is the price of the API (whole
  * messages, a read queue, promises) and of the checks (RFC 6455 rules, UTF-8
