@@ -113,11 +113,11 @@ class MessageBytes extends ReadableStream<Uint8Array> {
     if (#message in stream) (stream as MessageBytes).#message = null;
   }
 
-  /** The error for taking a reader while `write()` sends the stream. */
-  #lockedError(): TypeError | null {
-    return this.#message?.writing === true
-      ? new TypeError("The stream is locked: write() is sending it")
-      : null;
+  /** Throws what taking a reader throws while `write()` sends the stream. */
+  #refuseWhileWritten(): void {
+    if (this.#message?.writing === true) {
+      throw new TypeError("The stream is locked: write() is sending it");
+    }
   }
 
   override get locked(): boolean {
@@ -134,24 +134,21 @@ class MessageBytes extends ReadableStream<Uint8Array> {
   override getReader(
     options?: ReadableStreamGetReaderOptions,
   ): ReadableStreamReader<Uint8Array> {
-    const error = this.#lockedError();
-    if (error !== null) throw error;
+    this.#refuseWhileWritten();
     return super.getReader(options);
   }
 
-  override cancel(reason?: unknown): Promise<void> {
-    const error = this.#lockedError();
-    return error !== null ? Promise.reject(error) : super.cancel(reason);
+  override async cancel(reason?: unknown): Promise<void> {
+    this.#refuseWhileWritten();
+    return await super.cancel(reason);
   }
 
-  override pipeTo(
+  override async pipeTo(
     destination: WritableStream<Uint8Array>,
     options?: StreamPipeOptions,
   ): Promise<void> {
-    const error = this.#lockedError();
-    return error !== null
-      ? Promise.reject(error)
-      : super.pipeTo(destination, options);
+    this.#refuseWhileWritten();
+    return await super.pipeTo(destination, options);
   }
 
   override pipeThrough<T>(
@@ -161,8 +158,7 @@ class MessageBytes extends ReadableStream<Uint8Array> {
     },
     options?: StreamPipeOptions,
   ): ReadableStream<T> {
-    const error = this.#lockedError();
-    if (error !== null) throw error;
+    this.#refuseWhileWritten();
     return super.pipeThrough(transform, options);
   }
 
@@ -170,16 +166,14 @@ class MessageBytes extends ReadableStream<Uint8Array> {
     ReadableStream<Uint8Array>,
     ReadableStream<Uint8Array>,
   ] {
-    const error = this.#lockedError();
-    if (error !== null) throw error;
+    this.#refuseWhileWritten();
     return super.tee();
   }
 
   override values(
     options?: ReadableStreamIteratorOptions,
   ): AsyncIterableIterator<Uint8Array> {
-    const error = this.#lockedError();
-    if (error !== null) throw error;
+    this.#refuseWhileWritten();
     return super.values(options);
   }
 
