@@ -40,31 +40,61 @@ export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
  * base64 of the SHA-1 of the key and the GUID.
  */
 export function acceptKey(key: string): string {
-  return base64(sha1(encodeUtf8(key + WEBSOCKET_GUID)));
+  const accept = new Uint8Array(ACCEPT_LENGTH);
+  acceptKeyInto(key, accept, 0);
+  return String.fromCharCode.apply(null, accept as unknown as number[]);
+}
+
+/** The length of a `Sec-WebSocket-Accept`: base64 of 20 bytes. */
+const ACCEPT_LENGTH = 28;
+// A valid key (24 base64 characters) and the GUID, hashed from here: no
+// string joined, encoded and decoded back per handshake.
+const KEY_INPUT = new Uint8Array(24 + WEBSOCKET_GUID.length);
+KEY_INPUT.set(encoder.encode(WEBSOCKET_GUID), 24);
+
+/** Writes `acceptKey(key)` into `out` at `at`, as ASCII bytes. */
+function acceptKeyInto(key: string, out: Uint8Array, at: number): void {
+  let digest: Uint8Array;
+  if (key.length === 24) {
+    for (let i = 0; i < 24; i++) KEY_INPUT[i] = key.charCodeAt(i);
+    digest = sha1(KEY_INPUT);
+  } else digest = sha1(encodeUtf8(key + WEBSOCKET_GUID));
+  base64Into(digest, out, at);
 }
 
 const BASE64 =
   "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64_BYTES = encoder.encode(BASE64);
+const PAD = 0x3d; // "="
+
+/**
+ * Standard base64 with padding (RFC 4648 4) of `bytes`, written as ASCII
+ * into `out` at `at` (which must have room for it).
+ */
+function base64Into(bytes: Uint8Array, out: Uint8Array, at: number): void {
+  const A = BASE64_BYTES;
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3, at += 4) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out[at] = A[n >>> 18];
+    out[at + 1] = A[(n >>> 12) & 63];
+    out[at + 2] = A[(n >>> 6) & 63];
+    out[at + 3] = A[n & 63];
+  }
+  const rest = bytes.length - i;
+  if (rest === 0) return;
+  const n = (bytes[i] << 16) | (rest === 2 ? bytes[i + 1] << 8 : 0);
+  out[at] = A[n >>> 18];
+  out[at + 1] = A[(n >>> 12) & 63];
+  out[at + 2] = rest === 2 ? A[(n >>> 6) & 63] : PAD;
+  out[at + 3] = PAD;
+}
 
 /** Standard base64 with padding (RFC 4648 4), without `btoa`'s round trip through a string. */
 export function base64(bytes: Uint8Array): string {
-  let out = "";
-  let i = 0;
-  for (; i + 2 < bytes.length; i += 3) {
-    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
-    out += BASE64[n >>> 18] + BASE64[(n >>> 12) & 63] + BASE64[(n >>> 6) & 63] +
-      BASE64[n & 63];
-  }
-  const rest = bytes.length - i;
-  if (rest === 1) {
-    const n = bytes[i] << 16;
-    out += BASE64[n >>> 18] + BASE64[(n >>> 12) & 63] + "==";
-  } else if (rest === 2) {
-    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
-    out += BASE64[n >>> 18] + BASE64[(n >>> 12) & 63] + BASE64[(n >>> 6) & 63] +
-      "=";
-  }
-  return out;
+  const out = new Uint8Array(Math.ceil(bytes.length / 3) * 4);
+  base64Into(bytes, out, 0);
+  return String.fromCharCode.apply(null, out as unknown as number[]);
 }
 
 /** Whether `key` is base64 of 16 bytes (RFC 6455 4.1, item 7). */
@@ -305,30 +335,58 @@ export function acceptUpgrade(
   upgrade: UpgradeRequest,
   choice: AcceptChoice,
 ): Accepted {
-  let head = "HTTP/1.1 101 Switching Protocols\r\n" +
-    "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
-    `Sec-WebSocket-Accept: ${acceptKey(upgrade.key)}\r\n`;
+  // The lines after Sec-WebSocket-Accept, often none.
+  let tail = "";
   if (choice.protocol !== "") {
-    head += `Sec-WebSocket-Protocol: ${choice.protocol}\r\n`;
+    tail += `Sec-WebSocket-Protocol: ${choice.protocol}\r\n`;
   }
   const deflate = choice.compression === null ? null : negotiateDeflate(
     headerValue(request, "sec-websocket-extensions"),
     choice.compression,
   );
   if (deflate !== null) {
-    head += `Sec-WebSocket-Extensions: ${deflate.response}\r\n`;
+    tail += `Sec-WebSocket-Extensions: ${deflate.response}\r\n`;
   }
   for (const [name, value] of choice.headers ?? []) {
     if (!RESERVED_UPGRADE_HEADERS.has(name.toLowerCase())) {
-      head += `${name}: ${value}\r\n`;
+      tail += `${name}: ${value}\r\n`;
     }
   }
   return {
-    response: encodeUtf8(head + "\r\n"),
+    response: switchingProtocols(upgrade.key, tail),
     protocol: choice.protocol,
     extensions: deflate?.response ?? "",
     deflate: deflate?.params ?? null,
   };
+}
+
+// The 101 up to the accept key, encoded once: the response is built as
+// bytes, with no head string joined and encoded per handshake.
+const SWITCHING_START = encoder.encode(
+  "HTTP/1.1 101 Switching Protocols\r\n" +
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+);
+const CRLF = 0x0d0a;
+
+/** The 101's bytes: the fixed lines, the accept key, `tail`, the blank line. */
+function switchingProtocols(key: string, tail: string): Uint8Array {
+  const tailBytes = tail === "" ? null : encodeUtf8(tail);
+  const start = SWITCHING_START.length;
+  const response = new Uint8Array(
+    start + ACCEPT_LENGTH + 4 + (tailBytes?.length ?? 0),
+  );
+  response.set(SWITCHING_START);
+  acceptKeyInto(key, response, start);
+  let at = start + ACCEPT_LENGTH;
+  response[at++] = CRLF >> 8;
+  response[at++] = CRLF & 0xff;
+  if (tailBytes !== null) {
+    response.set(tailBytes, at);
+    at += tailBytes.length;
+  }
+  response[at++] = CRLF >> 8;
+  response[at] = CRLF & 0xff;
+  return response;
 }
 
 // -- The client's side --
