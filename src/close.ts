@@ -46,6 +46,11 @@ export function isValidCloseCode(code: number): boolean {
     (code >= 3000 && code <= 4999);
 }
 
+const NORMAL_PAYLOAD = Uint8Array.of(
+  NORMAL_CLOSURE >>> 8,
+  NORMAL_CLOSURE & 0xff,
+);
+
 /**
  * Encodes a close payload: the code in network byte order and the UTF-8
  * reason. Code 1005 means "no code" and gives an empty payload.
@@ -53,6 +58,9 @@ export function isValidCloseCode(code: number): boolean {
  */
 export function encodeClosePayload(code: number, reason: string): Uint8Array {
   if (code === NO_STATUS_RECEIVED) return new Uint8Array(0);
+  // The usual close and its echo: one payload for all (the write queue
+  // copies control payloads, so nothing writes into it).
+  if (code === NORMAL_CLOSURE && reason === "") return NORMAL_PAYLOAD;
   const reasonBytes = reason === "" ? null : encodeUtf8(reason);
   const payload = new Uint8Array(2 + (reasonBytes?.length ?? 0));
   payload[0] = code >>> 8;
