@@ -14,7 +14,11 @@
 import assert from "node:assert/strict";
 import type { Message, Socket } from "../mod.ts";
 import { validateUpgrade } from "../src/handshake.ts";
-import { parseRequestHead } from "../src/http.ts";
+import {
+  parseRequestHead,
+  parseRequestLines,
+  type RequestHead,
+} from "../src/http.ts";
 import {
   brief,
   checkInvariants,
@@ -381,6 +385,65 @@ Deno.test({
     peer.close();
     await within(sock.closed);
   },
+});
+
+// parseRequestHead() takes well-formed heads in one pass over the bytes and
+// hands anything else to the line-by-line parse: both must agree on every
+// head, valid or mutated, including the blanks String.prototype.trim()
+// removes (tab, space, U+00A0) and the ones it removes that a value may not
+// hold (VT, FF).
+Deno.test("parseRequestHead() gives what the line-by-line parse gives, for valid, mutated and edge-case heads", () => {
+  const rng = new Random(SEED + 10);
+  const heads: string[] = [
+    "GET / HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost:x\r\nEmpty:\r\nBlank:  \t \r\n\r\n",
+    "GET / HTTP/1.1\r\nX-A: \xa0v\xa0\r\nX-B:\t v \t\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-A: v\x0b\r\nX-B: \x0cv\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-A: a\rb\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-A: a\nb\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-A: a\r\n folded\r\n\r\n",
+    "GET / HTTP/1.1\r\n: no name\r\n\r\n",
+    "GET / HTTP/1.1\r\nX A: space\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-A : space\r\n\r\n",
+    "GET / HTTP/1.1\r\nNo colon\r\n\r\n",
+    "GET / HTTP/1.1\r\nUPPER-Case: V\r\nupper-case: w\r\n\r\n",
+    "GET /caf\xe9 HTTP/1.1\r\n\r\n",
+    "GET /a\tb HTTP/1.1\r\n\r\n",
+    "GET  / HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.1 \r\n\r\n",
+    "GET / HTTP/1.x\r\n\r\n",
+    "GET / HTTP/2.0\r\n\r\n",
+    "G(T / HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.1\r\nX-A: v\r\n",
+    "GET / HTTP/1.1\n\r\n\r\n",
+  ];
+  for (let i = 0; i < 300; i++) heads.push(validRequest(rng, i % 2 === 0));
+  for (let i = 0; i < 3000; i++) {
+    let text = validRequest(rng);
+    for (let n = rng.range(1, 3); n > 0; n--) text = mutateHead(rng, text);
+    const end = text.indexOf("\r\n\r\n");
+    heads.push(end === -1 ? text + "\r\n\r\n" : text.slice(0, end + 4));
+  }
+  let accepted = 0;
+  for (const text of heads) {
+    const context = JSON.stringify(text);
+    const bytes = latin1Bytes(text);
+    const parsed = parseRequestHead(bytes);
+    const byLines = parseRequestLines(latin1String(bytes));
+    assert.deepEqual(parsed, byLines, context);
+    if (!("status" in parsed)) {
+      accepted++;
+      assert.deepEqual(
+        [...parsed.headers],
+        [...(byLines as RequestHead).headers],
+        context,
+      );
+    }
+  }
+  // The comparison covered accepted heads, not only refusals.
+  assert.ok(accepted > 300, `${accepted} heads accepted`);
 });
 
 Deno.test("parseRequestHead() and validateUpgrade() answer mutated upgrade requests with a result or a 4xx, never an exception", () => {
