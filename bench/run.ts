@@ -203,6 +203,14 @@ const SERVERS: Record<string, Contestant> = {
     env: { STREAM: "1" },
     scenarios: ["S3", "S4"],
   },
+  ours_frag1m: {
+    name: "ours_frag1m",
+    label:
+      "@silly/websocket `listen`, the README's idiom with `fragmentSize: 1 MiB`",
+    cmd: [DENO, "run", "--allow-net", "--allow-env", `${BENCH}servers/ours.ts`],
+    env: { FRAGMENT_SIZE: `${1024 * 1024}` },
+    scenarios: ["S3", "S4"],
+  },
   ws_node: {
     name: "ws_node",
     label: "`ws` 8 on Node",
@@ -905,6 +913,7 @@ async function main(): Promise<number> {
     SERVERS.ours,
     SERVERS.ours_nowait,
     SERVERS.ours_stream,
+    SERVERS.ours_frag1m,
   ];
   let wsVersion: string | null = null;
   const wantNode = !wanted || wanted.includes("ws_node");

@@ -5,6 +5,7 @@
  * `NOWAIT=1` is the second contestant: the same loop without `await`, to
  * keep the cost of awaiting visible. `STREAM=1` echoes each message in
  * pieces as they arrive: `readStream()` into `write(stream)`.
+ * `FRAGMENT_SIZE=N` sets `fragmentSize` (default 64 KiB, as the seed).
  *
  * Path `/` echoes text as text and binary as binary; path `/fanout`
  * subscribes to a topic, and a message from any subscriber is published to
@@ -20,10 +21,12 @@ const members = new Set<Socket>();
 const loop = Deno.env.get("FANOUT") === "loop";
 const nowait = Deno.env.get("NOWAIT") === "1";
 const streamed = Deno.env.get("STREAM") === "1";
+const fragmentSize = Number(Deno.env.get("FRAGMENT_SIZE") ?? 64 * 1024);
 
 const server = listen({
   addr: `127.0.0.1:${Deno.env.get("PORT") ?? "0"}`,
   backlog: 4096,
+  fragmentSize,
   onError() {},
   async handler(sock) {
     if (sock.request.url.endsWith("/fanout")) {
