@@ -60,13 +60,16 @@ async function read(
   conn: Deno.Conn,
   maxSize: number,
   checker: RequestLineChecker | null,
-  prefix: Uint8Array = new Uint8Array(0),
+  prefix?: Uint8Array,
 ): Promise<HeadRead | "too_large" | "eof" | HeadError> {
   // Small, and the socket's own afterwards when it is small enough: most
   // heads fit, and a bigger one grows it.
-  let buffer = new Uint8Array(Math.max(HEAD_READ, prefix.length));
-  buffer.set(prefix);
-  let length = prefix.length;
+  let buffer = new Uint8Array(Math.max(HEAD_READ, prefix?.length ?? 0));
+  let length = 0;
+  if (prefix !== undefined) {
+    buffer.set(prefix);
+    length = prefix.length;
+  }
   let scanned = 0;
   for (;;) {
     let n = length - scanned;
@@ -78,15 +81,19 @@ async function read(
         bigger.set(buffer);
         buffer = bigger;
       }
-      const read = await conn.read(buffer.subarray(length));
+      // The buffer and bounds rather than subarrays: three fewer objects
+      // per connection.
+      const read = await conn.read(
+        length === 0 ? buffer : buffer.subarray(length),
+      );
       if (read === null) return "eof";
       length += n = read;
     }
     if (checker !== null && !checker.done) {
-      const error = checker.check(buffer.subarray(0, length), length - n);
+      const error = checker.check(buffer, length - n, length);
       if (error !== null) return error;
     }
-    const end = findHeadEnd(buffer.subarray(0, length), scanned - 3);
+    const end = findHeadEnd(buffer, scanned - 3, length);
     if (end !== -1) {
       if (end > maxSize) return "too_large";
       return {

@@ -327,6 +327,52 @@ Deno.test("hasToken() finds a token ignoring case", () => {
   assert.equal(hasToken(null, "upgrade"), false);
 });
 
+// hasToken() compares in place; it must agree with the elements that
+// headerList() splits and trims, compared lower-cased.
+Deno.test("hasToken() agrees with headerList() on random values", () => {
+  const pieces = [
+    "upgrade",
+    "Upgrade",
+    "UPGRADE",
+    "upgrades",
+    "upgrad",
+    "keep-alive",
+    "websocket",
+    "WebSocket",
+    "100-continue",
+    ",",
+    ",",
+    " ",
+    "\t",
+    "\v",
+    "\xa0",
+    "\u3000",
+    "\u2028",
+    "\r",
+    "x",
+    "-",
+    "\xc0",
+  ];
+  const tokens = ["upgrade", "websocket", "keep-alive", "100-continue"];
+  let seed = 7;
+  const next = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % n;
+  };
+  let found = 0;
+  for (let i = 0; i < 20_000; i++) {
+    let value = "";
+    for (let n = next(7); n >= 0; n--) value += pieces[next(pieces.length)];
+    const token = tokens[next(tokens.length)];
+    const expected = headerList(value).some((item) =>
+      item.toLowerCase() === token
+    );
+    if (expected) found++;
+    assert.equal(hasToken(value, token), expected, JSON.stringify(value));
+  }
+  assert.ok(found > 1000, `${found} values held their token`);
+});
+
 // -- 4.1 and 4.2.2 The response --
 
 Deno.test("parseResponseHead() parses a 101 response", () => {
