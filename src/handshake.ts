@@ -133,37 +133,33 @@ export interface UpgradeRejection {
 export function validateUpgrade(
   request: RequestHead,
 ): UpgradeRequest | UpgradeRejection {
-  // From the fields as sent when there are: no `Headers` is built.
-  const h = { get: (name: string) => headerValue(request, name) };
-  if (!hasToken(h.get("upgrade"), "websocket")) {
+  // headerValue() reads the fields as sent: no `Headers` is built.
+  if (!hasToken(headerValue(request, "upgrade"), "websocket")) {
     return {
       status: 426,
       message: "Upgrade required: this endpoint serves WebSocket only",
       headers: { "Upgrade": "websocket", "Connection": "Upgrade" },
     };
   }
-  const fail = (message: string): UpgradeRejection => ({
-    status: 400,
-    message,
-    headers: {},
-  });
   if (request.method !== "GET") {
-    return fail(
+    return badUpgrade(
       `Invalid upgrade: method must be GET, received ${request.method}`,
     );
   }
   if (request.version !== "HTTP/1.1") {
-    return fail(
+    return badUpgrade(
       `Invalid upgrade: HTTP version must be 1.1, received ${request.version}`,
     );
   }
-  if (h.get("host") === null) {
-    return fail("Invalid upgrade: missing Host header");
+  if (headerValue(request, "host") === null) {
+    return badUpgrade("Invalid upgrade: missing Host header");
   }
-  if (!hasToken(h.get("connection"), "upgrade")) {
-    return fail("Invalid upgrade: Connection header must contain Upgrade");
+  if (!hasToken(headerValue(request, "connection"), "upgrade")) {
+    return badUpgrade(
+      "Invalid upgrade: Connection header must contain Upgrade",
+    );
   }
-  const version = h.get("sec-websocket-version");
+  const version = headerValue(request, "sec-websocket-version");
   if (version !== "13") {
     return {
       status: 426,
@@ -173,21 +169,26 @@ export function validateUpgrade(
       headers: { "Sec-WebSocket-Version": "13" },
     };
   }
-  const key = h.get("sec-websocket-key");
+  const key = headerValue(request, "sec-websocket-key");
   if (key === null || !isValidKey(key)) {
-    return fail(
+    return badUpgrade(
       "Invalid upgrade: Sec-WebSocket-Key must be base64 of 16 bytes",
     );
   }
-  const protocols = headerList(h.get("sec-websocket-protocol"));
+  const protocols = headerList(headerValue(request, "sec-websocket-protocol"));
   if (!protocols.every((p) => isToken(p))) {
-    return fail("Invalid upgrade: malformed Sec-WebSocket-Protocol");
+    return badUpgrade("Invalid upgrade: malformed Sec-WebSocket-Protocol");
   }
   return {
     key,
     protocols,
-    extensions: headerList(h.get("sec-websocket-extensions")),
+    extensions: headerList(headerValue(request, "sec-websocket-extensions")),
   };
+}
+
+/** A 400 for an invalid upgrade. */
+function badUpgrade(message: string): UpgradeRejection {
+  return { status: 400, message, headers: {} };
 }
 
 /**
