@@ -22,7 +22,7 @@ import {
 } from "./options.ts";
 import { fail, type PendingConn } from "./pending_conn.ts";
 import type { BrokerStats } from "./broker.ts";
-import type { Socket } from "./socket.ts";
+import { type Socket, startClose } from "./socket.ts";
 import { type ConnTracker, serverHandshake } from "./server_handshake.ts";
 import { Topics } from "./topics.ts";
 
@@ -267,7 +267,7 @@ export class Server {
       if (pending.phase === "handshake") pending.cut();
     }
     for (const sock of this.#sockets.values()) {
-      sock.close(GOING_AWAY, "Server shutting down").catch(noop);
+      startClose(sock, GOING_AWAY, "Server shutting down");
     }
     const timer = setTimeout(() => {
       for (const pending of this.#pending.values()) {
@@ -320,7 +320,7 @@ export class Server {
       served.value = sock;
       if (!served.finished) this.#sockets.insert(served);
       if (this.#closing !== null) {
-        sock.close(GOING_AWAY, "Server shutting down").catch(noop);
+        startClose(sock, GOING_AWAY, "Server shutting down");
       } else this.#runHandler(sock);
     } catch (error) {
       this.#report(error);
@@ -344,13 +344,13 @@ export class Server {
       return;
     }
     Promise.resolve(handled).then(
-      () => sock.close(NORMAL_CLOSURE).catch(noop),
+      () => startClose(sock, NORMAL_CLOSURE),
       (error) => this.#handlerFailed(sock, error),
     );
   }
 
   #handlerFailed(sock: Socket, error: unknown): void {
-    sock.close(INTERNAL_ERROR, "Internal error").catch(noop);
+    startClose(sock, INTERNAL_ERROR, "Internal error");
     try {
       this.#report(error);
     } catch {

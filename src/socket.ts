@@ -75,6 +75,13 @@ function noop(): void {}
  * await server.close();
  * ```
  */
+/**
+ * Starts the close handshake of `sock` as its `close()` does, without the
+ * promise: the server's own closes (after a handler, on shutdown), whose
+ * promise nobody awaited. `code` and `reason` are valid.
+ */
+export let startClose: (sock: Socket, code: number, reason?: string) => void;
+
 export class Socket implements AsyncIterable<Message> {
   // Keepalive acts on sockets through these, shared by all: no closures
   // per socket.
@@ -492,6 +499,11 @@ export class Socket implements AsyncIterable<Message> {
     return this.closed.then(noop);
   }
 
+  static {
+    startClose = (sock, code, reason = "") =>
+      sock.#protocol.close(code, reason);
+  }
+
   async #readLoop(
     head: Uint8Array,
     readBuffer: Uint8Array | undefined,
@@ -663,8 +675,11 @@ export class Socket implements AsyncIterable<Message> {
     if (this.#transport !== Transport.OPEN) return;
     this.#transport = failed ? Transport.LINGERING : Transport.DRAINING;
     this.#armCloseTimer();
-    if (!failed) this.#writes.idle().then(() => this.#closeConn());
+    if (!failed) this.#writes.whenIdle(this.#closeConnWhenWritten);
   }
+
+  // #shutdown's callback: made with the socket rather than per close.
+  readonly #closeConnWhenWritten = (): void => this.#closeConn();
 
   #closeConn(): void {
     if (this.#transport === Transport.CLOSED) return;

@@ -369,6 +369,15 @@ export class WriteQueue {
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
+  /**
+   * {@linkcode idle} without a promise: calls `callback` once everything
+   * queued so far was written (or failed), in a microtask if that is now.
+   */
+  whenIdle(callback: () => void): void {
+    if (this.#batch === null && !this.#flushing) queueMicrotask(callback);
+    else this.#idle.push(callback);
+  }
+
   /** Fails the queue: pending flushes and later writes reject with `error`. */
   fail(error: unknown): void {
     this.failWith(() => error);
