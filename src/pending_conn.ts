@@ -108,7 +108,9 @@ export async function writeAll(
   conn: Deno.Conn,
   bytes: Uint8Array,
 ): Promise<void> {
-  let offset = 0;
+  if (bytes.length === 0) return;
+  // The first write takes the bytes as they are: no view of them.
+  let offset = await conn.write(bytes);
   while (offset < bytes.length) {
     offset += await conn.write(bytes.subarray(offset));
   }
