@@ -417,8 +417,10 @@ export class Socket implements AsyncIterable<Message> {
    * wait for it. A source that throws closes the socket with 1011.
    *
    * A `Uint8Array` passed here is yours again once the write resolves:
-   * small payloads are copied at once, big ones (256 KiB and up, unmasked)
-   * are written from your buffer and their write resolves once they were.
+   * frames under 256 KiB (every fragment, with the default `fragmentSize`)
+   * are copied at once; bigger ones (unmasked, with a `fragmentSize` that
+   * big) are written from your buffer and their write resolves once they
+   * were.
    *
    * @example Echo, awaiting each write
    * ```ts ignore
