@@ -51,6 +51,13 @@ const MESSAGE_OVERHEAD = 64;
 function noop(): void {}
 
 /**
+ * Starts the close handshake of `sock` as its `close()` does, without the
+ * promise: the server's own closes (after a handler, on shutdown), whose
+ * promise nobody awaited. `code` and `reason` are valid.
+ */
+export let startClose: (sock: Socket, code: number, reason?: string) => void;
+
+/**
  * One WebSocket connection: read whole messages, write frames, close.
  *
  * `Socket`s are made by `listen` (handed to the handler) and `connect`.
@@ -75,13 +82,6 @@ function noop(): void {}
  * await server.close();
  * ```
  */
-/**
- * Starts the close handshake of `sock` as its `close()` does, without the
- * promise: the server's own closes (after a handler, on shutdown), whose
- * promise nobody awaited. `code` and `reason` are valid.
- */
-export let startClose: (sock: Socket, code: number, reason?: string) => void;
-
 export class Socket implements AsyncIterable<Message> {
   // Keepalive acts on sockets through these, shared by all: no closures
   // per socket.
