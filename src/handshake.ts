@@ -54,11 +54,15 @@ KEY_INPUT.set(encoder.encode(WEBSOCKET_GUID), 24);
 
 /** Writes `acceptKey(key)` into `out` at `at`, as ASCII bytes. */
 function acceptKeyInto(key: string, out: Uint8Array, at: number): void {
-  let digest: Uint8Array;
-  if (key.length === 24) {
-    for (let i = 0; i < 24; i++) KEY_INPUT[i] = key.charCodeAt(i);
-    digest = sha1(KEY_INPUT);
-  } else digest = sha1(encodeUtf8(key + WEBSOCKET_GUID));
+  let ascii = key.length === 24;
+  for (let i = 0; ascii && i < 24; i++) {
+    const c = key.charCodeAt(i);
+    KEY_INPUT[i] = c;
+    ascii = c < 0x80;
+  }
+  const digest = ascii
+    ? sha1(KEY_INPUT)
+    : sha1(encodeUtf8(key + WEBSOCKET_GUID));
   base64Into(digest, out, at);
 }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { compressionConfig } from "../src/deflate_codec.ts";
 import { WebSocketError } from "../src/errors.ts";
 import {
@@ -106,6 +107,25 @@ function assertHeadError(
 Deno.test("acceptKey() computes the RFC 6455 example", async () => {
   assert.equal(WEBSOCKET_GUID, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
   assert.equal(await acceptKey(SAMPLE_KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+});
+
+// acceptKey() hashes a 24-character ASCII key (every valid one) from a
+// reused buffer: any other key must still hash as its UTF-8 bytes.
+Deno.test("acceptKey() matches node:crypto's SHA-1 for keys of any length and characters", () => {
+  const guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  const keys = [
+    SAMPLE_KEY,
+    "é".repeat(24),
+    "aé".repeat(12),
+    "abcdefghijklmnopqrstuvw\u0100",
+    "short",
+    "x".repeat(30),
+    "",
+  ];
+  for (const key of keys) {
+    const expected = createHash("sha1").update(key + guid).digest("base64");
+    assert.equal(acceptKey(key), expected, JSON.stringify(key));
+  }
 });
 
 Deno.test("generateKey() returns a fresh base64 key of 16 bytes", () => {
