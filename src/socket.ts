@@ -677,11 +677,10 @@ export class Socket implements AsyncIterable<Message> {
     if (this.#transport !== Transport.OPEN) return;
     this.#transport = failed ? Transport.LINGERING : Transport.DRAINING;
     this.#armCloseTimer();
-    if (!failed) this.#writes.whenIdle(this.#closeConnWhenWritten);
+    // A closure made at the close, not a field every idle socket holds; as
+    // an argument (not assigned to a property) it is a young object.
+    if (!failed) this.#writes.whenIdle(() => this.#closeConn());
   }
-
-  // #shutdown's callback: made with the socket rather than per close.
-  readonly #closeConnWhenWritten = (): void => this.#closeConn();
 
   #closeConn(): void {
     if (this.#transport === Transport.CLOSED) return;

@@ -365,8 +365,7 @@ export class WriteQueue {
 
   /** Resolves when everything queued so far was written (or failed). */
   idle(): Promise<void> {
-    if (this.#batch === null && !this.#flushing) return Promise.resolve();
-    return new Promise((resolve) => this.#idle.push(resolve));
+    return new Promise((resolve) => this.whenIdle(resolve));
   }
 
   /**
