@@ -46,6 +46,8 @@ const SHARE_LIMIT = 16 * 1024;
 // the caller queues in the same job still joins it) instead of at the end
 // of the event-loop turn.
 const EAGER_FLUSH = 64 * 1024;
+// The most of the last batch's size a new batch's buffer starts with.
+const LENGTH_HINT_MAX = EAGER_FLUSH;
 
 const encoder = new TextEncoder();
 const RESOLVED = Promise.resolve();
@@ -71,6 +73,9 @@ export class WriteQueue {
   #buffer: Uint8Array | null = null;
   #spare: Uint8Array | null = null;
   #length = 0;
+  // Bytes the last batch's buffer held: the next batch's buffer starts at
+  // that size, rather than growing (and copying) its way there again.
+  #lastLength = 0;
   // Bytes of #buffer already moved into the batch's parts.
   #sealed = 0;
   #batch: Batch | null = null;
@@ -495,9 +500,10 @@ export class WriteQueue {
     if (this.#log !== null) this.#unshare();
     let buffer = this.#buffer;
     if (buffer === null) {
-      buffer = this.#spare !== null && this.#spare.length >= size
+      const wanted = Math.max(size, this.#lastLength + size);
+      buffer = this.#spare !== null && this.#spare.length >= wanted
         ? this.#spare
-        : takeWriteBuffer(Math.max(WRITE_BUFFER_SIZE, size));
+        : takeWriteBuffer(Math.max(WRITE_BUFFER_SIZE, wanted));
       this.#spare = null;
       this.#buffer = buffer;
       this.#length = this.#sealed = 0;
@@ -584,6 +590,7 @@ export class WriteQueue {
       batch.parts.push(log.view(this.#logStart, this.#logEnd));
     } else this.#seal(batch);
     this.#written = this.#buffer;
+    this.#lastLength = Math.min(this.#length, LENGTH_HINT_MAX);
     this.#batch = null;
     this.#writing = batch;
     this.#buffer = null;
