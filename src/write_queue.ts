@@ -500,11 +500,15 @@ export class WriteQueue {
     if (this.#log !== null) this.#unshare();
     let buffer = this.#buffer;
     if (buffer === null) {
-      const wanted = Math.max(size, this.#lastLength + size);
-      buffer = this.#spare !== null && this.#spare.length >= wanted
-        ? this.#spare
-        : takeWriteBuffer(Math.max(WRITE_BUFFER_SIZE, wanted));
+      const wanted = this.#lastLength + size;
+      const spare = this.#spare;
       this.#spare = null;
+      if (spare !== null && spare.length >= wanted) buffer = spare;
+      else {
+        // Too small for this batch: back to its pool, not garbage.
+        if (spare !== null) giveWriteBuffer(spare);
+        buffer = takeWriteBuffer(Math.max(WRITE_BUFFER_SIZE, wanted));
+      }
       this.#buffer = buffer;
       this.#length = this.#sealed = 0;
     } else if (this.#length + size > buffer.length) {
