@@ -500,7 +500,8 @@ export class WriteQueue {
     if (this.#log !== null) this.#unshare();
     let buffer = this.#buffer;
     if (buffer === null) {
-      const wanted = this.#lastLength + size;
+      // A big frame sizes its batch on its own: no hint added to it.
+      const wanted = size < LENGTH_HINT_MAX ? this.#lastLength + size : size;
       const spare = this.#spare;
       this.#spare = null;
       if (spare !== null && spare.length >= wanted) buffer = spare;

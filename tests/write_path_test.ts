@@ -229,3 +229,31 @@ Deno.test("64 KiB queued starts its write after the caller's job, not at the end
   assert.deepEqual(calls, [102 + 70_010]); // the turn's flush finds nothing
   await queue.idle();
 });
+
+Deno.test("a batch's buffer starts at the last batch's size, and a big frame's at its own", async () => {
+  // The size of the buffer each write was a view of.
+  const buffers: number[] = [];
+  const writer = {
+    write(p: Uint8Array): Promise<number> {
+      buffers.push(p.buffer.byteLength);
+      return Promise.resolve(p.length);
+    },
+  };
+  const queue = new WriteQueue(writer, false, { writeFailed: (e) => e });
+  // 40 frames of 300 B (12,080 bytes), grown to from a 4 KiB start.
+  for (let i = 0; i < 40; i++) queue.push(true, false, 2, new Uint8Array(300));
+  await queue.idle();
+  assert.deepEqual(buffers, [16 * 1024]);
+  // The next batch starts at that size: its first frame takes 16 KiB.
+  queue.push(true, false, 2, new Uint8Array(300));
+  await queue.idle();
+  assert.deepEqual(buffers, [16 * 1024, 16 * 1024]);
+  // After a batch of 60,000 bytes, a frame of 220,000 (copied: under 256
+  // KiB) sizes its buffer on its own: the 256 KiB pool class, not 280,010
+  // bytes made for it and the last batch's size together.
+  queue.push(true, false, 2, new Uint8Array(60_000 - 4));
+  await queue.idle();
+  queue.push(true, false, 2, new Uint8Array(220_000));
+  await queue.idle();
+  assert.equal(buffers.at(-1), 256 * 1024);
+});
